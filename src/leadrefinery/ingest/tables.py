@@ -26,6 +26,7 @@ from . import identity
 from .lines import open_bytes
 from .loader import IngestReport, quarantine_rows
 
+OUTCOME_KIND = {"conversions": "conversion", "opportunities": "opportunity"}
 KINDS = ("people", "accounts", "conversions", "opportunities", "campaigns")
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%m/%d/%Y", "%m/%d/%Y %H:%M", "%d-%m-%Y",
@@ -373,6 +374,20 @@ class TableImporter:
 
     def _outcomes(self, records: list[dict], kind: str, source: str) -> tuple[int, list]:
         records, bad = self._person_ids_optional(records, required=kind == "conversions")
+        # a CRM contact we have not seen yet is a lead too: make sure the person exists
+        contacts = [
+            {"person_id": r["person_id"], "email": r["email"], "_traits": {},
+             "_digest": r["_digest"], "created_at": r.get("created_at")}
+            for r in records if r.get("person_id")
+        ]
+        if contacts:
+            self._new_rows(self._trait_rows(contacts, "person_id", {"person_id"}), "trait_history")
+            self.engine.execute(
+                "CREATE OR REPLACE TEMP TABLE _touched AS "
+                "SELECT DISTINCT person_id FROM _fresh "
+                "WHERE person_id NOT IN (SELECT person_id FROM people)"
+            )
+            identity.rebuild_people(self.engine, "_touched", self.webmail)
         cols: dict[str, list] = {c: [] for c in (
             "outcome_id", "kind", "person_id", "account_id", "account", "created_at", "stage",
             "won", "amount", "closed_at", "owner", "source")}
@@ -385,7 +400,7 @@ class TableImporter:
             if won is None and stage:
                 won = parse_bool(stage) if stage.lower() in ("won", "lost") else None
             cols["outcome_id"].append(str(r.get("outcome_id") or f"csv-{r['_digest']}"))
-            cols["kind"].append(kind[:-1])
+            cols["kind"].append(OUTCOME_KIND[kind])
             cols["person_id"].append(r.get("person_id"))
             cols["account_id"].append(r.get("account_id"))
             cols["account"].append(r.get("account"))
@@ -410,9 +425,9 @@ class TableImporter:
                 """
                 CREATE OR REPLACE TEMP TABLE _out AS
                 SELECT r.* EXCLUDE (account, account_id, _pos),
-                       coalesce(r.account_id, a.account_id,
-                                CASE WHEN r.account IS NOT NULL THEN 'name:' || lower(r.account) END,
-                                p.account_id) AS account_id
+                       coalesce(r.account_id, a.account_id, p.account_id,
+                                CASE WHEN r.account IS NOT NULL THEN 'name:' || lower(r.account) END)
+                         AS account_id
                 FROM (SELECT * FROM _rows QUALIFY row_number() OVER (
                         PARTITION BY outcome_id ORDER BY _pos DESC) = 1) r
                 LEFT JOIN (SELECT lower(name) AS n, min(account_id) AS account_id FROM accounts
