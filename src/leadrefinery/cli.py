@@ -216,5 +216,38 @@ def status(project: ProjectOpt = None) -> None:
     console.print(t)
 
 
+@app.command()
+@handle_errors
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to create the demo project.")] = Path(
+        "demo-project"
+    ),
+    people: Annotated[int, typer.Option(help="Trial signups to generate.")] = 5000,
+    months: Annotated[int, typer.Option(help="Months of history.")] = 6,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+    serve: Annotated[
+        bool, typer.Option(help="Start the server and dashboard at the end (Ctrl-C to stop).")
+    ] = True,
+) -> None:
+    """Generate a free-trial SaaS business, ingest it, score it, show the ranked leads."""
+    from .demo import run_demo
+
+    result = run_demo(directory, people=people, months=months, seed=seed,
+                      say=lambda m: console.print(f"[bold cyan]>[/] {m}"))
+    print_report(result.ingest)
+    p = result.project
+    if hasattr(p, "leads"):
+        show_leads(p.leads(top=15), title="top leads")
+    url = f"http://{p.settings.server.host}:{p.settings.server.port}/"
+    if serve and "serve" in {c.name for c in app.registered_commands}:
+        console.print(f"\n[bold green]open {url}[/] (Ctrl-C stops the server)")
+        p.close()
+        serve_project(p.root)  # noqa: F821 - defined with the serve command
+    else:
+        console.print(f"\nproject: {p.root}\nstart the dashboard with "
+                      f"`leadrefinery serve --project {p.root}` and open {url}")
+        p.close()
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

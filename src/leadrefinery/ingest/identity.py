@@ -106,18 +106,13 @@ def link_identities(engine: Engine) -> None:
         )
 
 
-def resolve_people(engine: Engine) -> None:
-    """Add `person_id` to the batch: user id (or what it aliases), else the anonymous id's person."""
-    engine.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _resolved AS
-        SELECT n.*, coalesce(iu.person_id, n.user_id, ia.person_id, 'anon:' || n.anonymous_id)
-                    AS person_id
-        FROM _new n
-        LEFT JOIN identities iu ON iu.alias_id = n.user_id
-        LEFT JOIN identities ia ON ia.alias_id = n.anonymous_id
-        """
-    )
+# The batch `_new` joined to what is known of its ids, and the person each message belongs to:
+# the user id (or the person it aliases), else the anonymous id's person, else the anonymous id.
+RESOLVED_FROM = (
+    "_new n LEFT JOIN identities iu ON iu.alias_id = n.user_id "
+    "LEFT JOIN identities ia ON ia.alias_id = n.anonymous_id"
+)
+PERSON_ID = "coalesce(iu.person_id, n.user_id, ia.person_id, 'anon:' || n.anonymous_id)"
 
 
 def record_traits(engine: Engine) -> None:

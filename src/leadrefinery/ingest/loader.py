@@ -172,14 +172,14 @@ class EventLoader:
             quarantine_rows(
                 e,
                 "SELECT ? AS source, line_no AS line, item, message_id, 'events' AS kind, "
-                "reason, msg AS raw FROM _norm WHERE reason IS NOT NULL",
+                "reason, raw FROM _norm WHERE reason IS NOT NULL",
                 [source],
             )
         # first occurrence of each message id in the chunk, then only ids the store lacks
         e.execute(
             """
             CREATE OR REPLACE TEMP TABLE _new AS
-            SELECT * EXCLUDE (line_no, item, msg, reason, rn) FROM (
+            SELECT * EXCLUDE (line_no, item, raw, reason, rn) FROM (
               SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY line_no, item) AS rn
               FROM _norm WHERE reason IS NULL
             ) c
@@ -195,20 +195,37 @@ class EventLoader:
     def _apply(self, source: str) -> None:
         e = self.engine
         identity.link_identities(e)
-        identity.resolve_people(e)
+        cols = ", ".join(
+            {"person_id": identity.PERSON_ID, "source": "?"}.get(c, f"n.{c}")
+            for c in EVENT_COLUMNS.split(", ")
+        )
         e.execute(
-            f"INSERT INTO events ({EVENT_COLUMNS}) "
-            f"SELECT {EVENT_COLUMNS.replace('source', '? AS source')} FROM _resolved",
+            f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {cols} FROM {identity.RESOLVED_FROM}",
             [source],
         )
-        identity.record_traits(e)
+        # only what the derived tables need travels further: profile-changing messages
+        names = list(self.settings.ingest.conversion_events)
+        conversions = (
+            f"OR (n.type = 'track' AND n.event IN ({', '.join('?' for _ in names)}))"
+            if names else ""
+        )
         e.execute(
-            """
+            f"""
+            CREATE OR REPLACE TEMP TABLE _resolved AS
+            SELECT n.*, {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}
+            WHERE n.type IN ('identify', 'group') OR contains(n.context, '"campaign"')
+            {conversions}
+            """,
+            names,
+        )
+        e.execute(
+            f"""
             CREATE OR REPLACE TEMP TABLE _touched AS
-            SELECT DISTINCT person_id FROM _resolved
+            SELECT DISTINCT {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}
             UNION SELECT new_id FROM _moves
             """
         )
+        identity.record_traits(e)
         identity.rebuild_people(e, "_touched", "_webmail", removed="_moves")
         self._record_conversions()
         e.execute(

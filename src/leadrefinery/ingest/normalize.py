@@ -38,6 +38,7 @@ _STRUCT = (
             ("traits", "JSON"),
             ("context", "JSON"),
             ("integrations", "JSON"),
+            ("batch", "JSON"),
         ]
     )
     + "}"
@@ -47,7 +48,8 @@ def _reason_case(max_bytes: int) -> str:
     """CASE expression giving the rejection reason of a parsed message (NULL = valid)."""
     types = ", ".join(_q(t) for t in TYPES)
     whens = [
-        ("json_type(msg) <> 'OBJECT'", "a message must be a JSON object"),
+        ("m IS NULL", "not valid JSON"),
+        ("NOT starts_with(ltrim(msg), '{')", "a message must be a JSON object"),
         (f"nbytes > {int(max_bytes)}", f"message larger than {max_bytes // 1024} KB"),
         (f"m.type IS NULL OR m.type NOT IN ({types})",
          f"field 'type' must be one of {', '.join(TYPES)}"),
@@ -62,7 +64,8 @@ def _reason_case(max_bytes: int) -> str:
             )
     for f in OBJECT_FIELDS:
         whens.append(
-            (f"json_type(m.{f}) NOT IN ('OBJECT', 'NULL')", f"field '{f}' must be an object")
+            # json_transform gives minified JSON: the first character tells its type
+            (f"m.{f} IS NOT NULL AND NOT starts_with(m.{f}, '{{')", f"field '{f}' must be an object")
         )
     for f in TIME_FIELDS:
         whens.append(
@@ -76,31 +79,30 @@ def _reason_case(max_bytes: int) -> str:
 def normalize_sql(raw: str, *, max_bytes: int, now_param: str = "$1") -> str:
     """SQL selecting every message of table `raw(line_no, line)`, valid or not.
 
-    Columns: line_no, item, msg, reason (NULL when valid) and the event columns.
+    Columns: line_no, item, raw (the text, kept only for rejects), reason (NULL when valid)
+    and the event columns. Each line is parsed once (`try` turns invalid JSON into NULL).
     """
     return f"""
-WITH raw AS (
-  SELECT line_no, line, json_valid(line) AS ok FROM {raw}
+WITH lines AS (
+  SELECT line_no, line, try(json_transform(line, '{_STRUCT}')) AS m FROM {raw}
 ),
 msgs AS (
-  SELECT line_no, CAST(NULL AS BIGINT) AS item, line AS msg, ok FROM raw
-  WHERE NOT ok OR json_type(line, '$.batch') IS DISTINCT FROM 'ARRAY'
+  SELECT line_no, CAST(NULL AS BIGINT) AS item, line AS msg, m FROM lines
+  WHERE m IS NULL OR m.batch IS NULL OR NOT starts_with(m.batch, '[')
   UNION ALL
-  SELECT r.line_no, CAST(e.key AS BIGINT), CAST(e.value AS VARCHAR), TRUE
-  FROM raw r, json_each(r.line, '$.batch') e
-  WHERE r.ok AND json_type(r.line, '$.batch') = 'ARRAY'
-),
-parsed AS (
-  SELECT line_no, item, msg, strlen(msg) AS nbytes,
-         json_transform(msg, '{_STRUCT}') AS m
-  FROM msgs WHERE ok
+  SELECT l.line_no, CAST(e.key AS BIGINT), CAST(e.value AS VARCHAR),
+         json_transform(CAST(e.value AS VARCHAR), '{_STRUCT}')
+  FROM lines l, json_each(l.m.batch) e
+  WHERE starts_with(l.m.batch, '[')
 ),
 checked AS (
-  SELECT line_no, item, msg, m, {_reason_case(max_bytes)} AS reason
-  FROM parsed
+  SELECT line_no, item, msg, m, strlen(msg) AS nbytes FROM msgs
 )
-SELECT line_no, item, msg, reason,
-       coalesce(m.messageId, 'md5-' || md5(msg)) AS message_id,
+SELECT line_no, item,
+       {_reason_case(max_bytes)} AS reason,
+       CASE WHEN reason IS NOT NULL THEN rtrim(msg, chr(13) || chr(10)) END AS raw,
+       CASE WHEN m.messageId IS NULL THEN 'md5-' || md5(rtrim(msg, chr(13) || chr(10)))
+            ELSE m.messageId END AS message_id,
        m.type AS type,
        CASE WHEN m.type = 'track' THEN m.event
             WHEN m.type IN ('page', 'screen') THEN m.name END AS event,
@@ -118,8 +120,4 @@ SELECT line_no, item, msg, reason,
        m.traits AS traits,
        m.context AS context
 FROM checked
-UNION ALL
-SELECT line_no, item, msg, 'not valid JSON', NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL
-FROM msgs WHERE NOT ok
 """
