@@ -249,5 +249,599 @@ def demo(
         p.close()
 
 
+def serve_project(
+    root: Path | None, *, host: str | None = None, port: int | None = None,
+    access_log: bool = False,
+) -> None:
+    """Serve the project at `root` until Ctrl-C (used by `serve` and by `demo`)."""
+    from .api.server import serve as run_server
+
+    p = open_project(root)
+
+    def announce(url: str, service) -> None:
+        keys = ", ".join(f"{k} ({v})" for k, v in service.write_keys.items()) or "none"
+        err.print(f"[bold green]serving[/] {p.settings.project.name} at [bold]{url}[/]\n"
+                  f"  Segment-compatible ingestion: POST {url}/v1/batch (and /v1/track, ...)\n"
+                  f"  write keys: {keys}\n  health: {url}/health   Ctrl-C stops", highlight=False)
+
+    run_server(p, host=host, port=port, access_log=access_log, announce=announce)
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: [server].host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: [server].port).")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Run the HTTP server: Segment-compatible event ingestion (/v1/track, /v1/batch, ...).
+
+    Point Segment or RudderStack client libraries at it with a write key from
+    [server].write_keys. An event is acknowledged once it is in the fsync'd log under
+    log/; it reaches the store a moment later (GET /health shows the lag). While the server
+    runs it owns the store.
+    """
+    serve_project(project, host=host, port=port, access_log=access_log)
+
+
+@app.command("alerts")
+@handle_errors
+def alerts(
+    status: Annotated[
+        str, typer.Option(help="pending | delivered | dead | all")
+    ] = "all",
+    requeue: Annotated[
+        list[str] | None,
+        typer.Option("--requeue", help="Send this dead alert again (repeatable).", metavar="ID"),
+    ] = None,
+    requeue_dead: Annotated[
+        bool, typer.Option("--requeue-dead", help="Send every dead alert again.")
+    ] = False,
+    deliver: Annotated[
+        bool,
+        typer.Option("--deliver", help="Send the alerts due now from this process "
+                     "(when `serve`, which normally sends them, is not running)."),
+    ] = False,
+    limit: Annotated[int, typer.Option(help="How many rows at most.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON lines.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """The alerts outbox: what was sent, what waits for a retry, what gave up (dead).
+
+    Delivery is at least once: a receiver de-duplicates by the alert id (see docs/webhooks.md).
+    """
+    from .act import outbox
+
+    writes = bool(requeue or requeue_dead or deliver)
+    with open_project(project, read_only=not writes) as p:
+        if requeue:
+            n = outbox.requeue(p.engine, requeue)
+            err.print(f"re-queued {n} alert(s)")
+        if requeue_dead:
+            n = outbox.requeue_dead(p.engine)
+            err.print(f"re-queued {n} dead alert(s)")
+        if deliver:
+            from .act.delivery import Deliverer
+
+            d = Deliverer.for_project(p)
+            try:
+                sent = d.run_once()
+            finally:
+                d.close()
+            err.print(f"{sent} attempt(s): {d.stats.delivered} delivered, "
+                      f"{d.stats.failed} failed ({d.stats.dead} now dead)")
+        rows = outbox.list_alerts(p.engine, status=status, limit=limit)
+        counts = outbox.status_counts(p.engine)
+    if as_json:
+        for r in rows:
+            print(json.dumps(r.as_dict(), default=str))
+        return
+    summary = ", ".join(f"{v:,} {k}" for k, v in counts.items())
+    t = Table(title=f"alerts ({summary})")
+    for c in ("alert id", "created (UTC)", "status", "tries", "to", "trigger", "title", "note"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        if r.status == "delivered":
+            note = f"delivered {r.delivered_at:%H:%M:%S}" if r.delivered_at else ""
+        elif r.status == "pending" and r.next_attempt_at:
+            note = f"next try {r.next_attempt_at:%H:%M:%S}" + (
+                f"; {r.last_error}" if r.last_error else "")
+        else:
+            note = r.last_error or ""
+        to = f"{r.channel}:{r.recipient}" if r.recipient else r.channel
+        t.add_row(r.alert_id, f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.status, str(r.attempts), to,
+                  r.trigger_id, r.title, note[:120])
+    console.print(t)
+    if counts.get("dead"):
+        console.print(f"{counts['dead']:,} dead: fix the receiver, then "
+                      "`leadrefinery alerts --requeue-dead` (or --requeue ID)", highlight=False)
+
+
+# -- acting on scores: reps, routing, SLAs, nurture sequences (act/) ---------------------------
+
+reps_app = typer.Typer(help="The sales reps leads are routed to.", no_args_is_help=True)
+app.add_typer(reps_app, name="reps")
+sequences_app = typer.Typer(help="Nurture sequences: list them, run what is due.",
+                            no_args_is_help=True)
+app.add_typer(sequences_app, name="sequences")
+
+NowOpt = Annotated[
+    str | None,
+    typer.Option("--now", help="Act as if it were this time (ISO-8601, UTC if no offset)."),
+]
+
+
+def _now(text: str | None):
+    from datetime import datetime
+
+    from .act.clock import SystemClock, as_utc_naive
+
+    if not text:
+        return SystemClock().now()
+    try:
+        return as_utc_naive(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        raise typer.BadParameter(f"--now {text!r} is not an ISO-8601 time") from None
+
+
+def _print_json(data) -> None:
+    import orjson
+
+    print(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+@reps_app.command("list")
+@handle_errors
+def reps_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Every rep: team, territory, segments, capacity and what is left of it today."""
+    from .act.reps import roster
+    from .act.routing import Router
+
+    with open_project(project, read_only=True) as p:
+        reps = roster(p.engine, p.settings)
+        now = _now(None)
+        capacity = Router(p.engine, p.settings).capacity(now)
+    if as_json:
+        _print_json([{**r.as_dict(), "capacity": capacity.get(r.email)} for r in reps])
+        return
+    t = Table(title=f"reps ({len(reps)})")
+    for c in ("email", "team", "territory", "sizes/types", "per day", "per week", "left today",
+              "status"):
+        t.add_column(c, overflow="fold")
+    for r in reps:
+        cap = capacity.get(r.email) or {}
+        left = cap.get("day_left")
+        t.add_row(r.email, r.team, ", ".join(r.territory) or "any",
+                  ", ".join((*r.sizes, *r.types)) or "all",
+                  "-" if r.per_day is None else str(r.per_day),
+                  "-" if r.per_week is None else str(r.per_week),
+                  "unlimited" if left is None else str(left),
+                  "away" if r.away(now) else "active")
+    console.print(t)
+
+
+@reps_app.command("import")
+@handle_errors
+def reps_import(
+    file: Annotated[Path, typer.Argument(help="CSV: email, name, team, territory, sizes, types, "
+                                              "per_day, per_week, weight, active.")],
+    project: ProjectOpt = None,
+) -> None:
+    """Add or update reps from a roster CSV (reps declared in refinery.toml win)."""
+    from .act.reps import import_reps
+
+    with open_project(project) as p:
+        result = import_reps(p.engine, p.settings, file, _now(None))
+    console.print(f"reps: {result.added} added, {result.updated} updated")
+    for line, why in result.skipped:
+        console.print(f"  line {line} skipped: {why}", highlight=False)
+
+
+@reps_app.command("away")
+@handle_errors
+def reps_away(
+    email: Annotated[str, typer.Argument(help="The rep's email.")],
+    until: Annotated[str | None, typer.Option(help="Back at this time (ISO-8601); default: "
+                                                   "until `reps back`.")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Mark a rep away: routing skips them (their accounts' leads wait for them)."""
+    from .act.reps import FOREVER, set_away
+
+    with open_project(project) as p:
+        rep = set_away(p.engine, p.settings, email, _now(until) if until else FOREVER, _now(None))
+    console.print(f"{rep.email} is away" + (f" until {until}" if until else ""))
+
+
+@reps_app.command("back")
+@handle_errors
+def reps_back(email: Annotated[str, typer.Argument(help="The rep's email.")],
+              project: ProjectOpt = None) -> None:
+    """Mark a rep back from being away."""
+    from .act.reps import set_away
+
+    with open_project(project) as p:
+        rep = set_away(p.engine, p.settings, email, None, _now(None))
+    console.print(f"{rep.email} is back" + ("" if rep.active else
+                                            " (but `active = false` in refinery.toml)"))
+
+
+@app.command("route")
+@handle_errors
+def route_cmd(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan; write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    now: NowOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Route qualified leads (and the waiting queue) to reps; every choice says why."""
+    from .act.routing import route
+
+    with open_project(project, read_only=dry_run) as p:
+        plan = route(p.engine, p.settings, dry_run=dry_run, now=_now(now))
+    if as_json:
+        _print_json(plan.as_dict())
+        return
+    title = "routing plan (dry run: nothing written)" if dry_run else "routed"
+    t = Table(title=f"{title}: {len(plan.assignments)} assigned, {len(plan.waiting)} waiting")
+    for c in ("person", "grade", "score", "rep", "team", "rule", "why"):
+        t.add_column(c, overflow="fold")
+    for a in plan.assignments:
+        t.add_row(a.person_id, a.grade or "", "" if a.score is None else f"{a.score:.1f}",
+                  a.rep, a.team or "", a.rule, str(a.reason.get("why", "")))
+    console.print(t)
+    if plan.waiting:
+        w = Table(title="waiting (visible queue)")
+        for c in ("person", "grade", "team", "why", "since"):
+            w.add_column(c, overflow="fold")
+        for x in plan.waiting:
+            w.add_row(x.person_id, x.grade or "", x.team or "", x.why,
+                      f"{x.queued_at:%Y-%m-%d %H:%M}")
+        console.print(w)
+    for note in plan.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+@app.command("sla")
+@handle_errors
+def sla_cmd(
+    alert: Annotated[bool, typer.Option("--alert", help="Put the findings in the alerts outbox.")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    now: NowOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Hand-off SLAs and refinery health: first touch, never touched, too loose / too strict."""
+    from .act.sla import alerts_for, health
+
+    with open_project(project, read_only=not alert) as p:
+        report = health(p.engine, p.settings, now=_now(now))
+        if alert and report.findings:
+            from .act.outbox import enqueue
+
+            enqueue(p.engine, alerts_for(report.findings), now=report.at)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    ft = report.summaries["first_touch"]
+    t = Table(title=f"first touch (last {report.window_days} days, {ft['routed']} routed)")
+    for c in ("grade", "SLA h", "routed", "touched", "within SLA", "breached", "median h"):
+        t.add_column(c, justify="right")
+    for g, s in ft["by_grade"].items():
+        t.add_row(g, f"{s['sla_hours']:g}", str(s["routed"]), str(s["touched"]),
+                  str(s["within_sla"]), str(s["breached"]),
+                  "" if s["median_hours_to_touch"] is None else f"{s['median_hours_to_touch']:g}")
+    console.print(t)
+    q = report.summaries["qualification"]
+    console.print(f"opportunities lost within {p.settings.sla.lost_after_handoff_days:g} days of "
+                  f"hand-off: {q['lost_after_handoff']} of {q['opportunities']}; win rate of "
+                  f"routed leads: {q['win_rate'] if q['win_rate'] is not None else '-'} "
+                  f"({q['won']} of {q['decided']} decided)", highlight=False)
+    r = report.summaries["rejections"]
+    if r["total"]:
+        console.print("rejections by reason: " + ", ".join(f"{k} {v}" for k, v in
+                                                           r["by_reason"].items()))
+    for f in report.findings:
+        colour = {"critical": "red", "warning": "yellow"}.get(f.severity, "cyan")
+        console.print(f"[{colour}]{f.severity}[/] {f.title}", highlight=False)
+    if alert:
+        console.print(f"{len(report.findings)} finding(s) put in the alerts outbox")
+
+
+@sequences_app.command("list")
+@handle_errors
+def sequences_list(project: ProjectOpt = None) -> None:
+    """The declared sequences, their steps and how many people are in each."""
+    from .act.nurture import load_sequences
+
+    with open_project(project, read_only=True) as p:
+        specs = load_sequences(p.settings, p.root)
+        counts = {(s, st): n for s, st, n in p.engine.query(
+            "SELECT sequence, status, count(*) FROM enrollments GROUP BY ALL")}
+    if not specs:
+        console.print(f"no sequences (looked for {', '.join(p.settings.nurture.files)})")
+        return
+    t = Table(title="sequences")
+    for c in ("sequence", "enrols on", "steps (day)", "branches", "active", "done"):
+        t.add_column(c, overflow="fold")
+    for name, s in specs.items():
+        done = sum(n for (seq, st), n in counts.items() if seq == name and st != "active")
+        t.add_row(name, s.enroll.event or "(by hand)",
+                  ", ".join(f"{x.id} ({x.day:g})" for x in s.steps),
+                  ", ".join(b.goto for b in s.branches) or "-",
+                  str(counts.get((name, "active"), 0)), str(done))
+    console.print(t)
+
+
+@sequences_app.command("tick")
+@handle_errors
+def sequences_tick(
+    send: Annotated[bool, typer.Option(help="Send due mail through [alerts.smtp].")] = True,
+    now: NowOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Enrol, branch, exit, fast-track (to routing) and send what is due now."""
+    from .act.nurture import Nurture
+
+    with open_project(project) as p:
+        n = Nurture(p.engine, p.settings, root=p.root)
+        result = n.tick(_now(now), deliver=send)
+    console.print(", ".join(f"{k} {v}" for k, v in result.summary().items()), highlight=False)
+    if result.delivery and result.delivery.failed:
+        for sid, error in list(result.delivery.failed.items())[:10]:
+            err.print(f"[red]failed[/] {sid}: {error}", highlight=False)
+
+
+# -- the scoring model: compile, validate, score, explain, leads, backtest (model/) -----------
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model file or name (default: the published model)."),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Score as of this time (ISO-8601, UTC if no offset; "
+                 "default now): later events are not seen, decay is measured from it."),
+]
+
+
+def _time(text: str | None, flag: str):
+    from datetime import UTC, datetime
+
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{flag} {text!r} is not an ISO-8601 time (2024-05-01 or "
+                                 "2024-05-01T12:00:00Z)") from None
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _days(text: str, flag: str) -> float:
+    from .model.spec import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{flag}: {exc}") from None
+
+
+def _load_model(model: str | None, project: Path | None):
+    """A model by path (no project needed) or by name within the project."""
+    from .model import load_model
+
+    if model and Path(model).is_file():
+        return load_model(model)
+    with open_project(project, read_only=True) as p:
+        return load_model(p.model_path(model))
+
+
+@app.command("compile")
+@handle_errors
+def compile_model(
+    engine: Annotated[str, typer.Option(help="duckdb | postgres | spark")] = "duckdb",
+    model: ModelOpt = None,
+    as_of: AsOfOpt = None,
+    wide: Annotated[bool, typer.Option(help="The per-person query with one column per rule, "
+                                       "instead of the snapshot query with JSON columns.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Print the SQL a model compiles to, for review."""
+    from .model import build_plan
+    from .model.dialects import ENGINES
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
+    m = _load_model(model, project)
+    plan = build_plan(m, as_of=_time(as_of, "--as-of"))
+    print(f"-- model {m.name} {m.version} ({m.file}) for {engine}, as of {plan.as_of}")
+    print(plan.sql(engine, snapshot=not wide) + ";")
+
+
+@app.command()
+@handle_errors
+def validate(model: ModelOpt = None, project: ProjectOpt = None) -> None:
+    """Check a model file: shape, every condition, every name. Exit 2 with file:line if wrong."""
+    m = _load_model(model, project)
+    s = m.spec
+    console.print(f"[bold green]ok[/] {m.file}: model {m.name} version {m.version}", highlight=False)
+    console.print(f"  {len(s.rules)} rules, {len(s.facts)} facts, {len(s.abuse)} abuse rules, "
+                  f"{len(s.segments)} segments, grades: "
+                  f"{s.grades.method + ' ' + ', '.join(s.grades.names()) if s.grades else 'none'}, "
+                  f"stages: {', '.join(s.stages.order) if s.stages else 'none'}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def score(
+    as_of: AsOfOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Score every person and store the snapshot (history is kept; latest_scores is the newest)."""
+    with open_project(project) as p:
+        run = p.score(as_of=_time(as_of, "--as-of"), model=model)
+        grades = p.engine.query(
+            "SELECT grade, count(*), sum(CASE WHEN mql THEN 1 ELSE 0 END) FROM scores "
+            "WHERE run_id = ? GROUP BY grade ORDER BY grade", [run.run_id])
+    if as_json:
+        print(json.dumps({**run.as_dict(), "grades": {g: n for g, n, _ in grades}}))
+        return
+    console.print(f"scored {run.people:,} people with {run.model} {run.model_version} as of "
+                  f"{run.as_of:%Y-%m-%d %H:%M:%S} in {run.seconds:.2f}s (run {run.run_id})",
+                  highlight=False)
+    t = Table(title="grades")
+    t.add_column("grade")
+    t.add_column("people", justify="right")
+    t.add_column("MQL", justify="right")
+    for g, n, mql in grades:
+        t.add_row(str(g), f"{n:,}", f"{mql or 0:,}")
+    console.print(t)
+
+
+@app.command()
+@handle_errors
+def explain(
+    person: Annotated[str, typer.Argument(help="Email or person id.")],
+    as_of: AsOfOpt = None,
+    model: ModelOpt = None,
+    events: Annotated[int, typer.Option(help="How many recent events to show.")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Why a person has their score: components, caps, stage evidence, abuse flags, timeline."""
+    with open_project(project, read_only=True) as p:
+        x = p.explain(person, as_of=_time(as_of, "--as-of"), model=model, events=events)
+    if as_json:
+        print(json.dumps(x, default=str, indent=2))
+        return
+    who = x["person"]
+    console.print(f"[bold]{who.get('email') or who['person_id']}[/] {who.get('name') or ''} "
+                  f"{('· ' + who['company']) if who.get('company') else ''} "
+                  f"{('· ' + who['title']) if who.get('title') else ''}", highlight=False)
+    rng = x["score_range"]
+    clamp = f" (clamped from {rng['before_range']:.1f})" if rng["clamped"] else ""
+    console.print(f"score [bold]{x['score']:.1f}[/]{clamp}  grade [bold]{x['grade']}[/]"
+                  f"{' (MQL)' if x['mql'] else ''}  model {x['model']} {x['model_version']}, "
+                  f"as of {x['as_of'][:19]}", highlight=False)
+    t = Table(title="components")
+    for c in ("rule", "category", "n", "raw", "decayed", "points", "why"):
+        t.add_column(c, justify="right" if c in ("n", "raw", "decayed", "points") else "left",
+                     overflow="fold")
+    for c in x["components"]:
+        note = " (capped)" if c["capped"] else ""
+        t.add_row(c["rule"], c["category"], str(c["n"]), f"{c['raw']:.1f}", f"{c['decayed']:.2f}",
+                  f"{c['points']:.2f}{note}", c["reason"])
+    console.print(t)
+    cats = ", ".join(f"{c['category']} {c['points']:.1f}"
+                     + (f" (capped from {c['before_cap']:.1f})" if c["capped"] else "")
+                     for c in x["categories"])
+    console.print(f"categories: {cats}", highlight=False)
+    st = x["stage"]
+    if st:
+        ev = st["evidence"]
+        console.print(f"stage: [bold]{st['stage'] or '-'}[/] ({ev['events']} fresh event(s), "
+                      f"last {ev['last'] or '-'})", highlight=False)
+    for aid, ev in x["abuse"].items():
+        console.print(f"[bold red]abuse {aid}[/]: " + ", ".join(f"{k}={v}" for k, v in ev.items()),
+                      highlight=False)
+    if x["segments"]:
+        console.print(f"segments: {', '.join(x['segments'])}", highlight=False)
+    t = Table(title="recent events")
+    for c in ("time (UTC)", "type", "event", "detail"):
+        t.add_column(c, overflow="fold")
+    for e in x["timeline"]:
+        t.add_row(str(e["ts"])[:19], e["type"] or "", e["event"] or "", str(e["detail"] or ""))
+    console.print(t)
+
+
+def show_leads(rows: list[dict], title: str = "leads", fmt: str = "table") -> None:
+    """Print ranked leads as a table, CSV or JSON lines."""
+    cols = ("person_id", "email", "name", "company", "score", "grade", "stage", "segments",
+            "abuse", "reasons")
+    if fmt == "json":
+        for r in rows:
+            print(json.dumps({k: r.get(k) for k in cols}, default=str))
+        return
+    if fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([("; ".join(map(str, r.get(k) or [])) if isinstance(r.get(k), list)
+                         else r.get(k)) for k in cols])
+        return
+    t = Table(title=f"{title} ({len(rows)})")
+    for c in ("#", "lead", "company", "score", "grade", "stage", "top reasons"):
+        t.add_column(c, overflow="fold", justify="right" if c in ("#", "score") else "left")
+    for i, r in enumerate(rows, 1):
+        flag = " [red](abuse)[/]" if r.get("abuse") else ""
+        t.add_row(str(i), f"{r.get('email') or r['person_id']}{flag}", r.get("company") or "",
+                  f"{r['score']:.1f}", str(r.get("grade") or ""), str(r.get("stage") or ""),
+                  "\n".join(r.get("reasons") or []))
+    console.print(t)
+
+
+@app.command()
+@handle_errors
+def leads(
+    grade: Annotated[list[str] | None, typer.Option(help="Only these grades (repeatable).")] = None,
+    stage: Annotated[list[str] | None, typer.Option(help="Only these stages (repeatable).")] = None,
+    segment: Annotated[list[str] | None, typer.Option(help="Only people in this segment "
+                                                      "(repeatable: all must hold).")] = None,
+    top: Annotated[int, typer.Option(help="How many leads.")] = 25,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    model: ModelOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """The ranked lead list from the newest scores, each with its top reasons."""
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    with open_project(project, read_only=True) as p:
+        rows = p.leads(grade=grade, stage=stage, segment=segment, top=top, model=model)
+    if not rows and fmt == "table":
+        err.print("no scored leads match; run `leadrefinery score` first")
+    show_leads(rows, fmt=fmt)
+
+
+@app.command()
+@handle_errors
+def backtest(
+    from_: Annotated[str, typer.Option("--from", help="First cut-off (ISO-8601).")],
+    to: Annotated[str, typer.Option("--to", help="Last cut-off (ISO-8601).")],
+    model: ModelOpt = None,
+    horizon: Annotated[str, typer.Option(help="A conversion counts within this long after "
+                                         "the cut-off.")] = "30d",
+    step: Annotated[str, typer.Option(help="Time between cut-offs.")] = "7d",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Replay a model over history: per grade leads, conversions, rate, share captured; MQL
+    volume per cut-off; side by side with the published model."""
+    from .report.backtest import format_report
+
+    start, end = _time(from_, "--from"), _time(to, "--to")
+    with open_project(project, read_only=True) as p:
+        if model and Path(model).is_file():
+            model = str(Path(model).resolve())
+        report = p.backtest(start=start, end=end, model=model,
+                            step_days=_days(step, "--step"), horizon_days=_days(horizon, "--horizon"))
+    if as_json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        print(format_report(report))
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

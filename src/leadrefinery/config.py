@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -55,7 +55,9 @@ class CsvMapping(Section):
     Unmapped columns are kept as traits under their header name.
     """
 
-    kind: Literal["people", "accounts", "conversions", "opportunities", "campaigns"] = "people"
+    kind: Literal[
+        "people", "accounts", "conversions", "opportunities", "campaigns", "activities"
+    ] = "people"
     columns: dict[str, str] = Field(default_factory=dict)
     delimiter: str = ","
     time_format: str | None = None
@@ -90,12 +92,256 @@ class ModelSection(Section):
     published: str = "model.yaml"
 
 
+class WebhookEndpoint(Section):
+    """One named webhook receiver (`[alerts.webhooks.NAME]`).
+
+    Its HMAC secret never lives here: LEADREFINERY_WEBHOOK_SECRET_<NAME>, then secrets.toml
+    `[alerts.webhooks.NAME] secret`, then LEADREFINERY_WEBHOOK_SECRET. A Slack URL is itself a
+    secret: it may be left out here and given as `url` in secrets.toml instead.
+    """
+
+    url: str | None = None
+    timeout_seconds: float = Field(5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class SmtpSection(Section):
+    """The SMTP server alert emails go through. The password: LEADREFINERY_SMTP_PASSWORD or
+    secrets.toml `[alerts.smtp] password`."""
+
+    host: str = "localhost"
+    port: int = 587
+    security: Literal["none", "starttls", "ssl"] = "starttls"
+    user: str | None = None
+    from_address: str = "Lead Refinery <alerts@localhost>"
+    timeout_seconds: float = Field(10.0, gt=0)
+    verify_tls: bool = True
+    ca_file: str | None = None  # extra CA bundle, e.g. for an internal relay
+    message_id_domain: str | None = None  # default: the domain of from_address
+
+
+class AlertsSection(Section):
+    """The alerts outbox and its channels (act/outbox.py, act/channels.py, act/delivery.py).
+
+    Addresses are `email:ann@acme.com` (or a bare address), `webhook:NAME` or `feed[:NAME]`.
+    """
+
+    enabled: bool = True  # run a deliverer inside `serve`
+    default_recipient: str = "feed"  # when neither the person nor the account has an owner
+    # owner name as found in the CRM (people.owner / accounts.owner) -> address
+    recipients: dict[str, str] = Field(default_factory=dict)
+    webhooks: dict[str, WebhookEndpoint] = Field(default_factory=dict)
+    smtp: SmtpSection = Field(default_factory=SmtpSection)
+    email_templates: str | None = None  # folder with alert.txt.j2 / alert.html.j2 overrides
+    person_url: str = "{base_url}/people/{person_id}"
+    # retries: delay = min(retry_max_seconds, retry_base_seconds * retry_factor**(n-1)),
+    # less up to retry_jitter of it at random; `dead` after max_attempts attempts
+    max_attempts: int = Field(12, ge=1)
+    retry_base_seconds: float = Field(2.0, gt=0)
+    retry_factor: float = Field(2.0, ge=1)
+    retry_max_seconds: float = Field(900.0, gt=0)
+    retry_jitter: float = Field(0.2, ge=0, le=1)
+    poll_seconds: float = Field(1.0, gt=0)
+    workers: int = Field(4, ge=1)  # alerts sent in parallel (one slow receiver blocks no other)
+    # an alert claimed by a process that died is sent again after this long (on a shared
+    # PostgreSQL store; with DuckDB, which one process owns, at once on the next start)
+    claim_timeout_seconds: float = Field(120.0, gt=0)
+
+    @field_validator("person_url")
+    @classmethod
+    def _person_url_fields(cls, v: str) -> str:
+        try:
+            v.format(base_url="", person_id="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"person_url may use only {{base_url}} and {{person_id}}, not {exc}") from None
+        return v
+
+
+# -- acting on scores (act/): reps and teams, routing, SLAs, nurture, progressive profiling ---
+
+# sales regions -> ISO country codes; a rep's or rule's territory may name either
+DEFAULT_REGIONS: dict[str, list[str]] = {
+    "NA": ["US", "CA"],
+    "LATAM": ["MX", "BR", "AR", "CL", "CO", "PE", "UY", "EC", "VE", "CR", "PA", "GT", "DO"],
+    "EMEA": ["GB", "IE", "DE", "FR", "NL", "BE", "LU", "ES", "PT", "IT", "CH", "AT", "SE", "NO",
+             "DK", "FI", "IS", "PL", "CZ", "SK", "HU", "RO", "BG", "GR", "HR", "SI", "RS", "UA",
+             "EE", "LV", "LT", "TR", "IL", "AE", "SA", "QA", "EG", "MA", "ZA", "NG", "KE", "GH"],
+    "APAC": ["IN", "PK", "BD", "LK", "NP", "CN", "HK", "TW", "JP", "KR", "SG", "MY", "TH", "VN",
+             "ID", "PH", "AU", "NZ"],
+}
+
+
+class RepConfig(Section):
+    """One sales rep, `[[reps]]`. Empty lists inherit the team's, and then mean "any"."""
+
+    email: str
+    name: str | None = None
+    team: str
+    territory: list[str] = Field(default_factory=list)  # country codes or region names
+    sizes: list[str] = Field(default_factory=list)  # size bands served ([routing].size_bands)
+    types: list[str] = Field(default_factory=list)  # customer types served, e.g. "oem", "direct"
+    per_day: int | None = Field(default=None, ge=0)  # capacity: new leads per day / per week
+    per_week: int | None = Field(default=None, ge=0)
+    active: bool = True  # false = away (skipped by routing; `leadrefinery reps away` also works)
+    weight: float = Field(default=1.0, gt=0)  # share of A/B leads relative to teammates
+
+
+class TeamConfig(Section):
+    """`[teams.NAME]`: defaults for the team's reps, and where its overflow goes."""
+
+    territory: list[str] = Field(default_factory=list)
+    sizes: list[str] = Field(default_factory=list)
+    types: list[str] = Field(default_factory=list)
+    overflow: str | None = None  # a team to try when nobody here can take the lead
+
+
+class RangeCondition(Section):
+    min: float | None = None
+    max: float | None = None
+
+
+Condition = str | int | float | bool | list[str | int | float] | RangeCondition
+
+
+class RoutingRule(Section):
+    """`[[routing.rules]]`, tried in order; the first whose `when` all hold picks the team.
+
+    `when` keys are lead fields: country, region, size, size_band, type, source, campaign,
+    industry, grade, score, webmail, segment, trigger, domain, title, or `traits.KEY`. A value
+    matches equal (case-insensitive), a list matches any of its items, `{ min, max }` a range.
+    """
+
+    name: str
+    team: str
+    when: dict[str, Condition] = Field(default_factory=dict)
+
+
+class RoutingSection(Section):
+    rules: list[RoutingRule] = Field(default_factory=list)
+    default_team: str | None = None  # when no rule matches (else the lead waits in the queue)
+    qualify_grades: list[str] = Field(default_factory=lambda: ["A", "B"])
+    min_score: float | None = None  # also qualifies: score >= this (latest_scores)
+    model: str | None = None  # whose latest_scores to read (default: each person's newest)
+    parity_grades: list[str] = Field(default_factory=lambda: ["A", "B"])
+    parity_window_days: int = Field(default=7, ge=1)
+    # within a team, over the window, the weighted counts of parity-grade leads of any two reps
+    # that could take them differ by at most this many leads
+    parity_tolerance: float = Field(default=1.0, ge=0)
+    # band name -> smallest company size (employees) in it; a size falls in the band with the
+    # largest bound at or below it
+    size_bands: dict[str, int] = Field(default_factory=lambda: {"smb": 0, "mid": 200, "ent": 1000})
+    unknown_size_band: str | None = None  # band of a lead whose company size is not known
+    type_trait: str = "customer_type"  # person or account trait holding the customer type
+    default_type: str | None = None  # type of a lead whose customer type is not known
+    regions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_REGIONS))
+    timezone: str = "UTC"  # where the capacity day and week begin
+    account_owner: bool = True  # people of an account that has an owner stay with that owner
+    seed: int = 0  # breaks exact ties between reps, reproducibly
+
+
+class SlaSection(Section):
+    # grade -> hours from assignment to the rep's first touch
+    first_touch_hours: dict[str, float] = Field(
+        default_factory=lambda: {"A": 4, "B": 24, "C": 72, "D": 168}
+    )
+    default_first_touch_hours: float = 72
+    never_touched_days: float = 7  # assigned this long ago with no touch at all
+    lost_after_handoff_days: float = 30  # an opportunity lost this soon after handoff
+    too_loose_rate: float = Field(default=0.3, ge=0, le=1)  # share of opportunities lost that soon
+    too_strict_win_rate: float = Field(default=0.5, ge=0, le=1)  # win rate of routed leads above
+    min_sample: int = Field(default=20, ge=1)  # fewer decided leads: no rate finding
+    window_days: int = Field(default=90, ge=1)  # leads routed this recently are judged
+    # rejections for these reasons say nothing about the lead's quality: no label
+    label_ignore_reasons: list[str] = Field(
+        default_factory=lambda: ["duplicate", "existing customer", "wrong territory", "test"]
+    )
+
+
+class SendWindow(Section):
+    """Local hours and weekdays in which nurture mail may go out (the person's time zone)."""
+
+    start: str = "09:00"
+    end: str = "17:00"
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"]
+    )
+
+
+class NurtureSection(Section):
+    files: list[str] = Field(default_factory=lambda: ["sequences/*.yaml", "sequences/*.toml"])
+    # From: address of nurture mail (default: [alerts.smtp].from_address; mail goes through
+    # the [alerts.smtp] server)
+    sender: str | None = None
+    categories: list[str] = Field(
+        default_factory=lambda: ["newsletter", "events", "product_news", "sales"]
+    )
+    sales_categories: list[str] = Field(default_factory=lambda: ["sales"])
+    community_segment: str = "community"  # never receives sales_categories
+    default_timezone: str = "UTC"  # when neither a `timezone` trait nor the country tells
+    window: SendWindow = Field(default_factory=SendWindow)
+    max_late_hours: float = 48  # a step this overdue is skipped, not sent late
+    # one-click unsubscribe link; {token} is replaced.
+    # Default: [server].public_url + /v1/unsubscribe?token={token}
+    unsubscribe_url: str | None = None
+    exit_when_routed: bool = True  # a lead handed to a rep leaves nurture
+    # buy-readiness events: leave every sequence and go to routing (a sequence may add more)
+    fast_track_events: list[str] = Field(
+        default_factory=lambda: ["Documentation Purchased", "Training Registered",
+                                 "Contact Sales Requested"]
+    )
+    max_attempts: int = Field(default=5, ge=1)  # delivery attempts of one message
+
+
+class ProfileFieldConfig(Section):
+    label: str
+    type: Literal["text", "email", "tel", "number", "select"] = "text"
+    options: list[str] = Field(default_factory=list)
+    # where the answer is already known: people columns, `account.COLUMN`, `traits.KEY`
+    sources: list[str] = Field(default_factory=list)
+
+
+class ProfileTier(Section):
+    min_value: float = 0  # assets worth at least this unlock these questions
+    fields: list[str]
+
+
+class FormConfig(Section):
+    asset_value: float | str = 0  # a number or a name from [profiling].values
+    max_questions: int | None = None
+    always: list[str] = Field(default_factory=list)  # asked even when known (e.g. consent)
+
+
+class ProfilingSection(Section):
+    tiers: list[ProfileTier] = Field(
+        default_factory=lambda: [
+            ProfileTier(min_value=0, fields=["email", "first_name", "last_name"]),
+            ProfileTier(min_value=20, fields=["country", "company", "title"]),
+            ProfileTier(min_value=50, fields=["company_size", "project_status"]),
+        ]
+    )
+    values: dict[str, float] = Field(
+        default_factory=lambda: {"entry": 0, "standard": 20, "premium": 50}
+    )
+    max_questions: int = Field(default=4, ge=1)  # new questions on one form at most
+    # added to (or replacing) the built-in fields of act/profiling.py
+    fields: dict[str, ProfileFieldConfig] = Field(default_factory=dict)
+    forms: dict[str, FormConfig] = Field(default_factory=dict)
+
+
 class Settings(Section):
     project: ProjectSection = Field(default_factory=ProjectSection)
     store: StoreSection = Field(default_factory=StoreSection)
     server: ServerSection = Field(default_factory=ServerSection)
     ingest: IngestSection = Field(default_factory=IngestSection)
     model: ModelSection = Field(default_factory=ModelSection)
+    reps: list[RepConfig] = Field(default_factory=list)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    routing: RoutingSection = Field(default_factory=RoutingSection)
+    sla: SlaSection = Field(default_factory=SlaSection)
+    nurture: NurtureSection = Field(default_factory=NurtureSection)
+    profiling: ProfilingSection = Field(default_factory=ProfilingSection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
 
 
 # environment variable -> dotted settings key

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterable
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,66 @@ class Project:
         from .store.schema import TABLES
 
         return {t: self.engine.scalar(f"SELECT count(*) FROM {t}") for t in TABLES if t != "meta"}
+
+    # -- the scoring model (model/) -------------------------------------------------------
+
+    def model_path(self, name: str | None = None) -> Path:
+        """The model file: `name` as a path, or as a file listed in [model] files (with or
+        without .yaml), default the published one."""
+        cfg = self.settings.model
+        if name is None:
+            return self.root / cfg.published
+        candidates = [Path(name), self.root / name, self.root / f"{name}.yaml"]
+        candidates += [self.root / f for f in cfg.files if Path(f).stem == name]
+        for c in candidates:
+            if c.is_file():
+                return c
+        return self.root / name
+
+    def model(self, name: str | None = None):  # -> model.Model
+        """The scoring model, validated (a ModelError names file, line and rule if not)."""
+        from .model import load_model
+
+        return load_model(self.model_path(name))
+
+    def score(self, as_of: datetime | None = None, model: str | None = None,
+              restrict: str | list[str] | None = None):  # -> model.scoring.ScoreRun
+        """Score everyone as of `as_of` (default now) and store the snapshot."""
+        from .model.scoring import score
+
+        return score(self.engine, self.model(model), as_of=as_of, restrict=restrict)
+
+    def explain(self, person: str, *, as_of: datetime | None = None, model: str | None = None,
+                events: int = 20) -> dict:
+        from .model.explain import explain
+
+        return explain(self.engine, self.model(model), person, as_of=as_of, events=events)
+
+    def leads(self, *, grade: list[str] | None = None, stage: list[str] | None = None,
+              segment: list[str] | None = None, top: int | None = 50,
+              model: str | None = None) -> list[dict]:
+        from .model.explain import leads
+
+        return leads(self.engine, self.model(model), grade=grade, stage=stage, segment=segment,
+                     top=top)
+
+    def backtest(self, *, start: datetime, end: datetime, model: str | None = None,
+                 step_days: float = 7, horizon_days: float = 30,
+                 compare: bool = True) -> dict:
+        """Replay `model` (default: the published one) over history; with `compare`, the
+        published model side by side."""
+        from .errors import ModelError
+        from .report.backtest import backtest
+
+        candidate = self.model(model)
+        baseline = None
+        if compare and self.model_path(None).is_file():
+            try:
+                baseline = self.model(None)
+            except ModelError:
+                baseline = None
+        return backtest(self.engine, candidate, start=start, end=end, step_days=step_days,
+                        horizon_days=horizon_days, baseline=baseline)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -27,7 +27,7 @@ from .lines import open_bytes
 from .loader import IngestReport, quarantine_rows
 
 OUTCOME_KIND = {"conversions": "conversion", "opportunities": "opportunity"}
-KINDS = ("people", "accounts", "conversions", "opportunities", "campaigns")
+KINDS = ("people", "accounts", "conversions", "opportunities", "campaigns", "activities")
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%m/%d/%Y", "%m/%d/%Y %H:%M", "%d-%m-%Y",
                 "%d/%m/%Y", "%Y/%m/%d")
@@ -68,6 +68,29 @@ def parse_bool(text: str) -> bool | None:
 
 def parse_float(text: str) -> float:
     return float(text.strip().replace(",", "")) if text.strip() else float("nan")
+
+
+# what a rep did with a routed lead (CRM feedback -> `lead_activities`, read by act/sla.py)
+ACTIVITY_KINDS = ("accepted", "rejected", "touched", "opportunity", "won", "lost")
+_ACTIVITY_SYNONYMS = {
+    "accept": "accepted", "accepted": "accepted", "qualified": "accepted", "sal": "accepted",
+    "reject": "rejected", "rejected": "rejected", "disqualified": "rejected",
+    "unqualified": "rejected", "recycled": "rejected",
+    "touch": "touched", "touched": "touched", "first_touch": "touched", "contacted": "touched",
+    "called": "touched", "call": "touched", "emailed": "touched", "email": "touched",
+    "meeting": "touched", "working": "touched",
+    "opportunity": "opportunity", "opportunity_created": "opportunity", "opp": "opportunity",
+    "sql": "opportunity", "deal_created": "opportunity",
+    "won": "won", "closed_won": "won", "win": "won",
+    "lost": "lost", "closed_lost": "lost", "loss": "lost",
+}
+
+
+def parse_activity(text: str) -> str:
+    kind = _ACTIVITY_SYNONYMS.get(norm(text))
+    if kind is None:
+        raise ValueError(f"{text!r} is not an activity ({', '.join(ACTIVITY_KINDS)})")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,18 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         _f("period_start", "start", "from", "date", "month", time=True),
         _f("period_end", "end", "to", time=True),
         _f("cost", "spend", "amount", parse=parse_float),
+    ),
+    "activities": (
+        _f("activity_id", "id", "event_id", "task_id"),
+        _f("person_id", "user_id", "lead_id", "contact_id"),
+        _f("email", "email_address", "contact_email", "lead_email"),
+        _f("rep", "owner", "sales_agent", "assigned_to", "user", "lead_owner"),
+        _f("kind", "activity", "activity_type", "type", "event", "status", parse=parse_activity),
+        _f("ts", "at", "time", "date", "timestamp", "activity_date", "created_at", "created",
+           time=True),
+        _f("reason", "rejection_reason", "loss_reason", "disqualification_reason", "note"),
+        _f("opportunity_id", "opportunity", "deal_id"),
+        _f("amount", "value", "close_value", parse=parse_float),
     ),
 }
 
@@ -488,4 +523,50 @@ class TableImporter:
         finally:
             e.unregister("_rows")
         e.execute("INSERT INTO campaigns SELECT * FROM _fresh")
+        return e.scalar("SELECT count(*) FROM _fresh"), bad
+
+    def _load_activities(self, records: list[dict], source: str) -> tuple[int, list]:
+        """CRM feedback on routed leads, upserted by activity id (else the row's digest)."""
+        records, bad = self._person_ids(records)
+        ok = []
+        for r in records:
+            if r.get("kind") is None:
+                bad.append((r["_line"], r["_raw"],
+                            f"an activity needs its kind ({', '.join(ACTIVITY_KINDS)})"))
+            elif r.get("ts") is None:
+                bad.append((r["_line"], r["_raw"], "an activity needs its time"))
+            else:
+                ok.append(r)
+        cols = ("activity_id", "person_id", "rep", "kind", "ts", "reason", "opportunity_id",
+                "amount")
+        types = {"ts": pa.timestamp("us"), "amount": pa.float64()}
+        data = {c: [r.get(c) for r in ok] for c in cols}
+        data["activity_id"] = [str(r.get("activity_id") or f"csv-{r['_digest']}") for r in ok]
+        data["rep"] = [str(r["rep"]).lower() if r.get("rep") else None for r in ok]
+        table = pa.table({c: pa.array(v, types.get(c, pa.string())) for c, v in data.items()})
+        table = table.append_column("source", pa.array([source] * len(ok), pa.string()))
+        table = table.append_column("_pos", pa.array(range(len(ok)), pa.int64()))
+        e = self.engine
+        e.register("_rows", table)
+        try:  # the last row of an id wins; a row already stored unchanged is not new
+            e.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE _fresh AS
+                SELECT r.* EXCLUDE (_pos)
+                FROM (SELECT * FROM _rows QUALIFY row_number() OVER (
+                        PARTITION BY activity_id ORDER BY _pos DESC) = 1) r
+                WHERE NOT EXISTS (
+                  SELECT 1 FROM lead_activities l
+                  WHERE l.activity_id = r.activity_id AND l.kind IS NOT DISTINCT FROM r.kind
+                    AND l.ts IS NOT DISTINCT FROM r.ts
+                    AND l.person_id IS NOT DISTINCT FROM r.person_id
+                    AND l.rep IS NOT DISTINCT FROM r.rep AND l.reason IS NOT DISTINCT FROM r.reason)
+                """
+            )
+        finally:
+            e.unregister("_rows")
+        e.execute("DELETE FROM lead_activities "
+                  "WHERE activity_id IN (SELECT activity_id FROM _fresh)")
+        e.execute("INSERT INTO lead_activities BY NAME SELECT *, now()::TIMESTAMP AS imported_at "
+                  "FROM _fresh")
         return e.scalar("SELECT count(*) FROM _fresh"), bad

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError, MissingExtra
 from .engine import Engine
 from .schema import TABLES, Table
+
+
+# engine name -> (module, class, the module whose absence means the extra is missing, extra)
+_OPTIONAL_ENGINES = {
+    "postgres": (".postgres_engine", "PostgresEngine", "psycopg", "postgres"),
+    "spark": (".spark_engine", "SparkEngine", "pyspark", "spark"),
+}
+
+
+def _engine_class(name: str) -> type[Engine]:
+    """Import an optional engine; a missing driver says which `pip install` line fixes it."""
+    module, cls, driver, extra = _OPTIONAL_ENGINES[name]
+    try:
+        mod = importlib.import_module(module, __name__)
+    except MissingExtra:
+        raise
+    except ImportError as exc:
+        if (exc.name or driver).split(".")[0] in (driver, "py4j"):
+            raise MissingExtra(driver, extra) from exc
+        raise
+    return getattr(mod, cls)
 
 
 def open_engine(settings: Settings, root: Path, *, read_only: bool = False, owner_hint: str = "") -> Engine:
@@ -24,13 +46,11 @@ def open_engine(settings: Settings, root: Path, *, read_only: bool = False, owne
             owner_hint=owner_hint,
         )
     elif cfg.engine == "postgres":
-        try:
-            from .postgres_engine import PostgresEngine
-        except ImportError as exc:  # psycopg missing
-            raise MissingExtra("psycopg", "postgres") from exc
         if not cfg.dsn:
             raise ConfigError("set LEADREFINERY_PG_DSN to use the postgres engine", key="store.dsn")
-        engine = PostgresEngine(cfg.dsn)
+        engine = _engine_class("postgres")(cfg.dsn)
+    elif cfg.engine == "spark":  # once the settings allow it: tables under <project>/spark-warehouse
+        engine = _engine_class("spark")(root / "spark-warehouse")
     else:  # pragma: no cover - the settings model forbids it
         raise ConfigError(f"unknown engine {cfg.engine!r}", key="store.engine")
     if not read_only:

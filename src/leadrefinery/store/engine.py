@@ -21,6 +21,8 @@ class Engine(ABC):
     name: str
     dialect: str  # sqlglot dialect name
     type_names: dict[str, str]  # logical type -> engine type
+    # capabilities
+    transactional: bool = True  # transaction() rolls back on error (False: a no-op block)
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...

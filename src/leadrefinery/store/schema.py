@@ -157,5 +157,235 @@ TABLES: dict[str, Table] = {
             ("loaded_bytes", BIGINT),
         ),
         _t("meta", "Store metadata such as the schema version.", ("key", TEXT), ("value", TEXT)),
+        _t(
+            "alerts",
+            "Outbox: one row per alert and channel; deliverers send pending rows (act/outbox.py).",
+            ("alert_id", TEXT),  # stable: receivers de-duplicate by it (at-least-once delivery)
+            ("created_at", TIMESTAMP),
+            ("person_id", TEXT),
+            ("account_id", TEXT),
+            ("trigger_id", TEXT),
+            ("trigger_kind", TEXT),  # grade_reached | score_crossed | abuse | unusual_usage | ...
+            ("severity", TEXT),  # info | warning | critical
+            ("title", TEXT),
+            ("payload", JSON),  # who, what changed, why (reasons, evidence), link
+            ("channel", TEXT),  # webhook | email | feed
+            ("recipient", TEXT),  # webhook name, email address(es) or feed name
+            ("status", TEXT),  # pending | delivered | dead
+            ("attempts", BIGINT),
+            ("next_attempt_at", TIMESTAMP),
+            ("claimed_at", TIMESTAMP),  # set while a deliverer is sending it, else null
+            ("claimed_by", TEXT),  # which deliverer (process) is sending it
+            ("last_error", TEXT),
+            ("delivered_at", TIMESTAMP),
+        ),
+        _t(
+            "alert_feed",
+            "Alerts delivered to the dashboard's feed (the `feed` channel), newest first.",
+            ("alert_id", TEXT),
+            ("created_at", TIMESTAMP),
+            ("delivered_at", TIMESTAMP),
+            ("recipient", TEXT),  # feed name ("" = everyone's feed)
+            ("person_id", TEXT),
+            ("account_id", TEXT),
+            ("trigger_id", TEXT),
+            ("severity", TEXT),
+            ("title", TEXT),
+            ("text", TEXT),
+            ("payload", JSON),  # the webhook body (see docs/webhooks.md)
+            ("seen_at", TIMESTAMP),
+        ),
+        _t(
+            "reps",
+            "Sales reps: from [[reps]] in refinery.toml (source 'config') or `reps import` CSV.",
+            ("email", TEXT),  # the rep's id (lower case); assignments name reps by it
+            ("name", TEXT),
+            ("team", TEXT),
+            ("territory", JSON),  # country codes and/or region names; [] = anywhere
+            ("sizes", JSON),  # company-size bands served; [] = all
+            ("types", JSON),  # customer types served (oem, direct, ...); [] = all
+            ("per_day", BIGINT),  # capacity: new leads per day / per week; null = unlimited
+            ("per_week", BIGINT),
+            ("weight", DOUBLE),  # share of A/B leads relative to teammates
+            ("active", BOOLEAN),
+            ("away_until", TIMESTAMP),  # set by `reps away`; null = not away
+            ("source", TEXT),  # config | csv file name
+            ("updated_at", TIMESTAMP),
+        ),
+        _t(
+            "assignments",
+            "Who owns each routed lead and why (act/routing.py); one row per hand-off.",
+            ("assignment_id", TEXT),
+            ("person_id", TEXT),
+            ("account_id", TEXT),
+            ("rep", TEXT),  # reps.email
+            ("team", TEXT),
+            ("rule", TEXT),  # routing rule name, or account_owner / person_owner / account_team
+            ("trigger", TEXT),  # qualified | fast_track | contact_request | manual
+            ("grade", TEXT),
+            ("score", DOUBLE),
+            ("reason", JSON),  # rule, rep, why this rep, capacity left, candidates, skipped reps
+            ("assigned_at", TIMESTAMP),
+            ("run_id", TEXT),
+        ),
+        _t(
+            "routing_queue",
+            "Qualified leads nobody could take yet, with why; retried on every routing run.",
+            ("person_id", TEXT),
+            ("team", TEXT),
+            ("rule", TEXT),
+            ("trigger", TEXT),
+            ("grade", TEXT),
+            ("score", DOUBLE),
+            ("why", TEXT),  # no_rule | team_unavailable | owner_unavailable | ...
+            ("detail", JSON),  # each rep considered and why it was skipped
+            ("queued_at", TIMESTAMP),  # first time it had to wait
+            ("last_tried_at", TIMESTAMP),
+            ("run_id", TEXT),
+        ),
+        _t(
+            "lead_activities",
+            "What reps did with routed leads, from the CRM (CSV kind `activities`, later REST).",
+            ("activity_id", TEXT),
+            ("person_id", TEXT),
+            ("rep", TEXT),
+            ("kind", TEXT),  # accepted | rejected | touched | opportunity | won | lost
+            ("ts", TIMESTAMP),  # when the rep did it
+            ("reason", TEXT),  # rejection / loss reason
+            ("opportunity_id", TEXT),
+            ("amount", DOUBLE),
+            ("source", TEXT),
+            ("imported_at", TIMESTAMP),
+        ),
+        _t(
+            "sequences",
+            "Nurture sequence definitions as loaded (act/nurture.py); a new version per change.",
+            ("sequence", TEXT),
+            ("version", TEXT),  # hash of the definition
+            ("definition", JSON),
+            ("file", TEXT),
+            ("loaded_at", TIMESTAMP),
+        ),
+        _t(
+            "enrollments",
+            "A person's way through a nurture sequence: where they are, when the next step is due.",
+            ("enrollment_id", TEXT),
+            ("person_id", TEXT),
+            ("sequence", TEXT),
+            ("track", TEXT),  # main, or the branch (sub-sequence) taken
+            ("step", BIGINT),  # index of the next step on the track
+            ("anchor_at", TIMESTAMP),  # step days count from here (enrolment / branch time)
+            ("resume_step", BIGINT),  # main-track step to go back to after a branch, if any
+            ("fired", JSON),  # branches already taken
+            ("status", TEXT),  # active | completed | exited | fast_tracked
+            ("exit_reason", TEXT),
+            ("enrolled_at", TIMESTAMP),
+            ("next_at", TIMESTAMP),  # when the next step is due (before its send window)
+            ("updated_at", TIMESTAMP),
+        ),
+        _t(
+            "sends",
+            "Every nurture message: rendered, then sent, suppressed (with why) or skipped.",
+            ("send_id", TEXT),  # stable per enrollment and step: never sent twice
+            ("enrollment_id", TEXT),
+            ("person_id", TEXT),
+            ("sequence", TEXT),
+            ("track", TEXT),
+            ("step", TEXT),  # step id
+            ("category", TEXT),
+            ("to_email", TEXT),
+            ("subject", TEXT),
+            ("body", TEXT),
+            ("due_at", TIMESTAMP),  # inside the send window
+            ("status", TEXT),  # queued | sent | failed | suppressed | skipped
+            ("why", TEXT),
+            ("attempts", BIGINT),
+            ("sent_at", TIMESTAMP),
+            ("opened_at", TIMESTAMP),
+            ("clicked_at", TIMESTAMP),
+        ),
+        _t(
+            "preferences",
+            "Per-person mail preferences by content category ('*' = all), newest row wins.",
+            ("person_id", TEXT),
+            ("category", TEXT),
+            ("subscribed", BOOLEAN),
+            ("ts", TIMESTAMP),
+            ("source", TEXT),  # unsubscribe_link | import | api
+        ),
+        _t(
+            "score_runs",
+            "One row per scoring run: which model (version + content hash), as of when, how many.",
+            ("run_id", TEXT),
+            ("model", TEXT),  # model name (file stem unless `name:` is set)
+            ("model_version", TEXT),  # `version:` + '+' + content hash prefix
+            ("model_hash", TEXT),
+            ("as_of", TIMESTAMP),  # only events up to this time were used; decay measured from it
+            ("created_at", TIMESTAMP),
+            ("engine", TEXT),
+            ("people", BIGINT),
+            ("restricted", BOOLEAN),  # true: only some people were rescored (real-time path)
+            ("cutoffs", JSON),  # volume grading: lowest score of each grade in this run
+            ("seconds", DOUBLE),
+        ),
+        _t(
+            "scores",
+            "Score snapshots: one row per person and run (history; see latest_scores).",
+            ("run_id", TEXT),
+            ("model", TEXT),
+            ("model_version", TEXT),
+            ("as_of", TIMESTAMP),
+            ("person_id", TEXT),
+            ("account_id", TEXT),
+            ("score", DOUBLE),
+            ("grade", TEXT),
+            ("mql", BOOLEAN),
+            ("stage", TEXT),
+            ("stage_rank", BIGINT),  # 1 = first stage of the journey; 0 = none
+            ("flagged", BOOLEAN),  # any abuse flag
+            ("engaged", BOOLEAN),
+            ("categories", JSON),  # {"fit": 12.0, "engagement": 30.5}
+            ("segments", JSON),  # ["commercial", "developer"]
+            ("abuse", JSON),  # {"rule": {evidence...}} for raised flags only
+            ("components", JSON),  # {"rule": {"n", "raw", "decayed", "points"}} for rules that matched
+            ("stage_evidence", JSON),  # {"n", "first", "last"} of the current stage's fresh evidence
+        ),
+        _t(
+            "latest_scores",
+            "The newest score of each person per model (same columns as scores).",
+            ("run_id", TEXT),
+            ("model", TEXT),
+            ("model_version", TEXT),
+            ("as_of", TIMESTAMP),
+            ("person_id", TEXT),
+            ("account_id", TEXT),
+            ("score", DOUBLE),
+            ("grade", TEXT),
+            ("mql", BOOLEAN),
+            ("stage", TEXT),
+            ("stage_rank", BIGINT),
+            ("flagged", BOOLEAN),
+            ("engaged", BOOLEAN),
+            ("categories", JSON),
+            ("segments", JSON),
+            ("abuse", JSON),
+            ("components", JSON),
+            ("stage_evidence", JSON),
+        ),
+        _t(
+            "account_scores",
+            "Account roll-up of each run: members' scores summed and maxed, engaged people.",
+            ("run_id", TEXT),
+            ("model", TEXT),
+            ("as_of", TIMESTAMP),
+            ("account_id", TEXT),
+            ("people", BIGINT),
+            ("engaged_people", BIGINT),
+            ("mql_people", BIGINT),
+            ("score_sum", DOUBLE),
+            ("score_max", DOUBLE),
+            ("best_stage_rank", BIGINT),
+            ("flagged_people", BIGINT),
+        ),
     ]
 }

@@ -1,0 +1,265 @@
+"""Segment-compatible tracking API: `POST /v1/identify|track|page|screen|group|alias|batch`.
+
+Existing Segment and RudderStack client libraries work unchanged when pointed at the server:
+
+* auth: the write key as HTTP Basic user name (empty password) or `writeKey` in the body;
+  keys map to source names in `[server].write_keys`; a missing/unknown key is a 401;
+* bodies may be gzip'd (`Content-Encoding: gzip`); a message may hold 32 KB and a batch 500 KB
+  (`[server].max_message_bytes`, `max_batch_bytes`), as sent, else 400 `payload_too_large`;
+* every message is validated (`ingest.segment.validate`, the same rules as file ingestion); one
+  bad message rejects its request with 400 `{code, message, field, index}`;
+* batch-level `context` / `integrations` are merged into each message (the message's own keys
+  win), `receivedAt` is set to the server's clock and a missing `messageId` gets a uuid4;
+* the request is acknowledged (`200 {"success": true}`) only once its messages are in the
+  fsync'd ingestion log (`wal.py`); the store loads them a moment later (`GET /health` shows
+  the lag). Duplicate `messageId`s are stored once.
+
+Request parsing is plain functions (`read_body`, `parse_body`, `prepare_messages`,
+`encode_lines`) so tests and benchmarks can use them without a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import AuthError, InputError, MessageError
+from ..ingest.segment import parse_time, validate
+from .service import IngestService
+
+router = APIRouter(tags=["ingest (Segment tracking API)"])
+
+# path -> message type ("batch" for envelopes); the one-letter forms are analytics.js' aliases
+ENDPOINTS: dict[str, str] = {
+    "identify": "identify", "track": "track", "page": "page", "screen": "screen",
+    "group": "group", "alias": "alias", "batch": "batch", "import": "batch",
+    "i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias",
+    "b": "batch",
+}
+SUCCESS = b'{"success":true}'
+GZIP_ENCODINGS = {"gzip", "x-gzip"}
+MERGED = ("context", "integrations")  # batch-level fields merged into each message
+
+
+def _too_large(what: str, limit: int) -> InputError:
+    return InputError(
+        f"{what} is larger than the {limit // 1024} KB limit; send smaller batches",
+        code="payload_too_large",
+    )
+
+
+def _at(exc: MessageError, index: int) -> MessageError:
+    out = MessageError(f"batch[{index}]: {exc.message}", field=exc.field,
+                       message_id=exc.message_id)
+    out.code = exc.code
+    out.index = index  # type: ignore[attr-defined]
+    return out
+
+
+def write_key_from_header(authorization: str | None) -> str | None:
+    """The write key of an `Authorization: Basic base64(key:)` header (None if absent)."""
+    if not authorization:
+        return None
+    scheme, _, cred = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None  # e.g. a Bearer token: fall back to `writeKey` in the body
+    try:
+        user = base64.b64decode(cred.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthError("malformed HTTP Basic Authorization header") from None
+    return user or None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped when `Content-Encoding: gzip`; 400 beyond `limit` bytes."""
+    what = "the batch" if limit > 64 * 1024 else "the message"
+    raw_limit = limit + 1024  # a gzip'd body may be a little larger than its content
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > raw_limit:
+        raise _too_large(what, limit)
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > raw_limit:
+            raise _too_large(what, limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in GZIP_ENCODINGS or (encoding == "" and body[:2] == b"\x1f\x8b"):
+        body = gunzip(body, limit, what)
+    elif encoding not in ("", "identity"):
+        raise InputError(f"unsupported Content-Encoding {encoding!r}; use gzip or none",
+                         code="unsupported_encoding")
+    if len(body) > limit:
+        raise _too_large(what, limit)
+    return body
+
+
+def gunzip(body: bytes, limit: int, what: str = "the batch") -> bytes:
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InputError(f"the body is not valid gzip: {exc}", code="invalid_gzip") from None
+    if len(out) > limit:
+        raise _too_large(what, limit)
+    if not d.eof:
+        raise InputError("the gzip body is truncated", code="invalid_gzip")
+    return out
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(obj, dict):
+        raise InputError("the body must be a JSON object", code="invalid_json")
+    return obj
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def prepare_messages(
+    obj: dict[str, Any],
+    kind: str,
+    *,
+    body_bytes: int,
+    max_message_bytes: int,
+    received_at: str,
+) -> list[dict[str, Any]]:
+    """Validate and enrich the messages of one request (a message, or a batch envelope)."""
+    if kind != "batch":
+        obj.pop("writeKey", None)
+        obj["type"] = kind  # the endpoint decides the type
+        validate(obj)
+        if body_bytes > max_message_bytes:
+            raise _too_large("the message", max_message_bytes)
+        if not obj.get("messageId"):
+            obj["messageId"] = str(uuid4())
+        obj["receivedAt"] = received_at
+        return [obj]
+
+    items = obj.get("batch")
+    if not isinstance(items, list):
+        raise MessageError("field 'batch' must be an array of messages", field="batch")
+    merged = []
+    for f in MERGED:
+        value = obj.get(f)
+        if value is not None:
+            if not isinstance(value, dict):
+                raise MessageError(f"batch field '{f}' must be an object", field=f)
+            if value:
+                merged.append((f, value))
+    sent_at = obj.get("sentAt")
+    if sent_at is not None and parse_time(sent_at) is None:
+        raise MessageError(f"field 'sentAt' must be an ISO-8601 time (got {sent_at!r})",
+                           field="sentAt")
+    # a body within the per-message limit cannot hold a message over it: skip measuring
+    measure = body_bytes > max_message_bytes
+    out = []
+    for i, m in enumerate(items):
+        try:
+            m = validate(m)
+        except MessageError as exc:
+            raise _at(exc, i) from None
+        if measure and len(orjson.dumps(m)) > max_message_bytes:
+            exc = MessageError(
+                f"the message is larger than the {max_message_bytes // 1024} KB limit",
+                field="", message_id=m.get("messageId"),
+            )
+            exc.code = "payload_too_large"
+            raise _at(exc, i)
+        if "writeKey" in m:
+            del m["writeKey"]
+        if not m.get("messageId"):
+            m["messageId"] = str(uuid4())
+        m["receivedAt"] = received_at
+        for f, value in merged:
+            own = m.get(f)
+            m[f] = value if not own else {**value, **own}
+        if sent_at is not None and "sentAt" not in m:
+            m["sentAt"] = sent_at
+        out.append(m)
+    return out
+
+
+def encode_lines(source: str, messages: list[dict[str, Any]]) -> bytes:
+    """The log lines of one request: one message per line, tagged with the write key's source.
+
+    `{"_source":"web","type":"track",...}` — the tag goes first so the loader can group lines
+    by source without parsing them; ingestion ignores the unknown field, so a log segment is
+    also valid input for `leadrefinery ingest`.
+    """
+    prefix = b'{"_source":' + orjson.dumps(source) + b","
+    return b"".join([prefix + orjson.dumps(m)[1:] + b"\n" for m in messages])
+
+
+async def handle(request: Request, kind: str) -> Response:
+    service: IngestService = request.app.state.ingest
+    cfg = request.app.state.project.settings.server
+    header_key = write_key_from_header(request.headers.get("authorization"))
+    source = service.source_for(header_key)
+    if header_key is not None and source is None:
+        raise AuthError("unknown write key")
+    limit = cfg.max_batch_bytes if kind == "batch" else cfg.max_message_bytes
+    body = await read_body(request, limit)
+    obj = parse_body(body)
+    if source is None:
+        key = obj.get("writeKey")
+        source = service.source_for(key) if isinstance(key, str) else None
+        if source is None:
+            raise AuthError(
+                "unknown write key" if key else
+                "missing write key: send it as the HTTP Basic user name or as `writeKey`"
+            )
+    received_at = now_iso()
+    if len(body) > 256 * 1024:  # a big batch: keep the event loop free for other requests
+        messages = await run_in_threadpool(
+            prepare_messages, obj, kind, body_bytes=len(body),
+            max_message_bytes=cfg.max_message_bytes, received_at=received_at,
+        )
+    else:
+        messages = prepare_messages(obj, kind, body_bytes=len(body),
+                                    max_message_bytes=cfg.max_message_bytes,
+                                    received_at=received_at)
+    if messages:
+        await service.append(encode_lines(source, messages), len(messages))
+    return Response(SUCCESS, media_type="application/json")
+
+
+def _endpoint(kind: str):
+    async def endpoint(request: Request) -> Response:
+        return await handle(request, kind)
+
+    endpoint.__name__ = f"ingest_{kind}"
+    return endpoint
+
+
+for _path, _kind in ENDPOINTS.items():
+    router.add_api_route(
+        f"/v1/{_path}",
+        _endpoint(_kind),
+        methods=["POST"],
+        include_in_schema=len(_path) > 1,
+        summary=f"Segment `{_kind}`" + (" (envelope of messages)" if _kind == "batch" else ""),
+        name=f"ingest_{_path}",
+    )
+
+
+@router.get("/health")
+@router.get("/v1/health")
+def health(request: Request) -> dict[str, Any]:
+    """Whether ingestion is healthy: log written vs loaded (lag), loader stats, row counts."""
+    return request.app.state.ingest.health()

@@ -1,0 +1,331 @@
+"""Loads the ingestion log into the store in micro-batches, exactly once.
+
+The loader thread reads the durable tail of the log (see `wal.py`), hands it to
+`EventLoader.load_lines` — the same path as file ingestion — and records how far it got in
+`ingest_log_offsets` *inside the same transaction*, via the loader's `after=` callback. A crash
+therefore leaves either the micro-batch and its offset, or neither; on start the loader resumes
+from the recorded offset, and the events table's message-id de-duplication is a second guard.
+
+After each commit the registered `on_loaded(person_ids, report)` callbacks run (real-time
+rescoring plugs in there). Fully loaded segments that are no longer written are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import pyarrow as pa
+
+from ..config import Settings
+from ..ingest.loader import EventLoader, IngestReport
+from ..store.engine import Engine
+from .wal import IngestLog, Segment, segment_number
+
+log = logging.getLogger("leadrefinery.loader")
+
+OnLoaded = Callable[[list[str], IngestReport], None]
+
+# a log line is `{"_source":<json string>,...the message...}` (see ingest.py `encode_lines`)
+_PREFIX = b'{"_source":"'
+DEFAULT_SOURCE = "http"
+
+
+def line_source(line: bytes, cache: dict[bytes, str]) -> str:
+    """The write-key source a log line was received with (cheap: no full parse)."""
+    if not line.startswith(_PREFIX):
+        return DEFAULT_SOURCE
+    end = line.find(b'",', len(_PREFIX))
+    raw = line[len(_PREFIX) - 1 : end + 1]
+    src = cache.get(raw)
+    if src is None:
+        try:
+            src = orjson.loads(raw) if end > 0 else None
+        except orjson.JSONDecodeError:  # an escaped quote in the name: parse the whole line
+            src = None
+        if not isinstance(src, str):
+            try:
+                src = orjson.loads(line).get("_source")
+            except (orjson.JSONDecodeError, AttributeError):
+                src = None
+            return src if isinstance(src, str) else DEFAULT_SOURCE
+        cache[raw] = src
+    return src
+
+
+def offsets_in_store(engine: Engine) -> dict[str, int]:
+    return dict(engine.query("SELECT log, max(loaded_bytes) FROM ingest_log_offsets GROUP BY log"))
+
+
+@dataclass
+class LoaderStats:
+    batches: int = 0
+    lines: int = 0
+    report: IngestReport = field(default_factory=IngestReport)
+    last_batch_seconds: float = 0.0
+    last_loaded_at: float | None = None
+    errors: int = 0
+    last_error: str | None = None
+
+
+class LogLoader:
+    """The thread that moves the log's tail into the store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        ingest_log: IngestLog,
+        *,
+        interval: float = 0.2,
+        max_batch_bytes: int = 32 * 1024 * 1024,
+        on_loaded: list[OnLoaded] | None = None,
+    ) -> None:
+        self.engine = engine
+        # The server already checked each message's size as sent (Segment's 32 KB rule); the
+        # messages it logs carry receivedAt/messageId/batch context on top, so the loader must
+        # not apply the limit a second time to the enriched text.
+        server = settings.server.model_copy(
+            update={"max_message_bytes": settings.server.max_message_bytes + 1024 * 1024}
+        )
+        self.settings = settings.model_copy(update={"server": server})
+        self.log = ingest_log
+        self.interval = interval
+        self.max_batch_bytes = max_batch_bytes
+        self.on_loaded = on_loaded if on_loaded is not None else []
+        self.stats = LoaderStats()
+        self.offsets: dict[int, int] = {}  # segment number -> loaded bytes
+        self._lines: dict[int, int] = {}  # segment number -> lines loaded (for line numbers)
+        self._sources: dict[bytes, str] = {}
+        self._wake = threading.Event()  # new durable data (set after every fsync)
+        self._stop = threading.Event()  # interrupts the pause between micro-batches
+        self._stopping = False
+        self._abandon = False
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def read_offsets(self) -> None:
+        """Read the loaded offsets from the store (before the log is opened)."""
+        self.offsets = {}
+        for name, loaded in offsets_in_store(self.engine).items():
+            n = segment_number(name)
+            if n is not None:
+                self.offsets[n] = int(loaded)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest-log-loader", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Load what is left (up to `timeout` seconds), then stop. False if it had to give up."""
+        self._stopping = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the loader did not finish within %.0fs; the rest loads on next start",
+                        timeout)
+            self._abandon = True  # finish the micro-batch under way, then stop
+            self._thread.join()
+            return False
+        return True
+
+    @property
+    def loaded(self) -> int:
+        """Bytes loaded from the segments still on disk."""
+        offsets = dict(self.offsets)  # a copy: the loader thread changes it
+        return sum(offsets.get(s.number, 0) for s in self.log.segments())
+
+    def pending(self) -> int:
+        offsets = dict(self.offsets)
+        return sum(max(0, s.durable - offsets.get(s.number, 0)) for s in self.log.segments())
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            # temp tables are per DuckDB connection, and each thread has its own cursor:
+            # the EventLoader must be built on this thread
+            self.loader = EventLoader(self.engine, self.settings)
+            self._prepare()
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        backoff = 0.5
+        while True:
+            began = time.monotonic()
+            try:
+                did = self.load_once()
+            except Exception as exc:  # noqa: BLE001 - keep serving; retry; say so in /health
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("loading the ingestion log failed (will retry)")
+                if self._stopping and self.stats.errors >= 3:
+                    return
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            if self._abandon:
+                return
+            if did:
+                self._cleanup()
+                if self.pending() >= self.max_batch_bytes:
+                    continue  # far behind: no pause between micro-batches
+            elif self._stopping:
+                return
+            # gather a micro-batch: at most one load per interval, sooner when woken at rest
+            rest = self.interval - (time.monotonic() - began)
+            if rest > 0 and not self._stopping:
+                self._stop.wait(rest)
+            if not did:
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+    def _prepare(self) -> None:
+        """Line counts of partly loaded segments, offsets past a segment's end, stale rows."""
+        on_disk = {s.number: s for s in self.log.segments()}
+        for n, loaded in list(self.offsets.items()):
+            seg = on_disk.get(n)
+            if seg is None:
+                continue
+            if loaded > seg.durable:
+                log.warning("%s: store says %d bytes loaded but the file has %d",
+                            seg.name, loaded, seg.durable)
+                self.offsets[n] = seg.durable
+            self._lines[n] = _count_lines(self.log.path(seg), self.offsets[n])
+        stale = [n for n in self.offsets if n not in on_disk]
+        if stale:  # segments deleted after loading; their rows are no longer needed
+            names = [f"ingest-{n:06d}.jsonl" for n in stale]
+            marks = ", ".join("?" for _ in names)
+            with self.engine.transaction():
+                self.engine.execute(f"DELETE FROM ingest_log_offsets WHERE log IN ({marks})", names)
+            for n in stale:
+                self.offsets.pop(n)
+        self._cleanup()  # segments an earlier run finished loading but did not delete
+        behind = self.pending()
+        if behind:
+            log.info("ingestion log: %d bytes acknowledged earlier are not loaded yet; loading",
+                     behind)
+
+    def load_once(self) -> bool:
+        """Load the next micro-batch (one segment's unloaded tail, bounded). False if none."""
+        for seg in self.log.segments():
+            start = self.offsets.get(seg.number, 0)
+            if seg.durable > start:
+                self._load(seg, start, seg.durable)
+                return True
+        return False
+
+    def _load(self, seg: Segment, start: int, end: int) -> None:
+        began = time.monotonic()
+        with open(self.log.path(seg), "rb") as f:
+            f.seek(start)
+            data = f.read(min(end - start, self.max_batch_bytes))
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a micro-batch: take it whole
+                data += f.read(end - start - len(data))
+                cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            return
+        lines = data[:cut].split(b"\n")
+        lines.pop()  # after the final newline
+        first = self._lines.get(seg.number, 0) + 1
+        groups: dict[str, tuple[list[int], list[bytes]]] = {}
+        for i, line in enumerate(lines, first):
+            if not line:
+                continue
+            nums, texts = groups.setdefault(line_source(line, self._sources), ([], []))
+            nums.append(i)
+            texts.append(line)
+        new_offset = start + cut
+        touched: set[str] = set()
+        report = IngestReport()
+        e = self.engine
+
+        def collect(engine: Engine) -> None:
+            touched.update(
+                r[0] for r in engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
+            )
+
+        def collect_and_record(engine: Engine) -> None:
+            collect(engine)
+            engine.execute("DELETE FROM ingest_log_offsets WHERE log = ?", [seg.name])
+            engine.execute("INSERT INTO ingest_log_offsets VALUES (?, ?)", [seg.name, new_offset])
+
+        with e.transaction():
+            items = list(groups.items())
+            if not items:
+                collect_and_record(e)
+            for k, (source, (nums, texts)) in enumerate(items):
+                e.execute("CREATE OR REPLACE TEMP TABLE _touched (person_id VARCHAR)")
+                report += self.loader.load_lines(
+                    _lines_table(nums, texts),
+                    source,
+                    after=collect_and_record if k == len(items) - 1 else collect,
+                )
+        # committed
+        self.offsets[seg.number] = new_offset
+        self._lines[seg.number] = first - 1 + len(lines)
+        st = self.stats
+        st.batches += 1
+        st.lines += len(lines)
+        st.report += report
+        st.last_batch_seconds = time.monotonic() - began
+        st.last_loaded_at = time.time()
+        people = sorted(touched)
+        for hook in list(self.on_loaded):
+            try:
+                hook(people, report)
+            except Exception:  # noqa: BLE001 - a hook must not stop ingestion
+                log.exception("on_loaded hook %r failed", hook)
+
+    def _cleanup(self) -> None:
+        """Delete segments that are complete and fully loaded; forget their offsets."""
+        for seg in self.log.segments():
+            if seg.current or self.offsets.get(seg.number, 0) < seg.durable:
+                continue
+            self.log.delete(seg)  # file first: a crash here leaves a harmless stale row
+            with self.engine.transaction():
+                self.engine.execute("DELETE FROM ingest_log_offsets WHERE log = ?", [seg.name])
+            self.offsets.pop(seg.number, None)
+            self._lines.pop(seg.number, None)
+
+
+def _lines_table(nums: list[int], texts: list[bytes]) -> pa.Table:
+    col = pa.array(texts, type=pa.binary())
+    try:
+        col = col.cast(pa.string())
+    except pa.ArrowInvalid:  # cannot happen for lines we wrote; keep it loadable anyway
+        col = pa.array([t.decode("utf-8", errors="replace") for t in texts], pa.string())
+    return pa.table({"line_no": pa.array(nums, type=pa.int64()), "line": col})
+
+
+def _count_lines(path, upto: int) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        left = upto
+        while left > 0:
+            block = f.read(min(left, 8 * 1024 * 1024))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+    return n

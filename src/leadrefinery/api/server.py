@@ -1,0 +1,95 @@
+"""`leadrefinery serve`: run the app under uvicorn and own the store while it runs.
+
+DuckDB allows one writing process, so the server holds the store; `serve.json` in the project
+(pid and URL) lets other commands say who holds it (`Project._owner_hint`). It is removed on a
+clean stop; after a crash it is stale and simply overwritten by the next `serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..project import SERVE_LOCK
+from .app import create_app
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+
+def _setup_logging(level: str) -> None:
+    logger = logging.getLogger("leadrefinery")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+class _Stopped(BaseException):
+    """Raised by our SIGINT/SIGTERM handlers, which uvicorn re-raises after its own shutdown."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def serve(
+    project: Project,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+    announce=None,
+    **service_options: Any,
+) -> None:
+    """Serve `project` until SIGINT/SIGTERM; load the log's tail before returning."""
+    import uvicorn
+
+    _setup_logging(log_level)
+    cfg = project.settings.server
+    host = host or cfg.host
+    port = cfg.port if port is None else port
+    url = cfg.public_url or f"http://{host}:{port}"
+    project.engine  # noqa: B018 - open (and lock) the store now: a clear StoreBusy if it is taken
+    app = create_app(project, **service_options)
+    service = app.state.ingest
+    service.start()
+    lock = project.root / SERVE_LOCK
+    lock.write_text(json.dumps({"pid": os.getpid(), "url": url, "started_at": time.time()}))
+    if announce:
+        announce(url, service)
+    try:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=10,
+            server_header=False,
+        )
+        # uvicorn handles the signal (graceful shutdown), then re-raises it to the handler
+        # installed before it started: ours turns it into a clean return instead of a kill
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            uvicorn.Server(config).run()
+        except _Stopped:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        service.stop()
+        try:
+            if json.loads(lock.read_text()).get("pid") == os.getpid():
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+        project.close()

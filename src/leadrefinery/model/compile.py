@@ -1,0 +1,1507 @@
+"""The model compiled to one SQL query, built as a sqlglot AST and rendered per engine.
+
+Shape of the query (CTEs, each a set-based step; nothing is row-by-row):
+
+    lr_pop     the people who exist at the as-of time (optionally only those in a
+               restriction table: the real-time path rescores a micro-batch's people)
+    lr_th      their trait history up to the as-of time, newest value per key
+    lr_person  the profile as of then: email, domain, webmail, company, ..., traits.x
+    lr_acct    their account as of then: name, size, industry, ..., traits.x
+    lr_ev0     events up to the as-of time that some rule/fact/stage/abuse rule can match,
+               with every field a condition reads extracted once (JSON -> columns)
+    lr_ev      one boolean per matcher, points per occurrence, fact values
+    lr_evw     ranks for frequency limits (max_per_day / max_total), when a rule has one
+    lr_agg     per person: occurrences, raw and decayed points per rule, facts, stage evidence
+    lr_ab_*    abuse rules on intervals (sessions, concurrency) and regular gaps
+    lr_comp    per person and rule: final points after frequency, min_count and rule caps
+    lr_cat     category scores with category caps; lr_tot the total in the score range
+    lr_grade   grade, MQL, stage; the final SELECT adds segments
+
+Every output column has a fixed name (`r_<rule>`, `cat_<category>`, `ab_<rule>`,
+`seg_<segment>`, ...), see `Plan.columns`. `snapshot_query` wraps the result into the JSON
+columns stored in `scores`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlglot import exp
+
+from ..ingest.webmail import WEBMAIL_DOMAINS
+from . import spec as S
+from .dialects import call, render
+from .expr import (
+    BOOL,
+    JSON,
+    NUM,
+    TEXT,
+    TS,
+    Compiler,
+    ExprError,
+    Scope,
+    Typed,
+    coerce,
+    double,
+    json_field,
+    suggest,
+    text_literal,
+    to_bool,
+    to_text,
+)
+from .load import Loc, Model
+
+DAY_US = 86_400_000_000
+MINUTE_US = 60_000_000
+
+# person fields: name -> (type, trait keys (normalised: lower-case, no _ - or space))
+PERSON_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "email": (TEXT, ("email", "emailaddress")),
+    "first_name": (TEXT, ("firstname",)),
+    "last_name": (TEXT, ("lastname", "surname")),
+    "name": (TEXT, ("name", "fullname")),
+    "company": (TEXT, ("company", "companyname", "organization", "organisation")),
+    "title": (TEXT, ("title", "jobtitle", "role", "position")),
+    "phone": (TEXT, ("phone", "phonenumber", "mobile")),
+    "country": (TEXT, ("country", "countrycode")),
+    "owner": (TEXT, ("owner", "leadowner", "owneremail")),
+    "source": (TEXT, ("source", "leadsource", "referralsource", "utmsource")),
+    "campaign": (TEXT, ("campaign", "referralcode", "utmcampaign")),
+}
+DERIVED_FIELDS: dict[str, str] = {
+    "domain": TEXT,  # the email's domain, lower-case
+    "webmail": BOOL,  # domain in @webmail
+    "account_id": TEXT,  # from a group call, else 'domain:' + company domain
+    "domain_matches_company": BOOL,  # company name and email domain agree
+    "first_seen": TS,
+}
+ACCOUNT_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "name": (TEXT, ("name", "company", "companyname")),
+    "domain": (TEXT, ("domain", "website")),
+    "size": (NUM, ("employees", "size", "companysize", "numberofemployees")),
+    "industry": (TEXT, ("industry", "sector")),
+    "owner": (TEXT, ("owner", "accountowner")),
+}
+FIRST_TOUCH = {"source": "$first_source", "campaign": "$first_name"}
+
+
+# -- small AST helpers ----------------------------------------------------------------------
+
+
+def _p(e: exp.Expression) -> exp.Expression:
+    """Parenthesise a compound operand: sqlglot prints the tree as built, without adding any."""
+    atomic = (exp.Column, exp.Literal, exp.Cast, exp.Func, exp.Paren, exp.Case, exp.Window, exp.Null)
+    return e if isinstance(e, atomic) else exp.Paren(this=e)
+
+
+def _add(this: exp.Expression, expression: exp.Expression) -> exp.Expression:
+    return exp.Add(this=_p(this), expression=_p(expression))
+
+
+def _sub(this: exp.Expression, expression: exp.Expression) -> exp.Expression:
+    return exp.Sub(this=_p(this), expression=_p(expression))
+
+
+def _mul(this: exp.Expression, expression: exp.Expression) -> exp.Expression:
+    return exp.Mul(this=_p(this), expression=_p(expression))
+
+
+def _div(this: exp.Expression, expression: exp.Expression) -> exp.Expression:
+    return exp.Div(this=_p(this), expression=_p(expression), typed=False, safe=False)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table)
+
+
+def alias(e: exp.Expression, name: str) -> exp.Expression:
+    return exp.alias_(e, name)
+
+
+def case(cond: exp.Expression, then: exp.Expression, default: exp.Expression | None = None) -> exp.Case:
+    return exp.Case(ifs=[exp.If(this=cond, true=then)], default=default)
+
+
+def fn(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.func(name, *args)
+
+
+def and_(*conds: exp.Expression | None) -> exp.Expression:
+    cs = [c for c in conds if c is not None]
+    if not cs:
+        return exp.true()
+    return exp.and_(*cs) if len(cs) > 1 else cs[0]
+
+
+def or_(*conds: exp.Expression) -> exp.Expression:
+    return exp.or_(*conds) if len(conds) > 1 else conds[0]
+
+
+def int_lit(v: int) -> exp.Literal:
+    return exp.Literal.number(int(v))
+
+
+def as_double(e: exp.Expression) -> exp.Expression:
+    return exp.cast(e, exp.DataType.build("DOUBLE"))
+
+
+def count_if(cond: exp.Expression) -> exp.Expression:
+    return exp.cast(fn("SUM", case(cond, int_lit(1), int_lit(0))), exp.DataType.build("BIGINT"))
+
+
+def coalesce(*args: exp.Expression) -> exp.Expression:
+    return exp.Coalesce(this=args[0], expressions=list(args[1:]))
+
+
+def clamp(e: exp.Expression, lo: float | None, hi: float | None) -> exp.Expression:
+    if hi is not None:
+        e = fn("LEAST", e, double(hi))
+    if lo is not None:
+        e = fn("GREATEST", e, double(lo))
+    return e
+
+
+def round6(e: exp.Expression) -> exp.Expression:
+    """Round to 1e-6 the same way on every engine (so grades do not flip on the last bit)."""
+    scaled = _add(this=_mul(this=e, expression=double(1e6)), expression=double(0.5))
+    return _div(this=as_double(exp.Floor(this=scaled)), expression=double(1e6))
+
+
+def select(*cols: exp.Expression) -> exp.Select:
+    return exp.Select(expressions=list(cols))
+
+
+def in_list(e: exp.Expression, values: Iterable[str]) -> exp.Expression:
+    return exp.In(this=e, expressions=[text_literal(v) for v in values])
+
+
+def norm_key(e: exp.Expression) -> exp.Expression:
+    """camelCase / snake_case / 'Job Title' -> jobtitle (lower case, no _ - or space)."""
+    for ch in ("_", " ", "-"):
+        e = exp.Replace(this=e, expression=text_literal(ch), replacement=text_literal(""))
+    return exp.Lower(this=e)
+
+
+def glob_regex(pattern: str) -> str:
+    out = ["^"]
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch.isalnum() or ch in " _-/:@,'\"&!=<>~%#;":
+            out.append(ch)
+        else:
+            out.append(f"[{ch}]" if ch not in "\\^]" else "\\" + ch)
+    out.append("$")
+    return "".join(out)
+
+
+def ts_literal(t: datetime) -> exp.Expression:
+    return exp.cast(
+        exp.Literal.string(t.strftime("%Y-%m-%d %H:%M:%S.%f")), exp.DataType.build("TIMESTAMP")
+    )
+
+
+def naive_utc(t: datetime) -> datetime:
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t
+
+
+def epoch_us(t: datetime) -> int:
+    t = naive_utc(t)
+    delta = t - datetime(1970, 1, 1)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+
+@dataclass
+class RuleInfo:
+    id: str
+    category: str
+    on: str
+    loc: Loc
+
+
+@dataclass
+class Plan:
+    """A compiled model: the per-person query (wide columns) and what its columns mean."""
+
+    model: Model
+    as_of: datetime
+    query: exp.Select
+    rules: list[RuleInfo]
+    categories: list[str]
+    stages: list[str]
+    abuse: dict[str, str]  # id -> kind
+    abuse_evidence: dict[str, list[tuple[str, str]]]  # id -> [(json key, column)]
+    segments: list[str]
+    grades: list[str]
+    restricted: bool = False
+
+    def sql(self, engine: str = "duckdb", *, snapshot: bool = True, pretty: bool = True) -> str:
+        tree = snapshot_query(self) if snapshot else self.query
+        return render(tree, engine, pretty=pretty)
+
+
+# -- scopes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Needs:
+    """What the query must provide, collected while conditions compile."""
+
+    ev_cols: dict[str, tuple[str, exp.Expression, str]] = field(default_factory=dict)
+    person: set[str] = field(default_factory=set)  # person fields (incl. derived)
+    traits: dict[str, str] = field(default_factory=dict)  # trait key -> column
+    account: set[str] = field(default_factory=set)
+    account_traits: dict[str, str] = field(default_factory=dict)
+    facts: set[str] = field(default_factory=set)
+    person_in_events: bool = False
+
+
+class Builder:
+    def __init__(
+        self,
+        model: Model,
+        as_of: datetime,
+        restrict: str | list[str] | None = None,
+        volume_cutoffs: dict[str, float] | None = None,
+    ) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.as_of = naive_utc(as_of)
+        self.as_of_lit = ts_literal(self.as_of)
+        self.as_of_us = int_lit(epoch_us(self.as_of))
+        self.ids: list[str] | None = None
+        if isinstance(restrict, list | tuple):
+            self.ids = [str(i) for i in restrict] or [""]
+            restrict = "lr_ids"
+        elif restrict is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]{0,126}", restrict):
+            raise ValueError(f"not a table name: {restrict!r}")
+        self.restrict = restrict
+        self.volume_cutoffs = volume_cutoffs
+        self.needs = Needs()
+        self.sets: dict[str, list] = {"webmail": sorted(WEBMAIL_DOMAINS), **self.spec.sets}
+        self.ctes: list[tuple[str, exp.Expression]] = []
+        # event matchers: column name -> (match expr over lr_ev0, loc)
+        self.matchers: dict[str, exp.Expression] = {}
+        self.prefilter: list[exp.Expression | None] = []
+        self.ev_values: dict[str, exp.Expression] = {}  # extra per-event columns in lr_ev
+        self._pending_abuse: list[tuple[str, exp.Expression]] = []
+        self._acct_cols: list[str] = []
+        self._ev_source = "lr_ev"
+
+    # errors -----------------------------------------------------------------------------
+    def fail(self, loc: Loc, message: str) -> Exception:
+        return self.model.error(loc, message)
+
+    def compile_condition(self, text: str, scope: Scope, loc: Loc) -> exp.Expression:
+        try:
+            return Compiler(scope, self.sets).condition(text)
+        except ExprError as e:
+            raise self.fail(loc, e.message) from None
+
+    def compile_value(self, text: str, scope: Scope, loc: Loc) -> Typed:
+        try:
+            return Compiler(scope, self.sets).value(text)
+        except ExprError as e:
+            raise self.fail(loc, e.message) from None
+
+    # scopes -----------------------------------------------------------------------------
+    def _ev_col(self, key: str, build: Callable[[], exp.Expression], typ: str) -> Typed:
+        if key not in self.needs.ev_cols:
+            name = f"ev_{key}" if key in ("type", "event") else f"x{len(self.needs.ev_cols)}"
+            self.needs.ev_cols[key] = (name, build(), typ)
+        name, _, typ = self.needs.ev_cols[key]
+        return Typed(col(name), typ)
+
+    def _ev_json(self, column: str, rest: list[str], what: str) -> Typed:
+        node = json_field(col(column, "e"), rest, what)  # validates the keys
+        return self._ev_col(f"{column}:{'.'.join(rest)}", lambda: node.node, JSON)
+
+    def _person_field(self, name: str, in_events: bool) -> Typed:
+        self.needs.person.add(name)
+        if in_events:
+            self.needs.person_in_events = True
+        typ = PERSON_FIELDS[name][0] if name in PERSON_FIELDS else DERIVED_FIELDS[name]
+        return Typed(col(f"p_{name}"), typ)
+
+    def _trait(self, rest: list[str], in_events: bool) -> Typed:
+        if len(rest) != 1:
+            raise ExprError("traits.x takes one name (nested trait values are not supported)")
+        json_field(col("x"), rest, "traits")  # validates the key
+        key = rest[0]
+        if key not in self.needs.traits:
+            self.needs.traits[key] = f"tr{len(self.needs.traits)}"
+        if in_events:
+            self.needs.person_in_events = True
+        return Typed(col(self.needs.traits[key]), JSON)
+
+    def _account(self, rest: list[str], in_events: bool) -> Typed:
+        if in_events:
+            self.needs.person_in_events = True
+        if rest[0] == "traits":
+            if len(rest) != 2:
+                raise ExprError("account.traits.x takes one name")
+            json_field(col("x"), rest[1:], "account.traits")
+            key = rest[1]
+            if key not in self.needs.account_traits:
+                self.needs.account_traits[key] = f"at{len(self.needs.account_traits)}"
+            self.needs.person.add("account_id")
+            return Typed(col(self.needs.account_traits[key]), JSON)
+        if len(rest) != 1 or rest[0] not in ACCOUNT_FIELDS:
+            known = [*ACCOUNT_FIELDS, "traits.x"]
+            raise ExprError(
+                f"unknown account field {'.'.join(rest)!r}{suggest(rest[0], known)} "
+                f"(known: {', '.join('account.' + k for k in known)})"
+            )
+        self.needs.account.add(rest[0])
+        self.needs.person.add("account_id")
+        return Typed(col(f"a_{rest[0]}"), ACCOUNT_FIELDS[rest[0]][0])
+
+    def _fact(self, rest: list[str]) -> Typed:
+        name = rest[0]
+        if len(rest) != 1 or name not in self.spec.facts:
+            raise ExprError(
+                f"unknown fact {'.'.join(rest)!r}{suggest(name, list(self.spec.facts))} "
+                f"(declared facts: {', '.join(sorted(self.spec.facts)) or 'none'}) "
+                "— declare it under `facts:`"
+            )
+        self.needs.facts.add(name)
+        if self.spec.facts[name].agg in ("count", "count_distinct", "active_days", "sum"):
+            return Typed(coalesce(col(f"f_{name}"), double(0)), NUM)
+        return Typed(col(f"f_{name}"), NUM)
+
+    def person_fields(self, in_events: bool) -> dict[str, Callable[[], Typed]]:
+        names = [*PERSON_FIELDS, *DERIVED_FIELDS]
+        if in_events:
+            names = [n for n in names if n != "name"]  # `name` is the event's name there
+        return {n: (lambda n=n: self._person_field(n, in_events)) for n in names}
+
+    def event_scope(self, where: str) -> Scope:
+        def path_field(key: str) -> Callable[[], Typed]:
+            def build() -> Typed:
+                return self._ev_col(
+                    f"path:{key}",
+                    lambda: coalesce(
+                        json_field(col("properties", "e"), [key], "properties").node,
+                        json_field(col("context", "e"), ["page", key], "context").node,
+                    ),
+                    JSON,
+                )
+            return build
+
+        fields: dict[str, Callable[[], Typed]] = {
+            **self.person_fields(True),
+            "event": lambda: self._ev_col("event", lambda: col("event", "e"), TEXT),
+            "name": lambda: self._ev_col("event", lambda: col("event", "e"), TEXT),
+            "type": lambda: self._ev_col("type", lambda: col("type", "e"), TEXT),
+            "ts": lambda: Typed(col("ts"), TS),
+            "path": path_field("path"),
+            "url": path_field("url"),
+            "referrer": path_field("referrer"),
+        }
+        namespaces = {
+            "properties": lambda rest: self._ev_json("properties", rest, "properties"),
+            "context": lambda rest: self._ev_json("context", rest, "context"),
+            "traits": lambda rest: self._ev_json("traits", rest, "traits"),
+            "person": lambda rest: self._person_ns(rest, True),
+            "account": lambda rest: self._account(rest, True),
+        }
+        return Scope(
+            where, fields, namespaces, as_of_us=self.as_of_us,
+            namespace_help={"properties": "properties.guests", "context": "context.page.path",
+                            "traits": "traits.plan (the event's own traits)",
+                            "person": "person.title or person.traits.plan"},
+        )
+
+    def _person_ns(self, rest: list[str], in_events: bool) -> Typed:
+        if rest[0] == "traits":
+            return self._trait(rest[1:], in_events)
+        fields = [*PERSON_FIELDS, *DERIVED_FIELDS]
+        if len(rest) == 1 and rest[0] in fields:
+            return self._person_field(rest[0], in_events)
+        raise ExprError(
+            f"unknown person field {'.'.join(rest)!r}{suggest(rest[0], fields)} "
+            f"(known: {', '.join(fields)}, traits.x)"
+        )
+
+    def person_scope(self, where: str) -> Scope:
+        namespaces: dict[str, Callable[[list[str]], Typed]] = {
+            "traits": lambda rest: self._trait(rest, False),
+            "account": lambda rest: self._account(rest, False),
+            "facts": self._fact,
+            "person": lambda rest: self._person_ns(rest, False),
+        }
+        return Scope(
+            where, self.person_fields(False), namespaces, as_of_us=self.as_of_us,
+            namespace_help={"traits": "traits.emailVerified", "account": "account.size",
+                            "facts": "facts.logins"},
+        )
+
+    def segment_scope(self, where: str) -> Scope:
+        base = self.person_scope(where)
+        cats = self.categories()
+
+        def category(rest: list[str]) -> Typed:
+            if len(rest) != 1 or rest[0] not in cats:
+                raise ExprError(
+                    f"unknown category {'.'.join(rest)!r}{suggest(rest[0], cats)} "
+                    f"(categories: {', '.join(cats)})"
+                )
+            return Typed(col(f"cat_{rest[0]}"), NUM)
+
+        abuse_ids = [a.id for a in self.spec.abuse]
+
+        def abuse(rest: list[str]) -> Typed:
+            if rest == ["any"]:
+                return Typed(col("flagged"), BOOL)
+            if len(rest) != 1 or rest[0] not in abuse_ids:
+                raise ExprError(
+                    f"unknown abuse rule {'.'.join(rest)!r}{suggest(rest[0], abuse_ids)} "
+                    f"(abuse rules: {', '.join(abuse_ids) or 'none'}; abuse.any = any flag)"
+                )
+            return Typed(col(f"ab_{rest[0]}"), BOOL)
+
+        rule_ids = [r.id for r in self.spec.rules if r.enabled]
+
+        def rules(rest: list[str]) -> Typed:
+            if len(rest) != 1 or rest[0] not in rule_ids:
+                raise ExprError(f"unknown rule {'.'.join(rest)!r}{suggest(rest[0], rule_ids)}")
+            return Typed(col(f"r_{rest[0]}"), NUM)
+
+        base.fields.update({
+            "score": lambda: Typed(col("score"), NUM),
+            "grade": lambda: Typed(col("grade"), TEXT),
+            "mql": lambda: Typed(col("mql"), BOOL),
+            "stage": lambda: Typed(col("stage"), TEXT),
+            "stage_rank": lambda: Typed(col("stage_rank"), NUM),
+        })
+        base.namespaces.update({"category": category, "abuse": abuse, "rules": rules})
+        base.namespace_help.update({"category": "category.fit", "abuse": "abuse.any",
+                                    "rules": "rules.pricing_page"})
+        return base
+
+    # pieces -----------------------------------------------------------------------------
+    def categories(self) -> list[str]:
+        out = list(self.spec.categories)
+        for r in self.spec.rules:
+            if r.enabled and r.category not in out:
+                out.append(r.category)  # type: ignore[arg-type]
+        for a in self.spec.abuse:
+            if a.points and a.category not in out:
+                out.append(a.category)
+        return out
+
+    def restricted(self, column: exp.Expression) -> exp.Expression | None:
+        if not self.restrict:
+            return None
+        sub = select(col("person_id")).from_(self.restrict, copy=False)
+        return exp.In(this=column, query=exp.Subquery(this=sub))
+
+    def _ids_cte(self, ids: list[str]) -> None:
+        """The restriction as a CTE of literal ids (no table needed: works read-only)."""
+        parts = [select(alias(exp.cast(text_literal(i), exp.DataType.build("VARCHAR")), "person_id"))
+                 for i in ids]
+        q: exp.Expression = parts[0]
+        for p in parts[1:]:
+            q = exp.union(q, p, distinct=False)
+        self.ctes.append(("lr_ids", q))
+
+    def match(self, m: S.Match | S.Rule | S.Fact | Any, loc: Loc, name: str,
+              *, window: float | None = None, extra: exp.Expression | None = None) -> str:
+        """Register an event matcher as boolean column `name` of lr_ev."""
+        preds: list[exp.Expression | None] = []
+        type_pred: exp.Expression | None = None
+        if m.on != "any":
+            type_pred = exp.EQ(this=col("ev_type"), expression=text_literal(m.on))
+            self._ev_col("type", lambda: col("type", "e"), TEXT)
+        names_pred: exp.Expression | None = None
+        if m.event:
+            exact = [n for n in m.event if not any(c in n for c in "*?")]
+            globs = [n for n in m.event if any(c in n for c in "*?")]
+            parts: list[exp.Expression] = []
+            if exact:
+                parts.append(in_list(col("ev_event"), exact))
+            for g in globs:
+                parts.append(exp.RegexpLike(this=col("ev_event"), expression=text_literal(glob_regex(g))))
+            names_pred = or_(*parts)
+        preds += [type_pred, names_pred]
+        # the prefilter on raw events: the same type/name test, on the events table
+        raw = []
+        if m.on != "any":
+            raw.append(exp.EQ(this=col("type", "e"), expression=text_literal(m.on)))
+        if names_pred is not None:
+            raw.append(names_pred.transform(
+                lambda n: col("event", "e") if isinstance(n, exp.Column) and n.name == "ev_event" else n))
+        self.prefilter.append(and_(*raw) if raw else None)
+        if m.when:
+            preds.append(exp.Paren(this=self.compile_condition(
+                m.when, self.event_scope(f"the `when` of {_where(loc)}"), (*loc, "when"))))
+        if window is not None:
+            preds.append(exp.LTE(this=col("age_d"), expression=double(window)))
+        if extra is not None:
+            preds.append(extra)
+        if any(p is not None for p in (type_pred, names_pred)):
+            self._ev_col("event", lambda: col("event", "e"), TEXT)
+        self.matchers[name] = coalesce(and_(*preds), exp.false())
+        return name
+
+    # the query ------------------------------------------------------------------------------
+    def build(self) -> Plan:
+        spec = self.spec
+        rules = [r for r in spec.rules if r.enabled]
+        rule_locs = {r.id: ("rules", i) for i, r in enumerate(spec.rules)}
+        self._check_names(rules)
+        cats = self.categories()
+
+        # 1. event matchers, points per occurrence, facts, stages, event abuse --------------
+        agg: list[exp.Expression] = []
+        windows: dict[str, exp.Expression] = {}
+        for r in rules:
+            loc = rule_locs[r.id]
+            if not r.on_events:
+                continue
+            m = self.match(r, loc, f"m_{r.id}", window=r.window)
+            pts = self._points(r, loc, self.event_scope(f"rule {r.id!r}"))
+            self.ev_values[f"pt_{r.id}"] = pts
+            counted: exp.Expression = col(m)
+            if isinstance(r.frequency, S.Limit):
+                part = [col("person_id"), col(m)]
+                if r.frequency.max_per_day is not None:
+                    part.append(col("day"))
+                    n = r.frequency.max_per_day
+                else:
+                    n = r.frequency.max_total  # type: ignore[assignment]
+                windows[f"rk_{r.id}"] = exp.Window(
+                    this=fn("ROW_NUMBER"),
+                    partition_by=part,
+                    order=exp.Order(expressions=[
+                        exp.Ordered(this=col("ts"), desc=True),
+                        exp.Ordered(this=col("message_id"), desc=True),
+                    ]),
+                )
+                counted = and_(col(m), exp.LTE(this=col(f"rk_{r.id}"), expression=int_lit(n)))
+            decay: exp.Expression = double(1)
+            if r.half_life is not None:
+                decay = fn("POWER", double(0.5), _div(this=col("age_d"), expression=double(r.half_life)))
+            decayed = _mul(this=col(f"pt_{r.id}"), expression=decay)
+            agg.append(alias(count_if(col(m)), f"r_{r.id}_n"))
+            if r.frequency == "once":
+                best = "MIN" if self._negative(r) else "MAX"
+                agg.append(alias(fn(best, case(col(m), col(f"pt_{r.id}"))), f"r_{r.id}_raw"))
+                agg.append(alias(fn(best, case(col(m), decayed)), f"r_{r.id}_dec"))
+            else:
+                agg.append(alias(fn("SUM", case(counted, col(f"pt_{r.id}"))), f"r_{r.id}_raw"))
+                agg.append(alias(fn("SUM", case(counted, decayed)), f"r_{r.id}_dec"))
+        for name, f in spec.facts.items():
+            agg.append(alias(self._fact_agg(name, f), f"f_{name}"))
+        stage_names: list[str] = []
+        if spec.stages:
+            st = spec.stages
+            stage_names = list(st.order)
+            for sname in stage_names:
+                ev = st.evidence.get(sname)
+                if ev is None:
+                    continue
+                expires = ev.expires or st.expires
+                items = []
+                for j, mm in enumerate(ev.any):
+                    items.append(self.match(mm, ("stages", "evidence", sname, j), f"m_st{stage_names.index(sname)}_{j}"))
+                fresh = and_(or_(*[col(i) for i in items]),
+                             exp.LTE(this=col("age_d"), expression=double(expires)))
+                k = stage_names.index(sname)
+                agg.append(alias(count_if(fresh), f"st{k}_n"))
+                agg.append(alias(fn("MAX", case(fresh, col("ts"))), f"st{k}_last"))
+                agg.append(alias(fn("MIN", case(fresh, col("ts"))), f"st{k}_first"))
+        abuse_kinds: dict[str, str] = {}
+        abuse_evidence: dict[str, list[tuple[str, str]]] = {}
+        for i, a in enumerate(spec.abuse):
+            loc = ("abuse", i)
+            abuse_kinds[a.id] = a.kind
+            if isinstance(a, S.EventAbuse):
+                m = self.match(a, loc, f"m_ab_{a.id}", window=a.window)
+                agg.append(alias(count_if(col(m)), f"ab_{a.id}_n"))
+                agg.append(alias(fn("MIN", case(col(m), col("ts"))), f"ab_{a.id}_first"))
+                agg.append(alias(fn("MAX", case(col(m), col("ts"))), f"ab_{a.id}_last"))
+                ev = [("count", f"ab_{a.id}_n"), ("first", f"ab_{a.id}_first"), ("last", f"ab_{a.id}_last")]
+                if a.measure:
+                    v = self.compile_value(a.measure, self.event_scope(f"the measure of {a.id!r}"), (*loc, "measure"))
+                    try:
+                        num = coerce(v, NUM, "the measure")
+                    except ExprError as e:
+                        raise self.fail((*loc, "measure"), e.message) from None
+                    self.ev_values[f"mv_ab_{a.id}"] = num
+                    agg.append(alias(fn("MAX", case(col(m), col(f"mv_ab_{a.id}"))), f"ab_{a.id}_max"))
+                    ev.append(("max", f"ab_{a.id}_max"))
+                abuse_evidence[a.id] = ev
+            elif isinstance(a, S.SessionAbuse):
+                self.match(a.start, (*loc, "start"), f"m_ab_{a.id}_start", window=a.window)
+                self.match(a.stop, (*loc, "stop"), f"m_ab_{a.id}_stop")
+                key = self._key(a.key, (*loc, "key"), a.id)
+                self.ev_values[f"k_ab_{a.id}"] = key
+                if a.limit:
+                    lim = self.compile_value(a.limit, self.event_scope(f"the limit of {a.id!r}"), (*loc, "limit"))
+                    try:
+                        self.ev_values[f"lim_ab_{a.id}"] = coerce(lim, NUM, "the limit")
+                    except ExprError as e:
+                        raise self.fail((*loc, "limit"), e.message) from None
+                abuse_evidence[a.id] = self._session_ctes(a)
+            else:
+                assert isinstance(a, S.RegularAbuse)
+                self.match(a, loc, f"m_ab_{a.id}", window=a.window)
+                if a.key:
+                    self.ev_values[f"k_ab_{a.id}"] = self._key(a.key, (*loc, "key"), a.id)
+                abuse_evidence[a.id] = self._regular_ctes(a)
+
+        # 2. person/account rules, segments: compiled now so their needs are known ---------
+        person_points: dict[str, exp.Expression] = {}
+        for r in rules:
+            if r.on_events:
+                continue
+            loc = rule_locs[r.id]
+            scope = self.person_scope(f"rule {r.id!r}")
+            if r.on == "account":
+                scope.fields = {k: v for k, v in scope.fields.items() if k in ("account_id",)}
+                scope.namespaces = {k: v for k, v in scope.namespaces.items() if k == "account"}
+            person_points[r.id] = self._points(r, loc, scope)
+        segs: dict[str, exp.Expression] = {}
+        for name, seg in spec.segments.items():
+            segs[name] = self.compile_condition(
+                seg.when, self.segment_scope(f"segment {name!r}"), ("segments", name, "when"))
+        if spec.accounts.engaged:
+            engaged = self.compile_condition(
+                spec.accounts.engaged, self.segment_scope("accounts.engaged"), ("accounts", "engaged"))
+        elif "engagement" in cats:
+            engaged = exp.GT(this=col("cat_engagement"), expression=double(0))
+        else:
+            engaged = exp.GT(this=col("score"), expression=double(0))
+
+        # 3. assemble -------------------------------------------------------------------
+        self.needs.person.add("account_id")  # every row names its account (for the roll-up)
+        if self.ids is not None:
+            self._ids_cte(self.ids)
+        self._pop_cte()
+        if self.needs.person or self.needs.traits or self.needs.account or self.needs.account_traits:
+            self.needs.person.add("account_id") if (self.needs.account or self.needs.account_traits) else None
+            self._person_ctes()
+        self._events_ctes(windows)
+        self.ctes.append(("lr_agg", self._agg_select(agg)))
+        # ab CTEs were queued by _session_ctes/_regular_ctes; they read lr_ev
+        self.ctes += self._pending_abuse
+        comp = self._comp_select(rules, person_points, stage_names)
+        self.ctes.append(("lr_comp", comp))
+        self.ctes.append(("lr_cat", self._cat_select(rules, cats)))
+        self.ctes.append(("lr_tot", self._tot_select(cats)))
+        grade_sel, grade_names = self._grade_select(cats)
+        self.ctes.append(("lr_grade", grade_sel))
+        final = select(
+            exp.Star(),
+            *[alias(coalesce(c, exp.false()), f"seg_{n}") for n, c in segs.items()],
+            alias(coalesce(engaged, exp.false()), "engaged"),
+        ).from_("lr_grade", copy=False)
+        for name, q in self.ctes:
+            final = final.with_(name, as_=q, copy=False)
+        return Plan(
+            model=self.model, as_of=self.as_of, query=final,
+            rules=[RuleInfo(r.id, r.category or "", r.on, rule_locs[r.id]) for r in rules],  # type: ignore[arg-type]
+            categories=cats, stages=stage_names, abuse=abuse_kinds,
+            abuse_evidence=abuse_evidence, segments=list(segs), grades=grade_names,
+            restricted=self.restrict is not None,
+        )
+
+    # checks ---------------------------------------------------------------------------------
+    def _check_names(self, rules: list[S.Rule]) -> None:
+        seen: dict[str, Loc] = {}
+        for i, r in enumerate(self.spec.rules):
+            if r.id in seen:
+                raise self.fail(("rules", i, "id"), f"rule id {r.id!r} is used twice — give each rule its own id")
+            seen[r.id] = ("rules", i)
+        ab: set[str] = set()
+        for i, a in enumerate(self.spec.abuse):
+            if a.id in ab:
+                raise self.fail(("abuse", i, "id"), f"abuse rule id {a.id!r} is used twice")
+            ab.add(a.id)
+        cats = self.categories()
+        if self.spec.grades:
+            g = self.spec.grades
+            if g.method != "matrix" and g.by != "score" and g.by not in cats:
+                raise self.fail(("grades", "by"), f"grades.by {g.by!r} is neither `score` nor a "
+                                f"category{suggest(g.by, cats)} (categories: {', '.join(cats)})")
+            for axis in ("fit", "engagement"):
+                a = getattr(g, axis)
+                if a is not None and a.category not in cats:
+                    raise self.fail(("grades", axis, "category"),
+                                    f"unknown category {a.category!r}{suggest(a.category, cats)} "
+                                    f"(categories: {', '.join(cats)})")
+                if a is not None:
+                    *head, last = a.levels
+                    if last.min is not None or any(lv.min is None for lv in head):
+                        raise self.fail(("grades", axis, "levels"), "every level but the last needs `min`; "
+                                        "the last has none (it takes everyone else)")
+            names = g.names()
+            if len(set(names)) != len(names):
+                raise self.fail(("grades",), "two grade levels have the same name")
+            for i, m in enumerate(g.mql):
+                if m not in names:
+                    raise self.fail(("grades", "mql", i), f"mql names grade {m!r}, which is not a grade"
+                                    f"{suggest(m, names)} (grades: {', '.join(names)})")
+        if self.spec.stages:
+            st = self.spec.stages
+            for name in st.evidence:
+                if name not in st.order:
+                    raise self.fail(("stages", "evidence", name), f"unknown stage {name!r}"
+                                    f"{suggest(name, st.order)} (stages in order: {', '.join(st.order)}; "
+                                    "add it to `order:` if it is a new stage)")
+            if st.default is not None and st.default not in st.order:
+                raise self.fail(("stages", "default"), f"default stage {st.default!r} is not in the order"
+                                f"{suggest(st.default, st.order)}")
+        for name in self.spec.categories:
+            used = any(r.category == name for r in rules) or any(a.category == name for a in self.spec.abuse)
+            if not used and not (self.spec.grades and name in (self.spec.grades.by,)):
+                pass  # declared but unused categories are allowed (a category may be filled later)
+        for r in rules:
+            if r.category not in cats:  # pragma: no cover - categories() includes them
+                raise self.fail(("rules",), f"unknown category {r.category}")
+
+    @staticmethod
+    def _negative(r: S.Rule) -> bool:
+        if r.points is not None:
+            return r.points < 0
+        return all(c.points <= 0 for c in r.cases or [])
+
+    def _points(self, r: S.Rule, loc: Loc, scope: Scope) -> exp.Expression:
+        """Points of one occurrence (event rules) or of the person (person/account rules)."""
+        if r.cases:
+            ifs = []
+            default: exp.Expression = double(0)
+            base_cond = None
+            if r.when and not r.on_events:
+                base_cond = self.compile_condition(r.when, scope, (*loc, "when"))
+            for j, c in enumerate(r.cases):
+                if c.when is None:
+                    default = double(c.points)
+                    continue
+                cond = self.compile_condition(c.when, scope, (*loc, "cases", j, "when"))
+                ifs.append(exp.If(this=cond, true=double(c.points)))
+            e: exp.Expression = exp.Case(ifs=ifs, default=default) if ifs else default
+            if base_cond is not None:
+                e = case(base_cond, e, double(0))
+            return e
+        assert r.points is not None
+        if r.on_events:
+            return double(r.points)
+        cond = self.compile_condition(r.when or "TRUE", scope, (*loc, "when"))
+        return case(cond, double(r.points), double(0))
+
+    def _key(self, text: str, loc: Loc, rid: str) -> exp.Expression:
+        v = self.compile_value(text, self.event_scope(f"the key of {rid!r}"), loc)
+        try:
+            return to_text(v, "the key")
+        except ExprError as e:
+            raise self.fail(loc, e.message + " — a key names the thing, e.g. properties.environment_id") from None
+
+    def _fact_agg(self, name: str, f: S.Fact) -> exp.Expression:
+        loc: Loc = ("facts", name)
+        m = col(self.match(f, loc, f"m_f_{name}", window=f.window))
+        if f.of:
+            v = self.compile_value(f.of, self.event_scope(f"fact {name!r}"), (*loc, "of"))
+            want = TEXT if f.agg == "count_distinct" else NUM
+            try:
+                self.ev_values[f"fv_{name}"] = coerce(v, want, f"the `of` of fact {name!r}") \
+                    if v.type != want else v.node
+            except ExprError as e:
+                raise self.fail((*loc, "of"), e.message) from None
+        fv = col(f"fv_{name}")
+        days = double(DAY_US)
+        if f.agg == "count":
+            return as_double(count_if(m))
+        if f.agg == "count_distinct":
+            return as_double(exp.Count(this=exp.Distinct(expressions=[case(m, fv)])))
+        if f.agg == "active_days":
+            return as_double(exp.Count(this=exp.Distinct(expressions=[case(m, col("day"))])))
+        if f.agg == "sum":
+            return fn("SUM", case(m, fv, double(0)))
+        if f.agg in ("min", "max", "avg"):
+            return fn(f.agg.upper(), case(m, fv))
+        agg_name = "MIN" if f.agg == "days_since_first" else "MAX"
+        last = fn(agg_name, case(m, col("ts_us")))
+        return _div(this=as_double(_sub(this=self.as_of_us, expression=last)), expression=days)
+
+    # CTE builders -----------------------------------------------------------------------------
+    def _pop_cte(self) -> None:
+        q = select(col("person_id"), col("first_seen")).from_("people", copy=False).where(
+            and_(exp.LTE(this=col("first_seen"), expression=self.as_of_lit),
+                 self.restricted(col("person_id"))), copy=False)
+        self.ctes.append(("lr_pop", q))
+
+    def _person_ctes(self) -> None:
+        n = self.needs
+        fields = set(n.person)
+        if "webmail" in fields or "account_id" in fields or "domain_matches_company" in fields:
+            fields |= {"domain"}
+        if "domain_matches_company" in fields:
+            fields |= {"company", "webmail"}
+        if "account_id" in fields:
+            fields |= {"webmail"}
+        if "domain" in fields:
+            fields.add("email")
+        n.person = fields  # what the profile provides, all carried to the output
+        trait_keys = set(n.traits)
+        norm_keys: set[str] = set()
+        for f in fields:
+            if f in PERSON_FIELDS:
+                norm_keys |= set(PERSON_FIELDS[f][1])
+        raw_keys = set(trait_keys)
+        first_touch = [f for f in ("source", "campaign") if f in fields]
+        raw_keys |= {FIRST_TOUCH[f] for f in first_touch}
+        if "account_id" in fields:
+            raw_keys.add("$account_id")
+        # lr_th: trait history up to the as-of time, ranked per person and key
+        nk = norm_key(col("key"))
+        key_pred = or_(*(p for p in (
+            in_list(col("key"), sorted(raw_keys)) if raw_keys else None,
+            exp.In(this=nk, expressions=[text_literal(k) for k in sorted(norm_keys)]) if norm_keys else None,
+        ) if p is not None)) if (raw_keys or norm_keys) else exp.false()
+        inner = select(
+            col("person_id"), col("key"), alias(nk, "nk"), col("ts"), col("message_id"),
+            alias(call("LR_JSON_SCALAR", col("value")), "v"),
+        ).from_("trait_history", copy=False).where(
+            and_(exp.LTE(this=col("ts"), expression=self.as_of_lit), key_pred,
+                 self.restricted(col("person_id"))), copy=False)
+        ranked = select(
+            col("person_id"), col("key"), col("nk"), col("v"),
+            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id"), col("key")],
+                             order=exp.Order(expressions=[exp.Ordered(this=col("ts"), desc=True),
+                                                          exp.Ordered(this=col("message_id"), desc=True)])),
+                  "rn_last"),
+            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id"), col("key")],
+                             order=exp.Order(expressions=[exp.Ordered(this=col("ts")),
+                                                          exp.Ordered(this=col("message_id"))])),
+                  "rn_first"),
+        ).from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        self.ctes.append(("lr_th", ranked))
+
+        def latest(pred: exp.Expression) -> exp.Expression:
+            return fn("MAX", case(and_(exp.EQ(this=col("rn_last", "th"), expression=int_lit(1)), pred),
+                                  col("v", "th")))
+
+        def first(key: str) -> exp.Expression:
+            return fn("MAX", case(and_(exp.EQ(this=col("rn_first", "th"), expression=int_lit(1)),
+                                       exp.EQ(this=col("key", "th"), expression=text_literal(key))),
+                                  col("v", "th")))
+
+        cols: list[exp.Expression] = [col("person_id", "pop"), alias(col("first_seen", "pop"), "p_first_seen")]
+        for f in sorted(fields):
+            if f in PERSON_FIELDS:
+                variants = [latest(exp.EQ(this=col("nk", "th"), expression=text_literal(k)))
+                            for k in PERSON_FIELDS[f][1]]
+                if f in FIRST_TOUCH:
+                    variants.append(first(FIRST_TOUCH[f]))
+                e = coalesce(*variants) if len(variants) > 1 else variants[0]
+                e = fn("NULLIF", exp.Trim(this=e), text_literal(""))
+                if f == "email":
+                    e = exp.Lower(this=e)
+                cols.append(alias(e, f"p_{f}"))
+        if "account_id" in fields:
+            cols.append(alias(latest(exp.EQ(this=col("key", "th"), expression=text_literal("$account_id"))),
+                              "p_group_account"))
+        for key, c in sorted(n.traits.items()):
+            cols.append(alias(latest(exp.EQ(this=col("key", "th"), expression=text_literal(key))), c))
+        prof = select(*cols).from_(exp.to_table("lr_pop").as_("pop"), copy=False).join(
+            exp.to_table("lr_th").as_("th"),
+            on=exp.EQ(this=col("person_id", "th"), expression=col("person_id", "pop")), join_type="LEFT", copy=False).group_by(col("person_id", "pop"), col("first_seen", "pop"), copy=False)
+        self.ctes.append(("lr_prof", prof))
+        # derived fields, in steps so each is written once
+        src = "lr_prof"
+        if "domain" in fields:
+            domain = fn("NULLIF", exp.Lower(this=exp.SplitPart(
+                this=col("p_email"), delimiter=text_literal("@"), part_index=int_lit(2))), text_literal(""))
+            self.ctes.append(("lr_pd", select(exp.Star(), alias(domain, "p_domain")).from_(src, copy=False)))
+            src = "lr_pd"
+        if "webmail" in fields:
+            wm = self.sets["webmail"]
+            webmail = coalesce(in_list(col("p_domain"), wm), exp.false()) if wm else exp.false()
+            self.ctes.append(("lr_pw", select(exp.Star(), alias(webmail, "p_webmail")).from_(src, copy=False)))
+            src = "lr_pw"
+        out: list[exp.Expression] = [exp.Star()]
+        domain, webmail = col("p_domain"), col("p_webmail")
+        if "account_id" in fields:
+            out.append(alias(coalesce(col("p_group_account"), case(
+                and_(exp.Not(this=exp.Is(this=domain, expression=exp.Null())), exp.Not(this=webmail)),
+                exp.DPipe(this=text_literal("domain:"), expression=domain, safe=False))), "p_account_id"))
+        if "domain_matches_company" in fields:
+            cn = exp.Lower(this=call("LR_STRIP_NONALNUM", col("p_company")))
+            dn = exp.Lower(this=call("LR_STRIP_NONALNUM", exp.SplitPart(
+                this=domain, delimiter=text_literal("."), part_index=int_lit(1))))
+            three = int_lit(3)
+            match = or_(
+                and_(exp.GTE(this=exp.Length(this=cn), expression=three),
+                     exp.GT(this=exp.StrPosition(this=dn, substr=cn), expression=int_lit(0))),
+                and_(exp.GTE(this=exp.Length(this=dn), expression=three),
+                     exp.GT(this=exp.StrPosition(this=cn, substr=dn), expression=int_lit(0))),
+            )
+            out.append(alias(coalesce(and_(exp.Not(this=webmail), exp.Paren(this=match)), exp.false()),
+                             "p_domain_matches_company"))
+        person = select(*out).from_(src, copy=False)
+        if n.account or n.account_traits:
+            self.ctes.append(("lr_person0", person))
+            self._account_ctes()
+            person = select(exp.Column(this=exp.Star(), table=exp.to_identifier("p")), *[col(c, "a") for c in self._acct_cols]).from_(
+                exp.to_table("lr_person0").as_("p"), copy=False).join(
+                exp.to_table("lr_acct").as_("a"),
+                on=exp.EQ(this=col("account_id", "a"), expression=col("p_account_id", "p")),
+                join_type="LEFT", copy=False)
+        self.ctes.append(("lr_person", person))
+
+    def _account_ctes(self) -> None:
+        n = self.needs
+        norm_keys: set[str] = set()
+        for f in n.account:
+            norm_keys |= set(ACCOUNT_FIELDS[f][1])
+        raw = set(n.account_traits)
+        nk = norm_key(col("key"))
+        preds = []
+        if raw:
+            preds.append(in_list(col("key"), sorted(raw)))
+        if norm_keys:
+            preds.append(exp.In(this=nk, expressions=[text_literal(k) for k in sorted(norm_keys)]))
+        inner = select(
+            col("account_id"), col("key"), alias(nk, "nk"), col("ts"), col("message_id"),
+            alias(call("LR_JSON_SCALAR", col("value")), "v"),
+        ).from_("account_trait_history", copy=False).where(
+            and_(exp.LTE(this=col("ts"), expression=self.as_of_lit), or_(*preds) if preds else exp.false()), copy=False)
+        ranked = select(
+            col("account_id"), col("key"), col("nk"), col("v"),
+            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("account_id"), col("key")],
+                             order=exp.Order(expressions=[exp.Ordered(this=col("ts"), desc=True),
+                                                          exp.Ordered(this=col("message_id"), desc=True)])),
+                  "rn"),
+        ).from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        self.ctes.append(("lr_ath", ranked))
+
+        def latest(pred: exp.Expression) -> exp.Expression:
+            return fn("MAX", case(and_(exp.EQ(this=col("rn"), expression=int_lit(1)), pred), col("v")))
+
+        cols: list[exp.Expression] = [col("account_id")]
+        for f in sorted(n.account):
+            e = coalesce(*[latest(exp.EQ(this=col("nk"), expression=text_literal(k)))
+                           for k in ACCOUNT_FIELDS[f][1]])
+            if ACCOUNT_FIELDS[f][0] == NUM:
+                e = call("LR_TO_NUM", e)
+            cols.append(alias(e, f"a_{f}"))
+            self._acct_cols.append(f"a_{f}")
+        for key, c in sorted(n.account_traits.items()):
+            cols.append(alias(latest(exp.EQ(this=col("key"), expression=text_literal(key))), c))
+            self._acct_cols.append(c)
+        self.ctes.append(("lr_acct", select(*cols).from_("lr_ath", copy=False).group_by(col("account_id"), copy=False)))
+
+    def _events_ctes(self, windows: dict[str, exp.Expression]) -> None:
+        n = self.needs
+        age = _div(
+            this=as_double(_sub(this=self.as_of_us, expression=call("LR_EPOCH_US", col("ts", "e")))),
+            expression=double(DAY_US),
+        )
+        cols: list[exp.Expression] = [
+            col("person_id", "e"), col("ts", "e"), col("message_id", "e"),
+            alias(call("LR_EPOCH_US", col("ts", "e")), "ts_us"),
+            alias(age, "age_d"),
+            alias(exp.cast(col("ts", "e"), exp.DataType.build("DATE")), "day"),
+        ]
+        for key, (name, node, _) in n.ev_cols.items():
+            if key == "type":
+                cols.append(alias(col("type", "e"), "ev_type"))
+            elif key == "event":
+                cols.append(alias(col("event", "e"), "ev_event"))
+            else:
+                cols.append(alias(node, name))
+        person_cols = [f"p_{f}" for f in sorted(n.person)] + sorted(n.traits.values())
+        person_cols += [f"a_{f}" for f in sorted(n.account)] + sorted(n.account_traits.values())
+        if n.person_in_events:
+            cols += [col(c, "p") for c in person_cols]
+        pre = None
+        if self.prefilter and all(p is not None for p in self.prefilter):
+            pre = or_(*[exp.Paren(this=p) for p in self.prefilter])  # type: ignore[misc]
+        if not self.prefilter:
+            pre = exp.false()
+        q = select(*cols).from_(exp.to_table("events").as_("e"), copy=False)
+        if n.person_in_events:
+            q = q.join(exp.to_table("lr_person").as_("p"),
+                       on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "e")),
+                       join_type="LEFT", copy=False)
+        q = q.where(and_(
+            exp.LTE(this=col("ts", "e"), expression=self.as_of_lit),
+            exp.Not(this=exp.Is(this=col("person_id", "e"), expression=exp.Null())),
+            pre,
+            self.restricted(col("person_id", "e")),
+        ), copy=False)
+        self.ctes.append(("lr_ev0", q))
+        ev_cols = [col("person_id"), col("ts"), col("message_id"), col("ts_us"), col("age_d"), col("day")]
+        ev_cols += [alias(m, name) for name, m in self.matchers.items()]
+        ev_cols += [alias(v, name) for name, v in self.ev_values.items()]
+        self.ctes.append(("lr_ev", select(*ev_cols).from_("lr_ev0", copy=False)))
+        if windows:
+            self.ctes.append(("lr_evw", select(exp.Star(), *[alias(w, k) for k, w in windows.items()])
+                              .from_("lr_ev", copy=False)))
+        self._ev_source = "lr_evw" if windows else "lr_ev"
+
+    def _agg_select(self, agg: list[exp.Expression]) -> exp.Select:
+        if not agg:
+            agg = [alias(int_lit(0), "lr_none")]
+        return select(col("person_id"), *agg).from_(self._ev_source, copy=False).group_by(col("person_id"), copy=False)
+
+    # abuse on intervals and gaps --------------------------------------------------------------
+    def _queue(self, name: str, q: exp.Expression) -> None:
+        self._pending_abuse.append((name, q))
+
+    def _session_ctes(self, a: S.SessionAbuse) -> list[tuple[str, str]]:
+        i = a.id
+        starts = select(
+            col("person_id"), alias(col(f"k_ab_{i}"), "k"), alias(col("ts"), "t0"),
+            alias(col("ts_us"), "t0_us"), col("message_id"),
+            alias(col(f"lim_ab_{i}") if a.limit else exp.cast(exp.Null(), exp.DataType.build("DOUBLE")), "lim"),
+        ).from_("lr_ev", copy=False).where(and_(col(f"m_ab_{i}_start"),
+                                    exp.Not(this=exp.Is(this=col(f"k_ab_{i}"), expression=exp.Null()))), copy=False)
+        stops = select(col("person_id"), alias(col(f"k_ab_{i}"), "k"), alias(col("ts"), "t1"),
+                       alias(col("ts_us"), "t1_us")).from_("lr_ev", copy=False).where(
+            and_(col(f"m_ab_{i}_stop"), exp.Not(this=exp.Is(this=col(f"k_ab_{i}"), expression=exp.Null()))), copy=False)
+        self._queue(f"lr_ab_{i}_s", starts)
+        self._queue(f"lr_ab_{i}_e", stops)
+        iv = select(
+            col("person_id", "s"), col("k", "s"), col("t0", "s"), col("t0_us", "s"), col("lim", "s"),
+            alias(fn("MIN", col("t1", "x")), "t1"),
+            alias(coalesce(fn("MIN", col("t1_us", "x")), self.as_of_us), "t1_us"),
+        ).from_(exp.to_table(f"lr_ab_{i}_s").as_("s"), copy=False).join(
+            exp.to_table(f"lr_ab_{i}_e").as_("x"),
+            on=and_(exp.EQ(this=col("person_id", "x"), expression=col("person_id", "s")),
+                    exp.EQ(this=col("k", "x"), expression=col("k", "s")),
+                    exp.GTE(this=col("t1_us", "x"), expression=col("t0_us", "s"))),
+            join_type="LEFT", copy=False).group_by(col("person_id", "s"), col("k", "s"), col("t0", "s"), col("t0_us", "s"),
+                   col("lim", "s"), col("message_id", "s"), copy=False)
+        self._queue(f"lr_ab_{i}_iv", iv)
+        minutes = _div(this=as_double(_sub(this=col("t1_us"), expression=col("t0_us"))),
+                          expression=double(MINUTE_US))
+        if a.kind == "session":
+            allowed = coalesce(col("lim"), double(a.max_minutes)) if a.max_minutes is not None else col("lim")
+            scored = select(
+                col("person_id"), col("k"), col("t0"), alias(minutes, "minutes"), alias(allowed, "allowed"),
+            ).from_(f"lr_ab_{i}_iv", copy=False)
+            over = _sub(this=col("minutes"), expression=col("allowed"))
+            ranked = select(
+                col("person_id"), col("k"), col("t0"), col("minutes"), col("allowed"),
+                alias(over, "over"),
+                alias(exp.Window(this=fn("SUM", case(exp.GT(this=over, expression=double(0)), int_lit(1), int_lit(0))),
+                                 partition_by=[col("person_id")]), "n_over"),
+                alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id")],
+                                 order=exp.Order(expressions=[exp.Ordered(this=over, desc=True, nulls_first=False),
+                                                              exp.Ordered(this=col("t0")),
+                                                              exp.Ordered(this=col("k"))])), "rn"),
+            ).from_(exp.Subquery(this=scored, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+            worst = select(
+                col("person_id"),
+                alias(col("n_over"), f"ab_{i}_n"), alias(col("k"), f"ab_{i}_key"),
+                alias(col("t0"), f"ab_{i}_start"), alias(col("minutes"), f"ab_{i}_minutes"),
+                alias(col("allowed"), f"ab_{i}_allowed"), alias(col("over"), f"ab_{i}_over"),
+            ).from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(
+                and_(exp.EQ(this=col("rn"), expression=int_lit(1)),
+                     exp.GT(this=col("n_over"), expression=int_lit(0))), copy=False)
+            self._queue(f"lr_ab_{i}", worst)
+            return [("sessions_over", f"ab_{i}_n"), ("key", f"ab_{i}_key"), ("start", f"ab_{i}_start"),
+                    ("minutes", f"ab_{i}_minutes"), ("allowed_minutes", f"ab_{i}_allowed"),
+                    ("over_minutes", f"ab_{i}_over")]
+        # concurrent: sweep +1 at each start, -1 at each end; ends sort before starts
+        ends = select(col("person_id"), alias(col("t1_us"), "t_us"), alias(int_lit(-1), "d"), col("k")) \
+            .from_(f"lr_ab_{i}_iv", copy=False)
+        sweep_in = exp.union(
+            select(col("person_id"), alias(col("t0_us"), "t_us"), alias(int_lit(1), "d"), col("k"))
+            .from_(f"lr_ab_{i}_iv", copy=False),
+            ends, distinct=False)
+        running = select(
+            col("person_id"), col("t_us"), col("k"), col("d"),
+            alias(exp.Window(
+                this=fn("SUM", col("d")), partition_by=[col("person_id")],
+                order=exp.Order(expressions=[exp.Ordered(this=col("t_us")), exp.Ordered(this=col("d")),
+                                             exp.Ordered(this=col("k"))]),
+                spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING",
+                                    end="CURRENT ROW"),
+            ), "open_n"),
+        ).from_(exp.Subquery(this=sweep_in, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        ranked = select(
+            col("person_id"), col("t_us"), col("k"), col("open_n"),
+            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id")],
+                             order=exp.Order(expressions=[exp.Ordered(this=col("open_n"), desc=True),
+                                                          exp.Ordered(this=col("t_us")),
+                                                          exp.Ordered(this=col("k"))])), "rn"),
+        ).from_(exp.Subquery(this=running, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        worst = select(
+            col("person_id"), alias(col("open_n"), f"ab_{i}_n"), alias(col("k"), f"ab_{i}_key"),
+            alias(_div(this=as_double(_sub(this=self.as_of_us, expression=col("t_us"))),
+                          expression=double(DAY_US)), f"ab_{i}_days_ago"),
+        ).from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(
+            and_(exp.EQ(this=col("rn"), expression=int_lit(1)),
+                 exp.GT(this=col("open_n"), expression=int_lit(a.max_concurrent or 1))), copy=False)
+        self._queue(f"lr_ab_{i}", worst)
+        return [("max_open", f"ab_{i}_n"), ("key", f"ab_{i}_key"), ("days_ago", f"ab_{i}_days_ago")]
+
+    def _regular_ctes(self, a: S.RegularAbuse) -> list[tuple[str, str]]:
+        i = a.id
+        key = col(f"k_ab_{i}") if a.key else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
+        gaps = select(
+            col("person_id"), alias(key, "k"),
+            alias(_sub(this=col("ts_us"), expression=exp.Window(
+                this=fn("LAG", col("ts_us")), partition_by=[col("person_id"), key],
+                order=exp.Order(expressions=[exp.Ordered(this=col("ts")), exp.Ordered(this=col("message_id"))]))),
+                "gap_us"),
+            col("ts"),
+        ).from_("lr_ev", copy=False).where(col(f"m_ab_{i}"), copy=False)
+        gap_min = _div(this=as_double(col("gap_us")), expression=double(MINUTE_US))
+        stats = select(
+            col("person_id"), col("k"),
+            alias(fn("SUM", case(exp.Not(this=exp.Is(this=col("gap_us"), expression=exp.Null())),
+                                 int_lit(1), int_lit(0))), "n_gaps"),
+            alias(fn("AVG", gap_min), "mean_min"),
+            alias(fn("STDDEV_POP", gap_min), "sd_min"),
+            alias(fn("MAX", col("ts")), "last_ts"),
+        ).from_(exp.Subquery(this=gaps, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).group_by(
+            col("person_id"), col("k"), copy=False)
+        cv = _div(this=col("sd_min"), expression=fn("NULLIF", col("mean_min"), double(0)))
+        flagged = and_(
+            exp.GTE(this=_add(this=col("n_gaps"), expression=int_lit(1)), expression=int_lit(a.min_events)),
+            exp.LTE(this=cv, expression=double(a.max_cv)),
+            *( [exp.Between(this=col("mean_min"), low=double(a.gap[0] * 1440), high=double(a.gap[1] * 1440))]
+               if a.gap else []),
+        )
+        ranked = select(
+            exp.Star(), alias(cv, "cv"), alias(coalesce(flagged, exp.false()), "hit"),
+        ).from_(exp.Subquery(this=stats, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        best = select(
+            exp.Star(),
+            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id")],
+                             order=exp.Order(expressions=[exp.Ordered(this=col("n_gaps"), desc=True),
+                                                          exp.Ordered(this=col("k"))])), "rn"),
+        ).from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(col("hit"), copy=False)
+        out = select(
+            col("person_id"),
+            alias(_add(this=col("n_gaps"), expression=int_lit(1)), f"ab_{i}_n"),
+            alias(col("k"), f"ab_{i}_key"), alias(col("mean_min"), f"ab_{i}_mean_gap_minutes"),
+            alias(col("cv"), f"ab_{i}_cv"), alias(col("last_ts"), f"ab_{i}_last"),
+        ).from_(exp.Subquery(this=best, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(
+            exp.EQ(this=col("rn"), expression=int_lit(1)), copy=False)
+        self._queue(f"lr_ab_{i}", out)
+        return [("events", f"ab_{i}_n"), ("key", f"ab_{i}_key"),
+                ("mean_gap_minutes", f"ab_{i}_mean_gap_minutes"), ("cv", f"ab_{i}_cv"),
+                ("last", f"ab_{i}_last")]
+
+    # per person -------------------------------------------------------------------------------
+    def _comp_select(self, rules: list[S.Rule], person_points: dict[str, exp.Expression],
+                     stage_names: list[str]) -> exp.Select:
+        cols: list[exp.Expression] = [col("person_id", "pop")]
+        n = self.needs
+        has_person = bool(n.person or n.traits or n.account or n.account_traits)
+        if has_person:
+            person_cols = [f"p_{f}" for f in sorted(n.person)] + sorted(n.traits.values())
+            person_cols += [f"a_{f}" for f in sorted(n.account)] + sorted(n.account_traits.values())
+            cols += [col(c, "p") for c in person_cols]
+            acct = col("p_account_id", "p") if "account_id" in n.person else None
+        else:
+            acct = None
+        cols.append(alias(acct if acct is not None else exp.cast(exp.Null(), exp.DataType.build("VARCHAR")),
+                          "account_id"))
+        for r in rules:
+            if r.on_events:
+                nn = coalesce(col(f"r_{r.id}_n", "g"), int_lit(0))
+                fire = exp.GTE(this=nn, expression=int_lit(r.min_count or 1))
+                raw = case(fire, coalesce(col(f"r_{r.id}_raw", "g"), double(0)), double(0))
+                dec = case(fire, coalesce(col(f"r_{r.id}_dec", "g"), double(0)), double(0))
+                cols += [alias(nn, f"r_{r.id}_n"), alias(raw, f"r_{r.id}_raw"), alias(dec, f"r_{r.id}_dec")]
+                final = dec
+            else:
+                pts = person_points[r.id]
+                cols += [
+                    alias(case(exp.NEQ(this=pts, expression=double(0)), int_lit(1), int_lit(0)), f"r_{r.id}_n"),
+                    alias(pts, f"r_{r.id}_raw"), alias(pts, f"r_{r.id}_dec"),
+                ]
+                final = pts
+            if r.cap is not None:
+                final = clamp(final, -r.cap, r.cap)
+            cols.append(alias(final, f"r_{r.id}"))
+        for name in self.spec.facts:
+            f = self.spec.facts[name]
+            v = col(f"f_{name}", "g")
+            if f.agg in ("count", "count_distinct", "active_days", "sum"):
+                v = coalesce(v, double(0))
+            cols.append(alias(v, f"f_{name}"))
+        for k, _ in enumerate(stage_names):
+            if self.spec.stages and stage_names[k] in self.spec.stages.evidence:
+                cols += [alias(coalesce(col(f"st{k}_n", "g"), int_lit(0)), f"st{k}_n"),
+                         col(f"st{k}_last", "g"), col(f"st{k}_first", "g")]
+        for a in self.spec.abuse:
+            if isinstance(a, S.EventAbuse):
+                nn = coalesce(col(f"ab_{a.id}_n", "g"), int_lit(0))
+                cols.append(alias(exp.GTE(this=nn, expression=int_lit(a.min_count)), f"ab_{a.id}"))
+                cols += [alias(nn, f"ab_{a.id}_n"), col(f"ab_{a.id}_first", "g"), col(f"ab_{a.id}_last", "g")]
+                if a.measure:
+                    cols.append(col(f"ab_{a.id}_max", "g"))
+            else:
+                src = f"ab_{a.id}"
+                cols.append(alias(exp.Not(this=exp.Is(this=col(f"ab_{a.id}_n", src), expression=exp.Null())),
+                                  f"ab_{a.id}"))
+                names = [c for _, c in self._abuse_cols(a)]
+                cols += [col(c, src) for c in names]
+        q = select(*cols).from_(exp.to_table("lr_pop").as_("pop"), copy=False).join(
+            exp.to_table("lr_agg").as_("g"),
+            on=exp.EQ(this=col("person_id", "g"), expression=col("person_id", "pop")), join_type="LEFT", copy=False)
+        if has_person:
+            q = q.join(exp.to_table("lr_person").as_("p"),
+                       on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "pop")),
+                       join_type="LEFT", copy=False)
+        for a in self.spec.abuse:
+            if not isinstance(a, S.EventAbuse):
+                q = q.join(exp.to_table(f"lr_ab_{a.id}").as_(f"ab_{a.id}"),
+                           on=exp.EQ(this=col("person_id", f"ab_{a.id}"), expression=col("person_id", "pop")),
+                           join_type="LEFT", copy=False)
+        return q
+
+    def _abuse_cols(self, a: Any) -> list[tuple[str, str]]:
+        i = a.id
+        if a.kind == "session":
+            return [("", f"ab_{i}_n"), ("", f"ab_{i}_key"), ("", f"ab_{i}_start"), ("", f"ab_{i}_minutes"),
+                    ("", f"ab_{i}_allowed"), ("", f"ab_{i}_over")]
+        if a.kind == "concurrent":
+            return [("", f"ab_{i}_n"), ("", f"ab_{i}_key"), ("", f"ab_{i}_days_ago")]
+        return [("", f"ab_{i}_n"), ("", f"ab_{i}_key"), ("", f"ab_{i}_mean_gap_minutes"),
+                ("", f"ab_{i}_cv"), ("", f"ab_{i}_last")]
+
+    def _cat_select(self, rules: list[S.Rule], cats: list[str]) -> exp.Select:
+        cols: list[exp.Expression] = [exp.Star()]
+        for c in cats:
+            terms: list[exp.Expression] = [col(f"r_{r.id}") for r in rules if r.category == c]
+            for a in self.spec.abuse:
+                if a.points and a.category == c:
+                    terms.append(case(col(f"ab_{a.id}"), double(a.points), double(0)))
+            total: exp.Expression = double(0)
+            for t in terms:
+                total = t if total is None else _add(this=total, expression=t)
+            decl = self.spec.categories.get(c)
+            raw_sum = total
+            if decl is not None:
+                total = clamp(total, decl.min, decl.cap)
+            cols.append(alias(round6(raw_sum), f"cat_{c}_raw"))
+            cols.append(alias(round6(total), f"cat_{c}"))
+        flags = [col(f"ab_{a.id}") for a in self.spec.abuse]
+        cols.append(alias(coalesce(or_(*flags), exp.false()) if flags else exp.false(), "flagged"))
+        return select(*cols).from_("lr_comp", copy=False)
+
+    def _tot_select(self, cats: list[str]) -> exp.Select:
+        total: exp.Expression = double(0)
+        for c in cats:
+            total = _add(this=total, expression=col(f"cat_{c}"))
+        total = clamp(total, self.spec.score.min, self.spec.score.max)
+        return select(exp.Star(), alias(round6(total), "score")).from_("lr_cat", copy=False)
+
+    def _grade_select(self, cats: list[str]) -> tuple[exp.Select, list[str]]:
+        g = self.spec.grades
+        cols: list[exp.Expression] = [exp.Star()]
+        names: list[str] = []
+        if g is None:
+            grade: exp.Expression = exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
+        elif g.method == "thresholds":
+            by = col("score") if g.by == "score" else col(f"cat_{g.by}")
+            levels = g.levels or []
+            names = [lv.grade for lv in levels]
+            grade = exp.Case(
+                ifs=[exp.If(this=exp.GTE(this=by, expression=double(lv.min)), true=text_literal(lv.grade))
+                     for lv in levels[:-1]],
+                default=text_literal(levels[-1].grade))
+        elif g.method == "volume":
+            by = col("score") if g.by == "score" else col(f"cat_{g.by}")
+            levels = g.levels or []
+            names = [lv.grade for lv in levels]
+            if self.volume_cutoffs is not None:
+                ifs = []
+                for lv in levels[:-1]:
+                    cut = self.volume_cutoffs.get(lv.grade)
+                    if cut is not None:
+                        ifs.append(exp.If(this=exp.GTE(this=by, expression=double(cut)),
+                                          true=text_literal(lv.grade)))
+                grade = exp.Case(ifs=ifs, default=text_literal(levels[-1].grade)) if ifs \
+                    else text_literal(levels[-1].grade)
+            else:
+                cd = exp.Window(this=fn("CUME_DIST"), order=exp.Order(expressions=[
+                    exp.Ordered(this=by, desc=True)]))
+                grade = exp.Case(
+                    ifs=[exp.If(this=exp.LTE(this=cd, expression=double(lv.top)), true=text_literal(lv.grade))
+                         for lv in levels[:-1]],
+                    default=text_literal(levels[-1].grade))
+        else:
+            assert g.fit and g.engagement
+
+            def axis(a: S.Axis) -> exp.Expression:
+                by = col(f"cat_{a.category}")
+                return exp.Case(
+                    ifs=[exp.If(this=exp.GTE(this=by, expression=double(lv.min)), true=text_literal(lv.label))
+                         for lv in a.levels[:-1]],
+                    default=text_literal(a.levels[-1].label))
+
+            names = g.names()
+            grade = exp.DPipe(this=axis(g.fit), expression=axis(g.engagement), safe=False)
+        cols.append(alias(grade, "grade"))
+        # stage: the furthest stage with enough fresh evidence
+        st = self.spec.stages
+        if st is not None:
+            order = list(st.order)
+            ifs, rank_ifs, last_ifs, n_ifs, first_ifs = [], [], [], [], []
+            for k in reversed(range(len(order))):
+                name = order[k]
+                if name not in st.evidence:
+                    continue
+                reached = exp.GTE(this=col(f"st{k}_n"), expression=int_lit(st.evidence[name].min_count))
+                ifs.append(exp.If(this=reached, true=text_literal(name)))
+                rank_ifs.append(exp.If(this=reached.copy(), true=int_lit(k + 1)))
+                last_ifs.append(exp.If(this=reached.copy(), true=col(f"st{k}_last")))
+                first_ifs.append(exp.If(this=reached.copy(), true=col(f"st{k}_first")))
+                n_ifs.append(exp.If(this=reached.copy(), true=col(f"st{k}_n")))
+            default = text_literal(st.default) if st.default else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
+            drank = int_lit(order.index(st.default) + 1) if st.default else int_lit(0)
+            null_ts = exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP"))
+            if ifs:
+                cols += [alias(exp.Case(ifs=ifs, default=default), "stage"),
+                         alias(exp.Case(ifs=rank_ifs, default=drank), "stage_rank"),
+                         alias(exp.Case(ifs=n_ifs, default=int_lit(0)), "stage_n"),
+                         alias(exp.Case(ifs=first_ifs, default=null_ts), "stage_first"),
+                         alias(exp.Case(ifs=last_ifs, default=null_ts), "stage_last")]
+            else:
+                cols += [alias(default, "stage"), alias(drank, "stage_rank"), alias(int_lit(0), "stage_n"),
+                         alias(null_ts, "stage_first"), alias(null_ts.copy(), "stage_last")]
+        else:
+            cols += [alias(exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), "stage"),
+                     alias(int_lit(0), "stage_rank"), alias(int_lit(0), "stage_n"),
+                     alias(exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP")), "stage_first"),
+                     alias(exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP")), "stage_last")]
+        inner = select(*cols).from_("lr_tot", copy=False)
+        mql = g.mql if g else []
+        out = select(exp.Star(), alias(
+            coalesce(in_list(col("grade"), mql), exp.false()) if mql else exp.false(), "mql"),
+        ).from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        return out, names
+
+
+def _where(loc: Loc) -> str:
+    if loc and loc[0] == "rules":
+        return "this rule"
+    if loc and loc[0] == "stages":
+        return f"stage {loc[2]!r}"
+    if loc and loc[0] == "facts":
+        return f"fact {loc[1]!r}"
+    return "this block"
+
+
+# -- snapshot: the JSON columns stored in `scores` ------------------------------------------
+
+
+def _num_text(e: exp.Expression) -> exp.Expression:
+    return coalesce(exp.cast(e, exp.DataType.build("VARCHAR")), text_literal("null"))
+
+
+def _concat(*parts: exp.Expression) -> exp.Expression:
+    out = parts[0]
+    for p in parts[1:]:
+        out = exp.DPipe(this=out, expression=p, safe=False)
+    return out
+
+
+def _concat_ws(items: list[exp.Expression]) -> exp.Expression:
+    """CONCAT_WS(',', ...) of items (NULL items skipped), in chunks PostgreSQL accepts."""
+    if not items:
+        return text_literal("")
+    chunks = [items[i:i + 90] for i in range(0, len(items), 90)]
+    parts = [call("CONCAT_WS", text_literal(","), *c) for c in chunks]
+    if len(parts) == 1:
+        return parts[0]
+    return call("CONCAT_WS", text_literal(","), *[fn("NULLIF", p, text_literal("")) for p in parts])
+
+
+def _obj(pairs: list[tuple[str, exp.Expression]]) -> exp.Expression:
+    """A JSON object text from (our own key, value text) pairs."""
+    parts: list[exp.Expression] = [text_literal("{")]
+    for j, (k, v) in enumerate(pairs):
+        parts.append(text_literal(("," if j else "") + f'"{k}":'))
+        parts.append(v)
+    parts.append(text_literal("}"))
+    return _concat(*parts)
+
+
+def _ts_text(e: exp.Expression) -> exp.Expression:
+    return coalesce(call("LR_JSON_STRING", exp.cast(e, exp.DataType.build("VARCHAR"))), text_literal("null"))
+
+
+def _str_text(e: exp.Expression) -> exp.Expression:
+    return coalesce(call("LR_JSON_STRING", exp.cast(e, exp.DataType.build("VARCHAR"))), text_literal("null"))
+
+
+SNAPSHOT_COLUMNS = (
+    "person_id", "account_id", "score", "grade", "mql", "stage", "stage_rank", "flagged",
+    "engaged", "categories", "segments", "abuse", "components", "stage_evidence",
+)
+
+
+def snapshot_query(plan: Plan) -> exp.Select:
+    """Per person: score, grade, stage and the JSON columns (categories, segments, abuse,
+    components, stage evidence) of a `scores` row, from the wide per-person query."""
+    cats = _obj([(c, _num_text(col(f"cat_{c}"))) for c in plan.categories])
+    segs = _concat(text_literal("["), _concat_ws([
+        case(col(f"seg_{s}"), text_literal(f'"{s}"')) for s in plan.segments]), text_literal("]"))
+    comps = []
+    for r in plan.rules:
+        entry = _concat(text_literal(f'"{r.id}":'), _obj([
+            ("n", _num_text(col(f"r_{r.id}_n"))), ("raw", _num_text(col(f"r_{r.id}_raw"))),
+            ("decayed", _num_text(col(f"r_{r.id}_dec"))), ("points", _num_text(col(f"r_{r.id}"))),
+        ]))
+        comps.append(case(exp.GT(this=col(f"r_{r.id}_n"), expression=int_lit(0)), entry))
+    components = _concat(text_literal("{"), _concat_ws(comps), text_literal("}"))
+    abuses = []
+    for aid, evidence in plan.abuse_evidence.items():
+        pairs = []
+        for key, c in evidence:
+            if key in ("key",):
+                pairs.append((key, _str_text(col(c))))
+            elif key in ("first", "last", "start"):
+                pairs.append((key, _ts_text(col(c))))
+            else:
+                pairs.append((key, _num_text(col(c))))
+        abuses.append(case(col(f"ab_{aid}"), _concat(text_literal(f'"{aid}":'), _obj(pairs))))
+    abuse = _concat(text_literal("{"), _concat_ws(abuses), text_literal("}"))
+    stage_ev = _obj([("n", _num_text(col("stage_n"))), ("first", _ts_text(col("stage_first"))),
+                     ("last", _ts_text(col("stage_last")))])
+    return select(
+        col("person_id"), col("account_id"), col("score"), col("grade"), col("mql"), col("stage"),
+        col("stage_rank"), col("flagged"), col("engaged"),
+        alias(cats, "categories"), alias(segs, "segments"), alias(abuse, "abuse"),
+        alias(components, "components"), alias(stage_ev, "stage_evidence"),
+    ).from_(exp.Subquery(this=plan.query, alias=exp.TableAlias(this=exp.to_identifier("q"))), copy=False)
+
+
+# -- entry points -------------------------------------------------------------------------------
+
+
+def build_plan(model: Model, *, as_of: datetime | None = None,
+               restrict: str | list[str] | None = None,
+               volume_cutoffs: dict[str, float] | None = None) -> Plan:
+    return Builder(model, as_of or datetime.now(UTC), restrict, volume_cutoffs).build()
+
+
+CHECK_AS_OF = datetime(2024, 1, 1)
+
+
+def check_model(model: Model) -> None:
+    """Compile the model once: every condition, name and reference is checked here, at load."""
+    plan = build_plan(model, as_of=CHECK_AS_OF)
+    plan.sql("duckdb")

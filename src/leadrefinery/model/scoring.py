@@ -1,0 +1,188 @@
+"""Running a compiled model on an engine and keeping the results as snapshots.
+
+    score(engine, model, as_of=None, restrict=None) -> ScoreRun
+
+One scoring run is a handful of set-based statements, all through the `Engine` interface
+(so DuckDB and PostgreSQL behave the same):
+
+1. INSERT INTO scores SELECT ... FROM (the compiled model) — one row per person;
+2. the run's row in score_runs (with the volume-grade cut-offs it produced);
+3. latest_scores refreshed for the people scored, when this run is the newest;
+4. account_scores: the account roll-up of the run.
+
+`restrict` rescores only some people — a table of person ids (the real-time path's micro-batch)
+or a list of ids — with the *same* compiled query, restricted by one predicate. Volume grades
+then use the cut-offs of the newest full run, so a person's grade means the same in both paths.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from sqlglot import exp
+
+from ..store.engine import Engine
+from .compile import SNAPSHOT_COLUMNS, Plan, build_plan, naive_utc, snapshot_query
+from .dialects import render
+from .load import Model
+
+SCORE_COLUMNS = ("run_id", "model", "model_version", "as_of", *SNAPSHOT_COLUMNS)
+JSON_COLUMNS = ("categories", "segments", "abuse", "components", "stage_evidence")
+
+
+@dataclass
+class ScoreRun:
+    run_id: str
+    model: str
+    model_version: str
+    as_of: datetime
+    people: int
+    seconds: float
+    restricted: bool
+    latest: bool  # latest_scores was refreshed (this run is the newest)
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "model": self.model, "model_version": self.model_version,
+            "as_of": self.as_of.isoformat(), "people": self.people,
+            "seconds": round(self.seconds, 3), "restricted": self.restricted, "latest": self.latest,
+        }
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def latest_cutoffs(engine: Engine, model: Model) -> dict[str, float] | None:
+    """The volume-grade cut-offs of the newest full run of this model (None if there is none)."""
+    rows = engine.query(
+        "SELECT cutoffs FROM score_runs WHERE model = ? AND NOT restricted "
+        "ORDER BY as_of DESC, created_at DESC LIMIT 1",
+        [model.name],
+    )
+    if not rows or rows[0][0] is None:
+        return None
+    value = rows[0][0]
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def plan_for(engine: Engine | None, model: Model, *, as_of: datetime | None,
+             restrict: str | list[str] | None) -> Plan:
+    cutoffs = None
+    g = model.spec.grades
+    if restrict is not None and g is not None and g.method == "volume" and engine is not None:
+        cutoffs = latest_cutoffs(engine, model) or {}
+    return build_plan(model, as_of=as_of or now_utc(), restrict=restrict, volume_cutoffs=cutoffs)
+
+
+def _lit(value: object) -> exp.Expression:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.true() if value else exp.false()
+    if isinstance(value, datetime):
+        return exp.cast(exp.Literal.string(value.strftime("%Y-%m-%d %H:%M:%S.%f")),
+                        exp.DataType.build("TIMESTAMP"))
+    return exp.Literal.string(str(value))
+
+
+def insert_scores_sql(engine: Engine, plan: Plan, run_id: str, table: str = "scores") -> str:
+    """INSERT INTO scores (...) SELECT the run's rows — one statement, run by the engine."""
+    json_type = engine.type_names.get("json", "JSON")
+    cast_json = json_type.upper() not in ("STRING", "TEXT", "VARCHAR")
+    model = plan.model
+    cols: list[exp.Expression] = [
+        exp.alias_(_lit(run_id), "run_id"),
+        exp.alias_(_lit(model.name), "model"),
+        exp.alias_(_lit(model.version), "model_version"),
+        exp.alias_(_lit(plan.as_of), "as_of"),
+    ]
+    for c in SNAPSHOT_COLUMNS:
+        node: exp.Expression = exp.column(c, "q")
+        if c in JSON_COLUMNS and cast_json:
+            node = exp.cast(node, exp.DataType.build(json_type, dialect=engine.dialect))
+        cols.append(exp.alias_(node, c))
+    select = exp.Select(expressions=cols).from_(
+        exp.Subquery(this=snapshot_query(plan), alias=exp.TableAlias(this=exp.to_identifier("q"))))
+    insert = exp.Insert(
+        this=exp.Schema(this=exp.to_table(table), expressions=[exp.to_identifier(c) for c in SCORE_COLUMNS]),
+        expression=select,
+    )
+    return render(insert, engine.dialect, pretty=False)
+
+
+def score(
+    engine: Engine,
+    model: Model,
+    *,
+    as_of: datetime | None = None,
+    restrict: str | list[str] | None = None,
+) -> ScoreRun:
+    """Score everyone (or the restricted people) as of `as_of` (default: now) and store it."""
+    started = time.perf_counter()
+    as_of = naive_utc(as_of) if as_of else now_utc()
+    run_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    plan = plan_for(engine, model, as_of=as_of, restrict=restrict)
+    restricted = restrict is not None
+    with engine.transaction():
+        engine.execute(insert_scores_sql(engine, plan, run_id))
+        people = int(engine.scalar("SELECT count(*) FROM scores WHERE run_id = ?", [run_id]) or 0)
+        cutoffs = None
+        g = model.spec.grades
+        if g is not None and g.method == "volume" and not restricted:
+            cutoffs = {
+                grade: float(low)
+                for grade, low in engine.query(
+                    "SELECT grade, min(score) FROM scores WHERE run_id = ? GROUP BY grade", [run_id])
+            }
+        newest = engine.scalar(
+            "SELECT max(as_of) FROM score_runs WHERE model = ?", [model.name])
+        latest = newest is None or as_of >= naive_utc(newest)
+        if latest:
+            if restricted:
+                engine.execute(
+                    "DELETE FROM latest_scores WHERE model = ? AND person_id IN "
+                    "(SELECT person_id FROM scores WHERE run_id = ?)", [model.name, run_id])
+            else:
+                engine.execute("DELETE FROM latest_scores WHERE model = ?", [model.name])
+            cols = ", ".join(SCORE_COLUMNS)
+            engine.execute(
+                f"INSERT INTO latest_scores ({cols}) SELECT {cols} FROM scores WHERE run_id = ?",
+                [run_id])
+        if not restricted:
+            engine.execute(
+                """
+                INSERT INTO account_scores (run_id, model, as_of, account_id, people,
+                  engaged_people, mql_people, score_sum, score_max, best_stage_rank, flagged_people)
+                SELECT run_id, model, as_of, account_id, count(*),
+                       sum(CASE WHEN engaged THEN 1 ELSE 0 END),
+                       sum(CASE WHEN mql THEN 1 ELSE 0 END),
+                       sum(score), max(score), max(stage_rank),
+                       sum(CASE WHEN flagged THEN 1 ELSE 0 END)
+                FROM scores WHERE run_id = ? AND account_id IS NOT NULL
+                GROUP BY run_id, model, as_of, account_id
+                """,
+                [run_id],
+            )
+        seconds = time.perf_counter() - started
+        engine.append("score_runs", pa.table({
+            "run_id": [run_id], "model": [model.name], "model_version": [model.version],
+            "model_hash": [model.hash], "as_of": pa.array([as_of], pa.timestamp("us")),
+            "created_at": pa.array([now_utc()], pa.timestamp("us")), "engine": [engine.name],
+            "people": pa.array([people], pa.int64()), "restricted": [restricted],
+            "cutoffs": [json.dumps(cutoffs) if cutoffs is not None else None],
+            "seconds": [seconds],
+        }))
+    return ScoreRun(run_id, model.name, model.version, as_of, people, seconds, restricted, latest)
+
+
+def compute(engine: Engine, model: Model, *, as_of: datetime | None = None,
+            restrict: str | list[str] | None = None, snapshot: bool = True) -> pa.Table:
+    """The per-person results without storing them (explain, backtest, tests)."""
+    plan = plan_for(engine, model, as_of=as_of, restrict=restrict)
+    return engine.query_arrow(plan.sql(engine.dialect, snapshot=snapshot, pretty=False))
