@@ -479,6 +479,9 @@ def route_cmd(
         bool, typer.Option("--dry-run", help="Show the plan; write nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    notify: Annotated[bool, typer.Option(
+        "--notify", help="Tell reps of their new leads (and the feed of waiting ones) through "
+        "the alerts outbox.")] = False,
     now: NowOpt = None,
     project: ProjectOpt = None,
 ) -> None:
@@ -487,6 +490,10 @@ def route_cmd(
 
     with open_project(project, read_only=dry_run) as p:
         plan = route(p.engine, p.settings, dry_run=dry_run, now=_now(now))
+        if notify and not dry_run:
+            from .act.outbox import enqueue
+
+            enqueue(p.engine, plan.alerts(), now=plan.at)
     if as_json:
         _print_json(plan.as_dict())
         return
@@ -565,7 +572,7 @@ def sequences_list(project: ProjectOpt = None) -> None:
     with open_project(project, read_only=True) as p:
         specs = load_sequences(p.settings, p.root)
         counts = {(s, st): n for s, st, n in p.engine.query(
-            "SELECT sequence, status, count(*) FROM enrollments GROUP BY ALL")}
+            "SELECT sequence, status, count(*) FROM enrollments GROUP BY 1, 2")}
     if not specs:
         console.print(f"no sequences (looked for {', '.join(p.settings.nurture.files)})")
         return

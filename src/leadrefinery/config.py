@@ -329,6 +329,41 @@ class ProfilingSection(Section):
     forms: dict[str, FormConfig] = Field(default_factory=dict)
 
 
+# -- the dashboard and REST API: users, roles, sessions (api/auth.py) -------------------------
+
+
+class UserConfig(Section):
+    """`[users.NAME]`: one login of the dashboard and REST API.
+
+    `password_hash` is a salted scrypt hash written by `leadrefinery users add NAME` (never a
+    password). A `rep` sees only their own leads: people whose owner, account owner or routing
+    assignment is `rep` (their reps.email) or one of `owners` (CRM owner names) — unless
+    `see_all` is true. `admin` and `analyst` see everything; only `admin` manages users.
+    """
+
+    role: Literal["admin", "analyst", "rep"] = "rep"
+    password_hash: str | None = None
+    name: str | None = None
+    rep: str | None = None
+    owners: list[str] = Field(default_factory=list)
+    see_all: bool = False
+    # sha256 hashes of API tokens (`leadrefinery users token NAME`), for scripts
+    token_hashes: list[str] = Field(default_factory=list)
+
+
+class DashboardSection(Section):
+    """`[dashboard]`: sessions and what the pages count as a good lead."""
+
+    session_hours: float = Field(8.0, gt=0)  # a login lasts this long
+    secure_cookies: bool = False  # set true behind HTTPS
+    # the signing key: LEADREFINERY_SESSION_SECRET, else secrets.toml [dashboard] session_secret,
+    # else a random key kept in .session_key in the project folder
+    good_grades: list[str] | None = None  # default: the model's MQL grades
+    good_buckets: list[str] = Field(default_factory=lambda: ["A", "B"])
+    page_size: int = Field(50, ge=5, le=500)
+    active_minutes: float = Field(30.0, gt=0)  # "logged in now": an event this recently
+
+
 class Settings(Section):
     project: ProjectSection = Field(default_factory=ProjectSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -342,6 +377,8 @@ class Settings(Section):
     nurture: NurtureSection = Field(default_factory=NurtureSection)
     profiling: ProfilingSection = Field(default_factory=ProfilingSection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
+    users: dict[str, UserConfig] = Field(default_factory=dict)
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)
 
 
 # environment variable -> dotted settings key

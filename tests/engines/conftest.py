@@ -72,7 +72,9 @@ def postgres_dsn() -> Iterator[str]:
     try:
         import psycopg
     except ImportError:
-        pytest.fail(f"{PG_DSN_VAR} is set but psycopg is missing: pip install 'leadrefinery[postgres]'")
+        pytest.fail(
+            f"{PG_DSN_VAR} is set but psycopg is missing: pip install 'leadrefinery[postgres]'"
+        )
     from leadrefinery.store.postgres_engine import redact, with_dbname
 
     name = _unique(f"lr_test_{os.getpid()}")

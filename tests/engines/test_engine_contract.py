@@ -49,11 +49,32 @@ TYPES_TABLE = Table(
 
 ROWS = [
     # id, text, double, boolean, timestamp, json
-    (1, "plain", 0.1, True, dt.datetime(2024, 1, 31, 23, 59, 59, 123456), '{"a": 1, "b": [1, 2.5, null]}'),
+    (
+        1,
+        "plain",
+        0.1,
+        True,
+        dt.datetime(2024, 1, 31, 23, 59, 59, 123456),
+        '{"a": 1, "b": [1, 2.5, null]}',
+    ),
     (2, "", -0.0, False, dt.datetime(1969, 7, 20, 20, 17, 40), "[]"),
     (3, None, None, None, None, None),
-    (4, 'quote " comma , newline \n tab \t back \\ slash', 1e300, True, dt.datetime(2100, 1, 1), '"just a string"'),
-    (5, "ünïcødé — 漢字 🚀", -123456.789, False, dt.datetime(2000, 2, 29, 12), '{"nested": {"x": "é", "y": true}}'),
+    (
+        4,
+        'quote " comma , newline \n tab \t back \\ slash',
+        1e300,
+        True,
+        dt.datetime(2100, 1, 1),
+        '"just a string"',
+    ),
+    (
+        5,
+        "ünïcødé — 漢字 🚀",
+        -123456.789,
+        False,
+        dt.datetime(2000, 2, 29, 12),
+        '{"nested": {"x": "é", "y": true}}',
+    ),
     (2**62, "NULL", float("inf"), True, dt.datetime(1970, 1, 1), "3.25"),
     (-(2**62), "?", float("-inf"), False, dt.datetime(2024, 6, 1, 0, 0, 0, 1), "{}"),
 ]
@@ -62,7 +83,10 @@ ROWS = [
 def types_arrow(rows=ROWS) -> pa.Table:
     cols = list(zip(*rows, strict=True))
     return pa.table(
-        {name: pa.array(list(col), ARROW_TYPES[typ]) for (name, typ), col in zip(TYPES_TABLE.columns, cols)}
+        {
+            name: pa.array(list(col), ARROW_TYPES[typ])
+            for (name, typ), col in zip(TYPES_TABLE.columns, cols, strict=True)
+        }
     )
 
 
@@ -82,7 +106,9 @@ def test_ensure_schema_creates_every_table(engine: Engine) -> None:
     for name, table in TABLES.items():
         assert sorted(engine.existing_columns(name)) == sorted(table.column_names), name
     engine.ensure_schema()  # idempotent: nothing to add, one version row
-    assert engine.query("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert engine.query("SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
 
 
 def test_existing_columns_of_a_missing_table_is_empty(engine: Engine) -> None:
@@ -143,7 +169,8 @@ def test_append_matches_columns_by_name(engine: Engine) -> None:
         {
             "j": pa.array([{"a": [1, 2]}, None]),  # nested Arrow values become JSON text
             "ts": pa.array(
-                [dt.datetime(2024, 5, 1, 12, tzinfo=utc_plus_2), None], pa.timestamp("ms", tz="+02:00")
+                [dt.datetime(2024, 5, 1, 12, tzinfo=utc_plus_2), None],
+                pa.timestamp("ms", tz="+02:00"),
             ),
             "id": pa.array([10, 11], pa.int32()),
             "t": pa.array(["x", "y"]).dictionary_encode(),
@@ -229,7 +256,14 @@ def test_failed_statement_inside_a_transaction_rolls_back(engine: Engine) -> Non
         lambda e: e.query_arrow("SELECT * FROM lr_no_such_table WHERE x = ?", [1]),
         lambda e: e.append("lr_no_such_table", pa.table({"a": [1]})),
     ],
-    ids=["syntax", "execute-missing-table", "query-missing-table", "missing-column", "arrow-params", "append-missing-table"],
+    ids=[
+        "syntax",
+        "execute-missing-table",
+        "query-missing-table",
+        "missing-column",
+        "arrow-params",
+        "append-missing-table",
+    ],
 )
 def test_driver_errors_wrap_into_store_error(engine: Engine, call) -> None:
     ensure(engine)
@@ -268,7 +302,9 @@ def test_literal_rule(engine: Engine) -> None:
     naive = engine.query_arrow("SELECT 0.1 * 3 AS a, 7 / 2 AS b")
     if engine.dialect in ("duckdb", "spark"):
         assert pa.types.is_decimal(naive.schema.field("a").type)  # engine-specific precision
-    assert naive.column("b").to_pylist() == [{"duckdb": 3.5, "spark": 3.5, "postgres": 3}[engine.dialect]]
+    assert naive.column("b").to_pylist() == [
+        {"duckdb": 3.5, "spark": 3.5, "postgres": 3}[engine.dialect]
+    ]
 
 
 # -- copying between engines ----------------------------------------------------------------
@@ -290,7 +326,10 @@ def _sample_events() -> pa.Table:
             "event": ["Signed Up", None, "Pricing"],
             "user_id": ["u1", "u1", None],
             "anonymous_id": ["a1", None, "a2"],
-            "ts": pa.array([dt.datetime(2024, 3, 1, 9, 30, 0, 250000), dt.datetime(2024, 3, 1, 9, 31), None], pa.timestamp("us")),
+            "ts": pa.array(
+                [dt.datetime(2024, 3, 1, 9, 30, 0, 250000), dt.datetime(2024, 3, 1, 9, 31), None],
+                pa.timestamp("us"),
+            ),
             "properties": ['{"plan": "pro", "seats": 5}', None, '{"path": "/pricing"}'],
             "traits": [None, '{"email": "a@b.co", "tags": ["x"]}', None],
             "source": ["web", "web", "web"],
@@ -303,7 +342,16 @@ def test_copy_tables_from_duckdb(engine: Engine) -> None:
     try:
         src.ensure_schema(COPIED)
         src.append("events", _sample_events())
-        src.append("people", pa.table({"person_id": ["p1"], "webmail": [True], "first_seen": pa.array([dt.datetime(2024, 1, 1)], pa.timestamp("us"))}))
+        src.append(
+            "people",
+            pa.table(
+                {
+                    "person_id": ["p1"],
+                    "webmail": [True],
+                    "first_seen": pa.array([dt.datetime(2024, 1, 1)], pa.timestamp("us")),
+                }
+            ),
+        )
         engine.ensure_schema(COPIED)
         copied = copy_tables(src, engine, ["events", "people"])
         assert copied == {"events": 3, "people": 1}

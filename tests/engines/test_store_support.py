@@ -49,20 +49,31 @@ def test_prepare_arrow_for_load() -> None:
         {
             "s": pa.array(["a", None], pa.large_string()),
             "d": pa.array(["x", "x"]).dictionary_encode(),
-            "ts": pa.array([dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=-5))), None], pa.timestamp("ns", tz="America/New_York")),
+            "ts": pa.array(
+                [dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=-5))), None],
+                pa.timestamp("ns", tz="America/New_York"),
+            ),
             "nested": pa.array([{"a": [1, 2], "b": None}, None]),
             "js": pa.array(['{"k": 1}', None], pa.json_(pa.string())),
         }
     )
     out = prepare_arrow_for_load(data)
-    assert out.schema.types == [pa.string(), pa.string(), pa.timestamp("us"), pa.string(), pa.string()]
+    assert out.schema.types == [
+        pa.string(),
+        pa.string(),
+        pa.timestamp("us"),
+        pa.string(),
+        pa.string(),
+    ]
     assert out.column("ts").to_pylist() == [dt.datetime(2024, 1, 1, 17), None]
     assert out.column("nested").to_pylist() == ['{"a":[1,2],"b":null}', None]
     assert out.column("js").to_pylist() == ['{"k": 1}', None]
 
 
 def test_to_logical_casts_to_the_schema_types() -> None:
-    data = pa.table({"id": pa.array([1], pa.int32()), "amount": pa.array([2], pa.int64()), "won": [True]})
+    data = pa.table(
+        {"id": pa.array([1], pa.int32()), "amount": pa.array([2], pa.int64()), "won": [True]}
+    )
     table = TABLES["outcomes"]
     out = to_logical(data.rename_columns(["outcome_id", "amount", "won"]), table)
     assert out.schema.types == [pa.string(), pa.float64(), pa.bool_()]
@@ -72,13 +83,17 @@ def test_missing_extras_say_which_pip_line(monkeypatch: pytest.MonkeyPatch, tmp_
     for name in ("psycopg", "leadrefinery.store.postgres_engine"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg -> ImportError
-    settings = Settings.model_validate({"store": {"engine": "postgres", "dsn": "postgresql://x@127.0.0.1:1/x"}})
+    settings = Settings.model_validate(
+        {"store": {"engine": "postgres", "dsn": "postgresql://x@127.0.0.1:1/x"}}
+    )
     with pytest.raises(MissingExtra, match=r"pip install 'leadrefinery\[postgres\]'"):
         open_engine(settings, tmp_path)
 
     from leadrefinery.store import _engine_class
 
-    for name in [m for m in sys.modules if m.split(".")[0] == "pyspark"] + ["leadrefinery.store.spark_engine"]:
+    for name in [m for m in sys.modules if m.split(".")[0] == "pyspark"] + [
+        "leadrefinery.store.spark_engine"
+    ]:
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "pyspark", None)
     with pytest.raises(MissingExtra, match=r"pip install 'leadrefinery\[spark\]'"):

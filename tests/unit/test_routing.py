@@ -358,15 +358,34 @@ def test_reps_csv_import(project, tmp_path: Path):
 def test_an_earlier_hand_off_is_followed_only_while_that_rep_can_take_more(project):
     e = project.engine
     s = settings(reps=[{"email": "a@x.io", "team": "t", "per_day": 1},
-                       {"email": "b@x.io", "team": "t"}],
+                       {"email": "b@x.io", "team": "t", "per_day": 1}],
                  routing={"rules": [], "default_team": "t"})
     add_account(e, "acme")
     add_people(e, [{"person_id": p, "account_id": "acme"} for p in ("p1", "p2")])
     plan = route(e, s, [{"person_id": "p1", "grade": "A", "score": 9},
                         {"person_id": "p2", "grade": "A", "score": 8}], now=MONDAY)
     by = {a.person_id: a for a in plan.assignments}
-    assert by["p1"].rep == "a@x.io"  # tie on parity; the seeded hash picked a
-    # a is full for the day and is no formal owner: p2 goes on by the rules, and says why
-    assert by["p2"].rep == "b@x.io" and by["p2"].rule == "default"
+    first = by["p1"].rep
+    # that rep is full for the day and is no formal owner: p2 goes on by the rules, saying why
+    assert by["p2"].rep != first and by["p2"].rule == "default"
     assert by["p2"].reason["account_earlier_rep"] == {
-        "rep": "a@x.io", "because": "full: 1 of 1 leads today"}
+        "rep": first, "because": "full: 1 of 1 leads today"}
+
+
+def test_a_plan_becomes_outbox_alerts_once(project):
+    from leadrefinery.act.outbox import enqueue, list_alerts
+
+    e = project.engine
+    s = settings(reps=[{"email": "a@x.io", "team": "t", "per_day": 1}],
+                 routing={"rules": [], "default_team": "t"})
+    plan = route(e, s, [{"person_id": "p1", "grade": "A", "score": 9},
+                        {"person_id": "p2", "grade": "B", "score": 8}], now=MONDAY)
+    enqueue(e, plan.alerts(), now=MONDAY)
+    again = route(e, s, now=MONDAY + timedelta(hours=1))  # p2 still waits: no second alert
+    enqueue(e, again.alerts(), now=MONDAY)
+    alerts = {a.trigger_kind: a for a in list_alerts(e)}
+    assert len(list_alerts(e)) == 2
+    assert (alerts["assignment"].channel, alerts["assignment"].recipient) == ("email", "a@x.io")
+    assert alerts["assignment"].payload["data"]["rule"] == "default"
+    assert alerts["routing_queue"].channel == "feed"
+    assert alerts["routing_queue"].person_id == "p2"

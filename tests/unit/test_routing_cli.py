@@ -57,14 +57,19 @@ def test_reps_route_and_sla_commands(tmp_path: Path):
     assert [w["person_id"] for w in plan["waiting"]] == ["p2"]
     with Project(root, read_only=True) as p:
         assert p.engine.scalar("SELECT count(*) FROM assignments") == 0
-    r = runner.invoke(app, ["route", *now, "--project", str(root)])
+    r = runner.invoke(app, ["route", "--notify", *now, "--project", str(root)])
     assert r.exit_code == 0, r.output
     assert "1 assigned, 1 waiting" in r.output and "team_unavailable" in r.output
+    with Project(root, read_only=True) as p:
+        assert sorted(p.engine.query("SELECT channel, recipient FROM alerts")) == [
+            ("email", "ann@x.io"), ("feed", "")]
 
     r = runner.invoke(app, ["sla", "--alert", "--now", "2026-03-12T09:00:00",
                             "--project", str(root)])
     assert r.exit_code == 0, r.output
     assert "never touched" in r.output and "put in the alerts outbox" in r.output
+    with Project(root, read_only=True) as p:
+        assert p.engine.scalar("SELECT count(*) FROM alerts WHERE trigger_kind = 'sla'") == 2
 
     r = runner.invoke(app, ["reps", "away", "nobody@x.io", "--project", str(root)])
     assert r.exit_code == 6 and "no rep 'nobody@x.io'" in r.output

@@ -119,6 +119,16 @@ def test_gzip_holds_the_same_lines_and_is_deterministic(
     assert gzip.decompress(one.events_path.read_bytes()) == biz.events_path.read_bytes()
 
 
+def test_output_does_not_depend_on_the_chunking(
+    biz: GeneratedBusiness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadrefinery.sample import writer
+
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 997)  # many chunks, rendered by parallel threads
+    small = generate(tmp_path / "small", people=PEOPLE, seed=11)
+    assert small.events_path.read_bytes() == biz.events_path.read_bytes()
+
+
 def test_bad_arguments_are_rejected_with_the_field(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="people"):
         generate(tmp_path, people=0)
@@ -221,6 +231,15 @@ def test_realistic_population(messages: list[dict]) -> None:
     assert sum(1 for m in messages if m["type"] == "alias") >= PEOPLE // 200
     updates = [m for m in messages if m["type"] == "identify" and "anonymousId" not in m]
     assert any("phoneVerified" in m["traits"] for m in updates)
+
+
+def test_alias_links_a_legacy_id_used_before_it(messages: list[dict]) -> None:
+    aliases = [m for m in messages if m["type"] == "alias"]
+    assert aliases
+    for a in aliases:
+        before = [m for m in messages if m.get("userId") == a["previousId"]]
+        assert before and all(m["timestamp"] <= a["timestamp"] for m in before)
+        assert any(m["type"] == "identify" and "anonymousId" in m for m in before)
 
 
 # ---- truth, conversion, abuse ---------------------------------------------------------------

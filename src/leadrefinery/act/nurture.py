@@ -79,7 +79,7 @@ from ..config import SendWindow, Settings, SmtpSection, load_secrets
 from ..errors import AuthError, ConfigError, LeadRefineryError, NotFound
 from ..store.engine import Engine
 from .clock import Clock, resolve_now
-from .routing import RoutingPlan, _json, _segments, route
+from .routing import RoutingPlan, as_segments, parse_json, route
 
 MAIN = "main"
 ACTIVE, COMPLETED, EXITED, FAST_TRACKED = "active", "completed", "exited", "fast_tracked"
@@ -412,20 +412,26 @@ def may_send(person: Mapping[str, Any], category: str, prefs: Mapping[str, bool]
 # -- send windows --------------------------------------------------------------------------------
 
 
-def _clock_time(text: str, key: str) -> time:
-    try:
-        return time.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(f"{text!r} is not a time of day (HH:MM)", key=key) from exc
+def window_bounds(window: SendWindow, key: str = "nurture.window") -> tuple[time, time, set[int]]:
+    """(opens, closes, weekdays) of a send window; ConfigError when it can never open."""
+    bounds = []
+    for name in ("start", "end"):
+        text = getattr(window, name)
+        try:
+            bounds.append(time.fromisoformat(text))
+        except ValueError as exc:
+            raise ConfigError(f"{text!r} is not a time of day (HH:MM)",
+                              key=f"{key}.{name}") from exc
+    days = {WEEKDAYS.index(d) for d in window.days}
+    if not days or bounds[0] >= bounds[1]:
+        raise ConfigError("the send window never opens: it needs at least one day and a start "
+                          "before its end", key=key)
+    return bounds[0], bounds[1], days
 
 
 def next_opening(due: datetime, tz: ZoneInfo, window: SendWindow) -> datetime:
     """The first moment at or after `due` (naive UTC) inside the window, as naive UTC."""
-    start = _clock_time(window.start, "nurture.window.start")
-    end = _clock_time(window.end, "nurture.window.end")
-    days = {WEEKDAYS.index(d) for d in window.days}
-    if not days or start >= end:
-        return due
+    start, end, days = window_bounds(window)
     local = due.replace(tzinfo=UTC).astimezone(tz)
     for i in range(8):
         day: date = local.date() + timedelta(days=i)
@@ -616,8 +622,10 @@ class Nurture:
             (settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}")
             .rstrip("/") + "/v1/unsubscribe?token={token}")
         self.unsubscribe_template = base
-        for w in [cfg.window, *[s.window for s in self.sequences.values() if s.window]]:
-            next_opening(datetime(2026, 1, 5, 12), ZoneInfo("UTC"), w)  # fails early if bad
+        window_bounds(cfg.window)  # a bad window fails here, not at the first send
+        for spec in self.sequences.values():
+            if spec.window:
+                window_bounds(spec.window, f"sequence {spec.sequence}: window")
 
     # -- small reads --
 
@@ -645,8 +653,9 @@ class Nurture:
         scores = latest_scores(self.engine, person_ids, model=self.settings.routing.model)
         for r in rows:
             d = dict(zip(cols, r, strict=True))
-            d["traits"] = _json(d["traits"]) or {}
-            segs = _segments(d["traits"].get("segment")) + _segments(d["traits"].get("segments"))
+            d["traits"] = parse_json(d["traits"]) or {}
+            traits = d["traits"]
+            segs = as_segments(traits.get("segment")) + as_segments(traits.get("segments"))
             segs += (scores.get(d["person_id"]) or {}).get("segments", [])
             d["segments"] = sorted(set(segs))
             d["grade"] = (scores.get(d["person_id"]) or {}).get("grade")
@@ -661,7 +670,7 @@ class Nurture:
         out = []
         for r in rows:
             d = dict(zip(ENROLLMENT_COLUMNS, r, strict=True))
-            d["fired"] = _json(d["fired"]) or []
+            d["fired"] = parse_json(d["fired"]) or []
             out.append(d)
         return out
 
@@ -741,7 +750,7 @@ class Nurture:
             "AND person_id = ANY(?) AND event = ANY(?) AND ts >= ? AND ts <= ? "
             "ORDER BY ts, message_id", [list(person_ids), sorted(names), since, now],
         ):
-            props = _json(props)
+            props = parse_json(props)
             out.setdefault(pid, []).append((event, ts, props if isinstance(props, dict) else {}))
         return out
 
@@ -952,7 +961,7 @@ class Nurture:
             "AND event = ANY(?) AND person_id = ANY(?) AND ts <= ? ORDER BY ts",
             [[OPENED, CLICKED], sorted({r[1] for r in rows}), now],
         ):
-            p = _json(props)
+            p = parse_json(props)
             if not isinstance(p, dict):
                 continue
             hit = waiting.get((pid, str(p.get("sequence")), str(p.get("step"))))
@@ -1049,9 +1058,10 @@ class Nurture:
                                   [ACTIVE])
 
     def sends(self, person_id: str | None = None) -> list[dict[str, Any]]:
+        where = "WHERE person_id = ? " if person_id is not None else ""
         rows = self.engine.query(
-            f"SELECT {', '.join(SEND_COLUMNS)} FROM sends WHERE (? IS NULL OR person_id = ?) "
-            "ORDER BY due_at, send_id", [person_id, person_id])
+            f"SELECT {', '.join(SEND_COLUMNS)} FROM sends {where}ORDER BY due_at, send_id",
+            [person_id] if person_id is not None else None)
         return [dict(zip(SEND_COLUMNS, r, strict=True)) for r in rows]
 
     def enrollments(self, status: str | None = None) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from typing import Any
 from ..config import FormConfig, ProfileFieldConfig, Settings
 from ..errors import InputError, NotFound
 from ..store.engine import Engine
-from .routing import _json
+from .routing import parse_json
 
 BUILTIN_FIELDS: dict[str, ProfileFieldConfig] = {
     "email": ProfileFieldConfig(label="Work email", type="email", sources=["email"]),
@@ -93,7 +93,7 @@ def catalog(settings: Settings) -> dict[str, ProfileFieldConfig]:
 
 def _value_at(person: Mapping[str, Any], source: str) -> Any:
     if source.startswith("traits."):
-        traits = _json(person.get("traits")) or {}
+        traits = parse_json(person.get("traits")) or {}
         return traits.get(source[len("traits."):]) if isinstance(traits, Mapping) else None
     if source.startswith("account."):
         account = person.get("account") or {}
@@ -195,7 +195,7 @@ def person_profile(engine: Engine, person_id: str) -> dict[str, Any]:
         raise NotFound(f"no person {person_id!r}")
     r = rows[0]
     out = dict(zip(cols, r[: len(cols)], strict=True))
-    out["traits"] = _json(out["traits"]) or {}
+    out["traits"] = parse_json(out["traits"]) or {}
     out["account"] = dict(zip(("name", "domain", "size", "industry"), r[len(cols):],
                               strict=True))
     return out

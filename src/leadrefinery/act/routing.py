@@ -138,6 +138,37 @@ class RoutingPlan:
             out.setdefault(a.rep, []).append(a)
         return out
 
+    def alerts(self, *, waiting_to: str = "feed") -> list:  # -> list[act.outbox.AlertIn]
+        """Outbox alerts for an applied plan: each new lead to its rep (by email when the rep
+        is an address, else the dashboard feed), each waiting lead to `waiting_to` — once per
+        lead and reason (stable keys), however often the routing runs."""
+        from .outbox import AlertIn, Recipient, parse_address
+
+        feed = Recipient("feed", "")
+        out = []
+        for a in self.assignments:
+            to = parse_address(a.rep) or feed
+            out.append(AlertIn.to(
+                to, trigger_id="routing.assigned", trigger_kind="assignment",
+                title=f"New {a.trigger.replace('_', '-')} lead for you: {a.person_id} "
+                      f"(grade {a.grade or '?'})",
+                person_id=a.person_id, account_id=a.account_id, severity="info",
+                change={"field": "owner", "to": a.rep, "grade": a.grade, "score": a.score},
+                reasons=[{"rule": a.rule, "detail": str(a.reason.get("why", ""))}],
+                data=orjson.loads(orjson.dumps(a.reason, default=str)),
+                key=f"routing.assigned:{a.assignment_id}", created_at=a.assigned_at))
+        for w in self.waiting:
+            to = parse_address(waiting_to) or feed
+            out.append(AlertIn.to(
+                to, trigger_id="routing.waiting", trigger_kind="routing_queue",
+                title=f"Qualified lead {w.person_id} is waiting: {w.why.replace('_', ' ')}",
+                person_id=w.person_id, severity="warning",
+                change={"field": "routing", "to": "waiting", "grade": w.grade},
+                data=orjson.loads(orjson.dumps(w.detail, default=str)),
+                key=f"routing.waiting:{w.person_id}:{w.why}:{w.queued_at:%Y-%m-%d}",
+                created_at=self.at))
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "at": self.at, "dry_run": self.dry_run,
@@ -172,7 +203,7 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def _json(value: Any) -> Any:
+def parse_json(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return orjson.loads(value)
@@ -181,8 +212,8 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _segments(value: Any) -> list[str]:
-    value = _json(value)
+def as_segments(value: Any) -> list[str]:
+    value = parse_json(value)
     if value is None:
         return []
     if isinstance(value, str):
@@ -251,8 +282,8 @@ def store_leads(engine: Engine, person_ids: Sequence[str], *,
     )
     out = {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
     for d in out.values():
-        d["traits"] = _json(d["traits"]) or {}
-        d["account_traits"] = _json(d["account_traits"]) or {}
+        d["traits"] = parse_json(d["traits"]) or {}
+        d["account_traits"] = parse_json(d["account_traits"]) or {}
     for pid, score in latest_scores(engine, person_ids, model=model).items():
         out.setdefault(pid, {"person_id": pid}).update(score)
     return out
@@ -288,7 +319,7 @@ def latest_scores(engine: Engine, person_ids: Sequence[str] | None = None, *,
         if "score" in d:
             d["score"] = _num(d["score"])
         if "segments" in d:
-            d["segments"] = _segments(d["segments"])
+            d["segments"] = as_segments(d["segments"])
         out[r[0]] = d
     return out
 
@@ -338,7 +369,7 @@ def waiting(engine: Engine) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         d = dict(zip(QUEUE_COLUMNS, r, strict=True))
-        d["detail"] = _json(d["detail"])
+        d["detail"] = parse_json(d["detail"])
         out.append(d)
     return out
 
@@ -487,9 +518,9 @@ class Router:
         lead["type"] = ttype.lower() if ttype else None
         lead["grade"] = _text(lead.get("grade"))
         lead["score"] = _num(lead.get("score"))
-        segs = _segments(lead.get("segments")) + _segments(lead.get("segment"))
+        segs = as_segments(lead.get("segments")) + as_segments(lead.get("segment"))
         if traits.get("segment"):
-            segs += _segments(traits["segment"])
+            segs += as_segments(traits["segment"])
         lead["segment"] = sorted(set(segs))
         lead["trigger"] = _text(lead.get("trigger")) or trigger
         lead["traits"] = traits

@@ -80,11 +80,10 @@ class Finding:
     def as_alert(self, default: str = "feed"):  # -> act.outbox.AlertIn
         """An outbox alert: a finding about one lead goes to its rep (when the rep is an email
         address), a refinery-wide one to `default` (an outbox address; the dashboard feed)."""
-        from .outbox import AlertIn, parse_address
+        from .outbox import AlertIn, Recipient, parse_address
 
         to = parse_address(self.rep) if self.rep and self.person_id else None
-        to = to or parse_address(default) or parse_address("feed")
-        assert to is not None
+        to = to or parse_address(default) or Recipient("feed", "")
         return AlertIn.to(
             to, trigger_id=f"sla.{self.check}", trigger_kind="sla", title=self.title,
             person_id=self.person_id, severity=self.severity, key=self.key,
@@ -279,7 +278,8 @@ def first_touch(engine: Engine, settings: Settings, *, now: datetime | None = No
         if now > deadline:
             g["breached"] += 1
             findings.append(Finding(
-                "first_touch_breach", "critical" if grade in ("A", "1") else "warning",
+                "first_touch_breach",
+                "critical" if lead.grade in settings.routing.parity_grades else "warning",
                 f"{lead.person_id}: not touched {_hours(age)} h after hand-off (SLA {sla:g} h)",
                 f"grade {grade} lead routed to {lead.rep} at {lead.assigned_at:%Y-%m-%d %H:%M} "
                 f"has no recorded touch; its SLA passed {_hours(now - deadline)} h ago",
@@ -385,7 +385,7 @@ def rejections(engine: Engine, settings: Settings, *, now: datetime | None = Non
     rows = engine.query(
         "SELECT coalesce(nullif(trim(lower(reason)), ''), '(no reason)') AS reason, rep, "
         "count(DISTINCT person_id) FROM lead_activities "
-        "WHERE kind = 'rejected' AND ts >= ? AND ts <= ? GROUP BY ALL ORDER BY 3 DESC, 1, 2",
+        "WHERE kind = 'rejected' AND ts >= ? AND ts <= ? GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
         [since, now],
     )
     by_reason: dict[str, int] = {}

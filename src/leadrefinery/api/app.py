@@ -112,4 +112,7 @@ def create_app(
     from .ingest import router as ingest_router
 
     app.include_router(ingest_router)
+    from .dashboard import install as install_dashboard  # the web dashboard and /api
+
+    install_dashboard(app, project)
     return app

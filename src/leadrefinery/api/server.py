@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..project import SERVE_LOCK
 from .app import create_app
+from .loader_thread import lower_priority, other_threads
+
+LOADER_NICE = 10
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -58,6 +61,9 @@ def serve(
     port = cfg.port if port is None else port
     url = cfg.public_url or f"http://{host}:{port}"
     project.engine  # noqa: B018 - open (and lock) the store now: a clear StoreBusy if it is taken
+    # requests first: the store's worker threads (started with it) and the loader run niced
+    lower_priority(LOADER_NICE, *other_threads())
+    service_options.setdefault("loader_nice", LOADER_NICE)
     app = create_app(project, **service_options)
     service = app.state.ingest
     service.start()

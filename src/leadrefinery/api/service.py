@@ -34,6 +34,7 @@ class IngestService:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         load_interval: float | None = None,
         max_load_bytes: int = 32 * 1024 * 1024,
+        loader_nice: int = 0,
     ) -> None:
         self.project = project
         cfg = project.settings.server
@@ -47,6 +48,7 @@ class IngestService:
             interval=cfg.load_interval_ms / 1000 if load_interval is None else load_interval,
             max_batch_bytes=max_load_bytes,
             on_loaded=self.on_loaded,
+            nice=loader_nice,
         )
         self.write_keys: dict[str, str] = dict(cfg.write_keys)
         self.started_at: float | None = None
@@ -68,9 +70,6 @@ class IngestService:
             self.log.close()
             raise
         self.started_at = time.time()
-        pending = self.loader.pending()
-        if pending:
-            log.info("replaying %d bytes of the ingestion log", pending)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Acknowledge what is queued, load the tail (bounded by `timeout`), stop the threads."""

@@ -85,7 +85,7 @@ DIALECTS: dict[str, Dialect] = {
         ),
         json_scalar=lambda col: call("json_extract_string", col, s("$")),
         epoch_us=lambda ts: call("epoch_us", ts),
-        to_num=lambda e: exp.TryCast(this=e, to=exp.DataType.build("DOUBLE")),
+        to_num=lambda e: exp.TryCast(this=e, to=exp.DataType.build("DOUBLE"), safe=True),
         json_string=lambda e: exp.cast(call("to_json", e), exp.DataType.build("VARCHAR")),
         strip_nonalnum=lambda e: call("regexp_replace", e, s("[^A-Za-z0-9]"), s(""), s("g")),
     ),
@@ -119,7 +119,7 @@ DIALECTS: dict[str, Dialect] = {
         json_scalar=lambda col: call("get_json_object", exp.Concat(
             expressions=[s('{"v":'), col, s("}")]), s("$.v")),
         epoch_us=lambda ts: call("unix_micros", ts),
-        to_num=lambda e: exp.TryCast(this=e, to=exp.DataType.build("DOUBLE")),
+        to_num=lambda e: exp.TryCast(this=e, to=exp.DataType.build("DOUBLE"), safe=True),
         # to_json of a one-element array, without its brackets: a JSON string of the text
         json_string=lambda e: call(
             "regexp_extract", call("to_json", call("array", e)), s(r"^\[(.*)\]$"),

@@ -393,6 +393,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of conversion, as an (n, 2) array like scikit-learn's."""
+        check_is_fitted(self, "booster_")
         p = self.calibrator_.apply(self.decision_function(X) - self.offset_)
         return np.column_stack([1.0 - p, p])
 
@@ -428,13 +429,18 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         params["param_grid"] = None if self.param_grid is None else [dict(s) for s in self.param_grid]
         params["params"] = None if self.params is None else dict(self.params)
         labels = self.describer.labels if self.describer is not None else {}
+        saved_labels = {
+            k: v if isinstance(v, str) else {str(key): str(text) for key, text in v.items()}
+            for k, v in labels.items()
+            if isinstance(v, str | Mapping)
+        }
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "lightgbm_version": lgb.__version__,
             "params": params,
-            "describer_labels": {k: v for k, v in labels.items() if isinstance(v, str)},
+            "describer_labels": saved_labels,  # templates and value maps; callables are not saved
             "schema": self.schema_.to_dict(),
             "calibrator": asdict(self.calibrator_),
             "learned": {
@@ -465,7 +471,9 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         return root
 
     @classmethod
-    def load(cls, path: str | Path) -> LeadModel:
+    def load(cls, path: str | Path, describer: FeatureDescriber | None = None) -> LeadModel:
+        """Read a model saved by `save`. `describer` replaces the saved feature labels (pass it
+        when the labels used callables, which are not saved)."""
         root = Path(path)
         try:
             manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
@@ -486,7 +494,9 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         if manifest.get("files", {}).get("booster.txt") != digest:
             raise ModelFileError("booster.txt does not match its hash in manifest.json", path=str(root))
         labels = manifest.get("describer_labels") or {}
-        model = cls(**manifest["params"], describer=FeatureDescriber(labels) if labels else None)
+        if describer is None and labels:
+            describer = FeatureDescriber(labels)
+        model = cls(**manifest["params"], describer=describer)
         model.schema_ = FeatureSchema.from_dict(manifest["schema"])
         model.calibrator_ = Calibrator(**manifest["calibrator"])
         model.booster_ = lgb.Booster(model_str=booster_text)

@@ -42,8 +42,10 @@ Every message has `type`, a unique `messageId` and an ISO-8601 `timestamp` endin
 * `track` events (`event`, `properties`):
   `Signed Up {referral_code, source}`, `Logged In {}`,
   `Environment Launched {environment_id, template, guests, class_id, max_duration_minutes}`
-  (templates windows-lab, linux-lab, data-science, kubernetes, sql-sandbox; 10 guests allowed),
-  `Environment Stopped {environment_id, duration_minutes (cumulative), guests, auto_suspended}`,
+  (templates windows-lab, linux-lab, data-science, kubernetes, sql-sandbox; 10 guests allowed;
+  240 minutes allowed, 120 for sql-sandbox; ordinary users are stopped at the limit),
+  `Environment Stopped {environment_id, duration_minutes (cumulative), guests, auto_suspended,
+  max_duration_minutes}`,
   `Environment Resumed {environment_id}`, `Email Opened {campaign, link: null}`,
   `Email Clicked {campaign, link}`, `Documentation Purchased {title, price, currency}`,
   `Training Registered {course}`, `Contact Sales Requested {topic}`, and the conversion
@@ -53,7 +55,7 @@ Server-side events (environments, e-mail, purchases, subscription, later identif
 `userId` only; browser events (page, Logged In, Signed Up, Contact Sales Requested) carry both ids.
 
 Abusers: besides ordinary use they run classes of 25..40 guests (10 allowed), 2..3 environments
-at once, kept alive 360..720 minutes (`max_duration_minutes` 240/480) by a script that resumes the
+at once, kept alive 360..720 minutes (`max_duration_minutes` 240) by a script that resumes the
 environment 4 s after every auto-suspend, at an exact per-abuser interval (mostly 29 minutes):
 `Environment Stopped {auto_suspended: true}` then `Environment Resumed`, like clockwork.
 

@@ -373,7 +373,9 @@ def simulate(pop: B.Population, seed: int) -> tuple[Simulation, Observed]:
     resumed = idle & (rng.random(ne) < 0.5)
     stop1 = e0 + dur * MIN + rng.integers(0, 59_000, ne)
     rows.add(Kind.ENV_LAUNCHED, ep, e0, Mode.USER, env_id, tmpl, guests, class_id)
-    rows.add(Kind.ENV_STOPPED, ep, stop1, Mode.USER, env_id, dur, guests, at_cap | idle)
+    rows.add(
+        Kind.ENV_STOPPED, ep, stop1, Mode.USER, env_id, dur, guests, (at_cap | idle) + 2 * tmpl
+    )
     r = np.flatnonzero(resumed)
     res_ts = stop1[r] + rng.lognormal(np.log(60), 1.0, len(r)).astype(np.int64) * MIN + 7_000
     d2 = np.minimum(rng.lognormal(np.log(30), 0.7, len(r)).astype(np.int64) + 1, max_d[r] - dur[r])
@@ -387,7 +389,7 @@ def simulate(pop: B.Population, seed: int) -> tuple[Simulation, Observed]:
         env_id[r],
         dur[r] + d2,
         guests[r],
-        (dur[r] + d2) >= max_d[r],
+        ((dur[r] + d2) >= max_d[r]) + 2 * tmpl[r],
     )
     environments = np.bincount(ep, minlength=n)
     class_use = np.bincount(ep[is_class], minlength=n) > 0
@@ -418,10 +420,19 @@ def simulate(pop: B.Population, seed: int) -> tuple[Simulation, Observed]:
         k = within(cycles) + 1
         t_susp = x0[ci] + k * interval[ci] * MIN
         rows.add(
-            Kind.ENV_STOPPED, xp[ci], t_susp, Mode.USER, xid[ci], k * interval[ci], xguests[ci], 1
+            Kind.ENV_STOPPED,
+            xp[ci],
+            t_susp,
+            Mode.USER,
+            xid[ci],
+            k * interval[ci],
+            xguests[ci],
+            1 + 2 * xt[ci],
         )
         rows.add(Kind.ENV_RESUMED, xp[ci], t_susp + 4_000, Mode.USER, xid[ci])
-        rows.add(Kind.ENV_STOPPED, xp, x0 + total * MIN + 4_000, Mode.USER, xid, total, xguests, 0)
+        rows.add(
+            Kind.ENV_STOPPED, xp, x0 + total * MIN + 4_000, Mode.USER, xid, total, xguests, 2 * xt
+        )
         environments += np.bincount(xp, minlength=n)
         first_abuse = np.full(n, np.iinfo(np.int64).max)
         np.minimum.at(first_abuse, xp, x0)

@@ -226,7 +226,7 @@ REF_PAGE0 = len(REFERRERS)
 REFERRERS = REFERRERS + tuple(p.url for p in PAGES)
 
 TEMPLATES = ("windows-lab", "linux-lab", "data-science", "kubernetes", "sql-sandbox")
-MAX_DURATION = np.array([240, 240, 480, 240, 120])  # minutes a trial environment may run
+MAX_DURATION = np.array([240, 240, 240, 240, 120])  # minutes a trial environment may run
 INTERESTS = ("training", "sales-demos", "support", "qa-testing")
 # template preference per product interest (rows) and for no stated interest (last row)
 TEMPLATE_MIX = np.array(

@@ -16,29 +16,70 @@ _PAIRS = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], dtype=np.ui
 _M64 = 0xFFFFFFFFFFFFFFFF
 
 
+def _second_tail() -> np.ndarray:
+    """`:SS.mmmZ` for each millisecond of a minute, as one uint64 per value."""
+    ms = np.arange(60_000)
+    tail = np.empty((60_000, 8), dtype=np.uint8)
+    tail[:, 0] = ord(":")
+    tail[:, 1:3] = _PAIRS[ms // 1000]
+    tail[:, 3] = ord(".")
+    tail[:, 4] = 48 + ms % 1000 // 100
+    tail[:, 5:7] = _PAIRS[ms % 100]
+    tail[:, 7] = ord("Z")
+    return tail.view(np.uint64).ravel()
+
+
+_TAIL = _second_tail()
+
+
 def iso_ms(ts_ms: np.ndarray) -> np.ndarray:
-    """`YYYY-MM-DDTHH:MM:SS.mmmZ` for int64 milliseconds since the epoch (UTC)."""
+    """`YYYY-MM-DDTHH:MM:SS.mmmZ` for int64 milliseconds since the epoch (UTC).
+
+    The 24 bytes are three 8-byte words looked up in tables: `YYYY-MM-` per day, `DDTHH:MM` per
+    minute of the covered days, `:SS.mmmZ` per millisecond of a minute. Chunks of time-sorted
+    events cover few days, so the tables are small; wide spans fall back to digit arithmetic.
+    """
     ts_ms = np.asarray(ts_ms, dtype=np.int64)
     n = len(ts_ms)
-    out = np.empty((n, ISO_WIDTH), dtype=np.uint8)
     if n == 0:
-        return out
+        return np.empty((0, ISO_WIDTH), dtype=np.uint8)
     days = ts_ms // _DAY_MS
-    in_day = (ts_ms - days * _DAY_MS).astype(np.int32)
+    in_day = ts_ms - days * _DAY_MS
     first = int(days.min())
-    span = np.arange(first, int(days.max()) + 1).astype("datetime64[D]")
-    dates = np.frombuffer("".join(np.datetime_as_string(span)).encode(), dtype=np.uint8)
-    out[:, 0:10] = dates.reshape(-1, 10)[days - first]
+    span = int(days.max()) - first + 1
+    day_idx = days - first
+    dates = np.frombuffer(
+        "".join(
+            np.datetime_as_string(np.arange(first, first + span).astype("datetime64[D]"))
+        ).encode(),
+        dtype=np.uint8,
+    ).reshape(span, 10)
+    if span * 1440 > 4 * n + 100_000:
+        return _iso_wide(dates, day_idx, in_day)
+    head = np.ascontiguousarray(dates[:, :8]).view(np.uint64).ravel()
+    minute = np.arange(1440)
+    mid = np.empty((span, 1440, 8), dtype=np.uint8)
+    mid[:, :, 0:2] = dates[:, None, 8:10]
+    mid[:, :, 2] = ord("T")
+    mid[:, :, 3:5] = _PAIRS[minute // 60]
+    mid[:, :, 5] = ord(":")
+    mid[:, :, 6:8] = _PAIRS[minute % 60]
+    mid64 = mid.view(np.uint64).ravel()
+    out = np.empty((n, 3), dtype=np.uint64)
+    out[:, 0] = head[day_idx]
+    out[:, 1] = mid64[day_idx * 1440 + in_day // 60_000]
+    out[:, 2] = _TAIL[in_day % 60_000]
+    return out.view(np.uint8).reshape(n, ISO_WIDTH)
+
+
+def _iso_wide(dates: np.ndarray, day_idx: np.ndarray, in_day: np.ndarray) -> np.ndarray:
+    out = np.empty((len(day_idx), ISO_WIDTH), dtype=np.uint8)
+    out[:, 0:10] = dates[day_idx]
     out[:, 10] = ord("T")
     out[:, 11:13] = _PAIRS[in_day // 3_600_000]
     out[:, 13] = out[:, 16] = ord(":")
     out[:, 14:16] = _PAIRS[in_day // 60_000 % 60]
-    out[:, 17:19] = _PAIRS[in_day // 1000 % 60]
-    out[:, 19] = ord(".")
-    ms = in_day % 1000
-    out[:, 20] = 48 + ms // 100
-    out[:, 21:23] = _PAIRS[ms % 100]
-    out[:, 23] = ord("Z")
+    out[:, 16:24] = _TAIL[in_day % 60_000].view(np.uint8).reshape(-1, 8)
     return out
 
 

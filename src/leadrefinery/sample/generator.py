@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import ctypes.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,12 @@ class GeneratedBusiness:
     truth_path: Path
     counts: dict[str, int] = field(default_factory=dict)
     ceiling_auc: float = float("nan")
+
+
+def _give_back_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps them after numpy frees big temporaries)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _check(people: int, months: int, abusers: float, start: str) -> None:
@@ -68,7 +77,9 @@ def generate(
     converted = sample_labels(p, seed)
     conv = add_conversions(sim, pop, obs, converted, seed)
     n_envs = sim.n_envs
+    _give_back_memory()
     tbl = finalise(sim)
+    _give_back_memory()
     export_ms = int(tbl.ts[-1])
 
     events_path = out / ("events.jsonl.gz" if gzip else "events.jsonl")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip as gz
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .behaviour import N_MODES, EventTable, Kind
 from .formatting import ascii_column, iso_ms, message_ids
 
 CHUNK_ROWS = 200_000
+RENDER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,8 @@ TEMPLATES: dict[Kind, tuple[Part, ...]] = {
         Int("b"),
         ',"guests":',
         Int("c"),
-        ',"auto_suspended":',
-        Look("d", "bool"),
+        ",",
+        Look("d", "stop_tail"),
         "}",
     ),
     Kind.ENV_RESUMED: _track("Environment Resumed", '{"environment_id":', Id("a", "env-"), "}"),
@@ -165,7 +167,11 @@ def static_tables() -> dict[str, list[str]]:
         "source": [_j(s) for s in B.SOURCES],
         "template": [_j(t) for t in B.TEMPLATES],
         "max_duration": [str(int(m)) for m in B.MAX_DURATION],
-        "bool": ["false", "true"],
+        "stop_tail": [  # index 2 * template + auto_suspended
+            f'"auto_suspended":{_j(bool(auto))},"max_duration_minutes":{int(limit)}'
+            for limit in B.MAX_DURATION
+            for auto in (0, 1)
+        ],
         "email_campaign": [_j(c[0]) for c in B.EMAIL_CAMPAIGNS],
         "email_link": [_j(c[2]) for c in B.EMAIL_CAMPAIGNS],
         "doc": [_j({"title": t, "price": p, "currency": "USD"}) for t, p in B.DOCS],
@@ -221,8 +227,8 @@ def _render(
     tables: dict[str, pa.Array],
     n_people: int,
     key: tuple[int, int],
-) -> pa.Buffer:
-    """The JSON lines of rows lo..hi, in row order, as one contiguous buffer."""
+) -> list[pa.Buffer]:
+    """The JSON lines of rows lo..hi, in row order, as contiguous buffers."""
     n = hi - lo
     kind = tbl.kind[lo:hi]
     perm = np.argsort(kind, kind="stable")
@@ -261,36 +267,56 @@ def _render(
                 v = cols[part.col][s:e]
                 parts.append(table.take(pa.array(np.where(v < 0, len(table) - 1, v))))
         pieces.append(pc.binary_join_element_wise(*parts, ""))
-    lines = pa.concat_arrays(pieces)
     inv = np.empty(n, dtype=np.int64)
     inv[perm] = np.arange(n)
-    out = lines.take(pa.array(inv))
-    offsets = np.frombuffer(out.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * out.offset)
-    end = int(offsets[-1])
-    return out.buffers()[2].slice(0, end)
+    lines = pa.chunked_array(pieces).take(pa.array(inv))
+    out = []
+    for chunk in lines.chunks:
+        offsets = np.frombuffer(
+            chunk.buffers()[1], dtype=np.int32, count=len(chunk) + 1, offset=4 * chunk.offset
+        )
+        out.append(chunk.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])))
+    return out
 
 
 def write_events(
     path: Path, tbl: EventTable, pop: B.Population, bodies: list[str], seed: int, *, compress: bool
 ) -> None:
-    """Render and write every event line; the file is byte-identical for the same inputs."""
+    """Render and write every event line; the file is byte-identical for the same inputs.
+
+    Chunks are rendered by `RENDER_THREADS` threads (numpy and Arrow release the GIL) and written,
+    in order, by one more thread, with a bounded number of chunks in flight.
+    """
     tables = run_tables(pop, bodies)
     k1, k2 = (int(k) for k in B.stream(seed, "message-ids").integers(0, 2**63, 2))
     key = (k1, k2)
     raw: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed below, after the writer thread
     sink: IO[bytes] | gz.GzipFile = raw
     if compress:  # no name, no mtime in the header: byte-identical output
-        sink = gz.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
-    pending: list[Future[int]] = []
+        sink = gz.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=3)
+
+    def write(buffers: list[pa.Buffer]) -> None:
+        for buf in buffers:
+            sink.write(buf)
+
+    rendering: deque[Future[list[pa.Buffer]]] = deque()
+    writing: deque[Future[None]] = deque()
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sample-writer") as pool:
+        with (
+            ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="sample-render") as renderers,
+            ThreadPoolExecutor(1, thread_name_prefix="sample-writer") as writer,
+        ):
             for lo in range(0, len(tbl), CHUNK_ROWS):
-                buf = _render(tbl, lo, min(lo + CHUNK_ROWS, len(tbl)), tables, pop.n, key)
-                pending.append(pool.submit(sink.write, buf))
-                if len(pending) > 1:  # at most one chunk waiting: bounded memory
-                    pending.pop(0).result()
-            for f in pending:
-                f.result()
+                hi = min(lo + CHUNK_ROWS, len(tbl))
+                rendering.append(renderers.submit(_render, tbl, lo, hi, tables, pop.n, key))
+                if len(rendering) > RENDER_THREADS:
+                    writing.append(writer.submit(write, rendering.popleft().result()))
+                while len(writing) > 1:
+                    writing.popleft().result()
+            while rendering:
+                writing.append(writer.submit(write, rendering.popleft().result()))
+            while writing:
+                writing.popleft().result()
     finally:
         if compress:
             sink.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError, MissingExtra
 from .engine import Engine
 from .schema import TABLES, Table
-
 
 # engine name -> (module, class, the module whose absence means the extra is missing, extra)
 _OPTIONAL_ENGINES = {
@@ -18,7 +18,7 @@ _OPTIONAL_ENGINES = {
 }
 
 
-def _engine_class(name: str) -> type[Engine]:
+def _engine_class(name: str) -> Callable[..., Engine]:
     """Import an optional engine; a missing driver says which `pip install` line fixes it."""
     module, cls, driver, extra = _OPTIONAL_ENGINES[name]
     try:
@@ -49,7 +49,7 @@ def open_engine(settings: Settings, root: Path, *, read_only: bool = False, owne
         if not cfg.dsn:
             raise ConfigError("set LEADREFINERY_PG_DSN to use the postgres engine", key="store.dsn")
         engine = _engine_class("postgres")(cfg.dsn)
-    elif cfg.engine == "spark":  # once the settings allow it: tables under <project>/spark-warehouse
+    elif cfg.engine == "spark":  # once the settings allow it; tables in <project>/spark-warehouse
         engine = _engine_class("spark")(root / "spark-warehouse")
     else:  # pragma: no cover - the settings model forbids it
         raise ConfigError(f"unknown engine {cfg.engine!r}", key="store.engine")

@@ -90,7 +90,7 @@ def to_logical(data: pa.Table, table: Table) -> pa.Table:
     data = prepare_arrow_for_load(data)
     types = dict(table.columns)
     cols = []
-    for name, col in zip(data.column_names, data.columns):
+    for name, col in zip(data.column_names, data.columns, strict=True):
         logical = types.get(name)
         if logical is None:
             cols.append(col)
@@ -135,7 +135,8 @@ def copy_tables(
             raise StoreError(f"the source store ({src.name}) has no table {name!r}")
         if not dst.existing_columns(name):
             raise StoreError(
-                f"the destination store ({dst.name}) has no table {name!r}: run ensure_schema() first"
+                f"the destination store ({dst.name}) has no table {name!r}: "
+                "run ensure_schema() first"
             )
         schema = TABLES.get(name)
         cols = [c for c in (schema.column_names if schema else have) if c in have]

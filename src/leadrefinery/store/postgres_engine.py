@@ -83,7 +83,11 @@ def qmark_to_format(sql: str) -> str:
     while i < n:
         c = sql[i]
         if c == "'":
-            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            escapes = (
+                i > 0
+                and sql[i - 1] in "eE"
+                and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            )
             j = i + 1
             while j < n:
                 if escapes and sql[j] == "\\":
@@ -112,8 +116,10 @@ def qmark_to_format(sql: str) -> str:
             j = n if j < 0 else j + 2
             out.append(sql[i:j].replace("%", "%%"))
             i = j
-        elif c == "$" and (m := re.match(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$", sql[i:])) and not (
-            i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")
+        elif (
+            c == "$"
+            and (m := re.match(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$", sql[i:]))
+            and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_"))
         ):
             tag = m.group(0)
             j = sql.find(tag, i + len(tag))
@@ -153,7 +159,7 @@ class PostgresEngine(Engine):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[psycopg.Connection] = []
-        self.conn  # connect now, so a wrong DSN fails at open, not at first use
+        self.conn  # noqa: B018 - connect now, so a wrong DSN fails at open, not at first use
 
     # -- connections ------------------------------------------------------------------------
 
@@ -198,7 +204,9 @@ class PostgresEngine(Engine):
     # -- running SQL ------------------------------------------------------------------------
 
     def _error(self, exc: psycopg.Error, sql: str) -> StoreError:
-        return StoreError(f"{type(exc).__name__}: {str(exc).strip()}\n-- while running:\n{sql[:2000]}")
+        return StoreError(
+            f"{type(exc).__name__}: {str(exc).strip()}\n-- while running:\n{sql[:2000]}"
+        )
 
     def _cursor_run(self, sql: str, params: Sequence[Any] | None) -> psycopg.Cursor:
         cur = self.conn.cursor()
@@ -247,7 +255,8 @@ class PostgresEngine(Engine):
             if res.status != pq.ExecStatus.COMMAND_OK:  # pragma: no cover - after a good prepare
                 raise StoreError(f"cannot describe the query\n-- while running:\n{sql[:2000]}")
             return [
-                ((res.fname(i) or b"").decode(), res.ftype(i), res.fmod(i)) for i in range(res.nfields)
+                ((res.fname(i) or b"").decode(), res.ftype(i), res.fmod(i))
+                for i in range(res.nfields)
             ]
 
     @staticmethod
@@ -257,7 +266,9 @@ class PostgresEngine(Engine):
                 precision, scale = ((fmod - 4) >> 16) & 0xFFFF, (fmod - 4) & 0xFFFF
                 if precision <= 38:
                     return pa.decimal128(precision, scale)
-            return pa.float64()  # unconstrained NUMERIC (e.g. SUM(bigint)): cast in SQL if exactness matters
+            return (
+                pa.float64()
+            )  # unconstrained NUMERIC (e.g. SUM(bigint)): cast in SQL if exactness matters
         return _ARROW_BY_OID.get(oid, pa.string())
 
     def query_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
@@ -266,10 +277,15 @@ class PostgresEngine(Engine):
         if not fields:
             return pa.table({})
         names = [f"c{i}" for i in range(len(fields))]
-        types = {n: self._arrow_type(oid, mod) for n, (_, oid, mod) in zip(names, fields)}
+        types = {
+            n: self._arrow_type(oid, mod) for n, (_, oid, mod) in zip(names, fields, strict=True)
+        }
         buf = io.BytesIO()
         try:
-            with self.conn.cursor() as cur, cur.copy(f"COPY ({bound}\n) TO STDOUT (FORMAT csv)") as copy:
+            with (
+                self.conn.cursor() as cur,
+                cur.copy(f"COPY ({bound}\n) TO STDOUT (FORMAT csv)") as copy,
+            ):
                 for chunk in copy:
                     buf.write(chunk)
         except psycopg.Error as exc:

@@ -173,8 +173,10 @@ class SparkEngine(Engine):
         its own current database and settings); otherwise the process's session is started or
         joined, and stopped on close only if this engine started it.
         """
-        self._tmp = None if warehouse is not None else tempfile.mkdtemp(prefix="leadrefinery-spark-")
-        self.warehouse = Path(warehouse if warehouse is not None else self._tmp).resolve()
+        self._tmp: str | None = None
+        if warehouse is None:
+            warehouse = self._tmp = tempfile.mkdtemp(prefix="leadrefinery-spark-")
+        self.warehouse = Path(warehouse).resolve()
         self.warehouse.mkdir(parents=True, exist_ok=True)
         if session is None:
             session, self._owns_session = start_session(
@@ -192,7 +194,9 @@ class SparkEngine(Engine):
 
     def _wrap(self, exc: BaseException, sql: str) -> StoreError:
         text = exc.getMessage() if isinstance(exc, PySparkException) else str(exc)
-        return StoreError(f"{type(exc).__name__}: {text.strip()[:2000]}\n-- while running:\n{sql[:2000]}")
+        return StoreError(
+            f"{type(exc).__name__}: {text.strip()[:2000]}\n-- while running:\n{sql[:2000]}"
+        )
 
     def _sql(self, sql: str, params: Sequence[Any] | None = None) -> DataFrame:
         try:
@@ -228,7 +232,7 @@ class SparkEngine(Engine):
 
     @staticmethod
     def _parse_delete(sql: str) -> exp.Delete | None:
-        if not sql.lstrip()[:6].upper() == "DELETE":
+        if sql.lstrip()[:6].upper() != "DELETE":
             return None
         try:
             stmt = sqlglot.parse_one(sql, read="spark")
@@ -296,7 +300,11 @@ class SparkEngine(Engine):
             with _quiet():
                 df = self.spark.createDataFrame(data)
                 cols = [
-                    (F.col(f"`{given[f.name.lower()]}`") if f.name.lower() in given else F.lit(None))
+                    (
+                        F.col(f"`{given[f.name.lower()]}`")
+                        if f.name.lower() in given
+                        else F.lit(None)
+                    )
                     .cast(f.dataType)
                     .alias(f.name)
                     for f in schema
