@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
-import os
 import random
 import shutil
 import signal
@@ -146,10 +146,8 @@ def send(args, port: int, auth: str, bodies: list[list[bytes]]) -> dict:
     def sample_lag() -> None:
         while time.perf_counter() < stop_at:
             time.sleep(1.0)
-            try:
+            with contextlib.suppress(OSError):
                 lag_samples.append(get_health(port)["log"]["lag_bytes"])
-            except OSError:
-                pass
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
     threading.Thread(target=sample_lag, daemon=True).start()

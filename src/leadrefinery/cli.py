@@ -238,6 +238,11 @@ def demo(
     p = result.project
     if hasattr(p, "leads"):
         show_leads(p.leads(top=15), title="top leads")
+    from .api.auth import ensure_demo_users  # dashboard logins, all with password "demo"
+
+    logins = ensure_demo_users(p.root, p.engine)
+    console.print("dashboard logins: " + ", ".join(f"[bold]{u}[/] / {pw} ({r})"
+                                                   for u, pw, r in logins), highlight=False)
     url = f"http://{p.settings.server.host}:{p.settings.server.port}/"
     if serve and "serve" in {c.name for c in app.registered_commands}:
         console.print(f"\n[bold green]open {url}[/] (Ctrl-C stops the server)")
@@ -852,3 +857,137 @@ def backtest(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+# -- dashboard logins and CRM export (api/auth.py, report/export.py) ---------------------------
+
+users_app = typer.Typer(help="Logins of the dashboard and REST API (the users tables of refinery.toml).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+@handle_errors
+def users_add(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option(help="admin | analyst | rep")] = "rep",
+    rep: Annotated[str | None, typer.Option(help="For a rep: their e-mail as owner / in "
+                                            "[[reps]] (whose leads they see).")] = None,
+    owner: Annotated[list[str] | None, typer.Option(
+        "--owner", help="Also theirs: leads with this CRM owner name (repeatable).")] = None,
+    see_all: Annotated[bool, typer.Option(help="A rep who may see every lead.")] = False,
+    display_name: Annotated[str | None, typer.Option("--name", help="Shown in the page header.")
+                            ] = None,
+    password: Annotated[str | None, typer.Option(
+        help="The password (default: asked for; or LEADREFINERY_PASSWORD).")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Create a login, or change its role or password; stores a salted scrypt hash, never the
+    password. A running server picks the change up at the next request."""
+    import os
+
+    from .api.auth import hash_password, set_user
+
+    p = open_project(project, read_only=True)
+    root = p.root
+    password = password or os.environ.get("LEADREFINERY_PASSWORD")
+    if not password:
+        password = typer.prompt(f"password for {name}", hide_input=True,
+                                confirmation_prompt=True)
+    set_user(root, name, role=role, rep=rep, owners=list(owner) if owner else None,
+             see_all=see_all or None, name=display_name, password_hash=hash_password(password))
+    console.print(f"user [bold]{name}[/] ({role}) saved in {root / 'refinery.toml'}",
+                  highlight=False)
+
+
+@users_app.command("list")
+@handle_errors
+def users_list(project: ProjectOpt = None) -> None:
+    """The logins, their roles and which leads they see."""
+    p = open_project(project, read_only=True)
+    t = Table(title="users")
+    for c in ("name", "role", "sees", "password", "API tokens"):
+        t.add_column(c)
+    for name, u in p.settings.users.items():
+        sees = "all leads" if u.role != "rep" or u.see_all else \
+            "leads of " + ", ".join(x for x in (u.rep, *u.owners) if x) if (u.rep or u.owners) \
+            else "nothing (set --rep)"
+        t.add_row(name, u.role, sees, "set" if u.password_hash else "[red]none[/]",
+                  str(len(u.token_hashes)))
+    console.print(t)
+
+
+@users_app.command("remove")
+@handle_errors
+def users_remove(name: Annotated[str, typer.Argument()], project: ProjectOpt = None) -> None:
+    """Delete a login (their sessions end at their next request)."""
+    from .api.auth import remove_user
+
+    p = open_project(project, read_only=True)
+    if not remove_user(p.root, name):
+        err.print(f"no user {name!r}")
+        raise typer.Exit(6)
+    console.print(f"removed {name}")
+
+
+@users_app.command("token")
+@handle_errors
+def users_token(name: Annotated[str, typer.Argument()], project: ProjectOpt = None) -> None:
+    """Make an API token for scripts (`Authorization: Bearer TOKEN`); only its hash is kept."""
+    from .api.auth import new_token, set_user
+
+    p = open_project(project, read_only=True)
+    if name not in p.settings.users:
+        err.print(f"no user {name!r}; add one with `leadrefinery users add {name}`")
+        raise typer.Exit(6)
+    token, digest = new_token()
+    set_user(p.root, name, token_hashes=[*p.settings.users[name].token_hashes, digest])
+    console.print(f"token for {name} (shown once):")
+    print(token)
+
+
+@app.command("export")
+@handle_errors
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="csv | json (JSON lines)")] = "csv",
+    layout: Annotated[str, typer.Option(help="generic | salesforce (Lead object API names "
+                                        "plus LR_*__c custom fields)")] = "generic",
+    since: Annotated[str | None, typer.Option(help="Only leads new or whose score moved since "
+                                              "this time (ISO-8601).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write here (default: standard output).")
+                   ] = None,
+    grade: Annotated[list[str] | None, typer.Option(help="Only these grades (repeatable).")
+                     ] = None,
+    mql: Annotated[bool, typer.Option("--mql", help="Only MQLs.")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many leads.")] = None,
+    push: Annotated[str | None, typer.Option(
+        "--push", help="Also send each changed lead as a `score_changed` alert to this "
+        "webhook receiver (alerts.webhooks.NAME), through the outbox.")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """The ranked lead list for a CRM: grade, bucket, stage, reasons, owner (see
+    report/export.py for the layouts)."""
+    from .report.export import FORMATS, LAYOUTS, export_rows, push_changes, write_csv, write_json
+    from .report.leads import LeadFilter
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"--layout must be one of {', '.join(LAYOUTS)}")
+    t = _time(since, "--since")
+    flt = LeadFilter(grade=list(grade or []), mql=True if mql else None)
+    with open_project(project, read_only=push is None) as p:
+        m = p.model()
+        rows = export_rows(p.engine, m, layout=layout, since=t, flt=flt, limit=limit)
+        f = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+        try:
+            n = write_csv(rows, f, layout) if fmt == "csv" else write_json(rows, f)
+        finally:
+            if out:
+                f.close()
+        if out:
+            err.print(f"wrote {n:,} leads to {out} ({fmt}, {layout} layout)")
+        if push:
+            ids = push_changes(p.engine, m, p.settings, webhook=push, since=t, limit=limit)
+            err.print(f"queued {len(ids):,} score_changed alert(s) for webhook {push!r}; `serve` "
+                      "delivers them (or `leadrefinery alerts --deliver`)")

@@ -46,9 +46,8 @@ def _snake(name: str) -> str:
 def error_body(exc: LeadRefineryError) -> dict[str, Any]:
     code = getattr(exc, "code", None)
     if not code:
-        code = next(
-            (c for cls, c in ERROR_CODES.items() if isinstance(exc, cls)), _snake(type(exc).__name__)
-        )
+        known = (c for cls, c in ERROR_CODES.items() if isinstance(exc, cls))
+        code = next(known, _snake(type(exc).__name__))
     body: dict[str, Any] = {"code": code, "message": exc.message}
     for k in CONTEXT_FIELDS:
         v = getattr(exc, k, None)
@@ -85,7 +84,9 @@ def create_app(
 
     @app.exception_handler(LeadRefineryError)
     async def lead_refinery_error(request: Request, exc: LeadRefineryError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="leadrefinery"'} if exc.http_status == 401 else None
+        headers = None
+        if exc.http_status == 401:
+            headers = {"WWW-Authenticate": 'Basic realm="leadrefinery"'}
         if exc.http_status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(error_body(exc), status_code=exc.http_status, headers=headers)

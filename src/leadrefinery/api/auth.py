@@ -332,11 +332,11 @@ def _header_re(name: str) -> re.Pattern:
     return re.compile(rf'^\[\s*users\s*\.\s*(?:"{q}"|{q})\s*\]\s*$', re.M)
 
 
-def set_user(root: Path, name: str, **values) -> None:
+def set_user(root: Path, user: str, **values) -> None:
     """Create or update `[users.NAME]` in refinery.toml; other keys of the user are kept,
     keys given as None are removed. Comments elsewhere in the file are untouched."""
-    if not NAME_RE.match(name):
-        raise InputError(f"user name {name!r}: use letters, digits and . _ @ + - (at most 64)",
+    if not NAME_RE.match(user):
+        raise InputError(f"user name {user!r}: use letters, digits and . _ @ + - (at most 64)",
                          field="name")
     role = values.get("role")
     if role is not None and role not in ROLES:
@@ -344,7 +344,7 @@ def set_user(root: Path, name: str, **values) -> None:
     path = Path(root) / PROJECT_FILE
     text = path.read_text(encoding="utf-8")
     users = load_settings(Path(root)).users
-    current = users[name].model_dump(exclude_defaults=True) if name in users else {}
+    current = users[user].model_dump(exclude_defaults=True) if user in users else {}
     merged = {**current, **{k: v for k, v in values.items() if v is not None}}
     for k, v in values.items():
         if v is None:
@@ -352,8 +352,8 @@ def set_user(root: Path, name: str, **values) -> None:
     UserConfig.model_validate(merged)  # fail before writing
     order = ["role", "name", "rep", "owners", "see_all", "password_hash", "token_hashes"]
     keys = [k for k in order if k in merged] + [k for k in merged if k not in order]
-    block = f'[users."{name}"]\n' + "".join(f"{k} = {_toml_value(merged[k])}\n" for k in keys)
-    m = _header_re(name).search(text)
+    block = f'[users."{user}"]\n' + "".join(f"{k} = {_toml_value(merged[k])}\n" for k in keys)
+    m = _header_re(user).search(text)
     if m:
         nxt = re.compile(r"^\s*\[", re.M).search(text, m.end())
         end = nxt.start() if nxt else len(text)

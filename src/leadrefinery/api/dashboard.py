@@ -97,6 +97,17 @@ def _ago(v: Any, ref: datetime | None = None) -> str:
     return "just now"
 
 
+def _val(v: Any) -> str:
+    """An evidence value: whole numbers without decimals, times to the second."""
+    if isinstance(v, bool) or v is None:
+        return str(v).lower() if isinstance(v, bool) else "–"
+    if isinstance(v, int | float):
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+    if isinstance(v, str) and len(v) >= 19 and v[4] == "-" and v[10] in " T":
+        return v[:19].replace("T", " ")
+    return str(v)
+
+
 def _chart(spec: dict, label: str = "chart") -> Markup:
     """A chart placeholder: the spec as JSON in a data attribute, rendered by dashboard.js."""
     payload = json.dumps(spec, separators=(",", ":")).replace("&", "&amp;").replace(
@@ -112,7 +123,7 @@ def _json(v: Any) -> str:
 def make_env() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_num, pct=_pct, money=_money, dt=_dt, ago=_ago, tojson_text=_json)
+    env.filters.update(val=_val, num=_num, pct=_pct, money=_money, dt=_dt, ago=_ago, tojson_text=_json)
     env.globals.update(chart=_chart, charts=charts)
     return env
 
@@ -367,11 +378,11 @@ def campaigns_page(request: Request, by: str = "campaign", days: int = 0):
                                   good_grades=dash.good_grades, good_buckets=dash.good_buckets,
                                   scope=user.scope)
     return render(request, "campaigns.html", user=user, started=started, c=c, by=by, days=days,
-                  dims=list(campaign_report.DIMENSIONS))
+                  dims=list(campaign_report.DIMENSIONS), ref=ref)
 
 
 @router.get("/abuse", response_class=HTMLResponse)
-def abuse_page(request: Request):
+def abuse_page(request: Request, page: int = 1):
     started = time.perf_counter()
     user = page_user(request, "abuse")
     if not isinstance(user, User):
@@ -379,7 +390,8 @@ def abuse_page(request: Request):
     st = state(request)
     model = st.model()
     a = abuse_report.abuse(st.engine, model, scope=user.scope,
-                           active_minutes=st.project.settings.dashboard.active_minutes)
+                           active_minutes=st.project.settings.dashboard.active_minutes,
+                           page=page)
     return render(request, "abuse.html", user=user, started=started, a=a)
 
 
@@ -394,7 +406,8 @@ def model_page(request: Request):
     bt = model_report.cached_backtest(st.project.root)
     card = model_report.predictive_card(st.project, st.engine)
     alerts = model_report.alerts_status(st.engine)
-    return render(request, "model.html", user=user, started=started,
+    ref = st.cached("ref", 10, lambda: reference_time(st.engine))
+    return render(request, "model.html", user=user, started=started, ref=ref,
                   m=model_report.model_summary(model), bt=bt, job=st.backtest, card=card,
                   alerts=alerts)
 

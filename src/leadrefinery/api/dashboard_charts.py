@@ -219,6 +219,6 @@ def score_history(rows: list[dict]) -> dict:
     return spec(rows, height=140, mark={"type": "line", "point": True, "tooltip": True,
                                         "color": "#0f766e"}, encoding={
         "x": {"field": "as_of", "type": "temporal", "title": None,
-              "axis": {"format": "%b %d", "labelAngle": 0}},
+              "axis": {"format": "%b %d", "labelAngle": 0, "tickCount": 6}},
         "y": {"field": "score", "type": "quantitative", "title": "score"},
     })

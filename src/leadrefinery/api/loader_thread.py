@@ -12,6 +12,7 @@ rescoring plugs in there). Fully loaded segments that are no longer written are 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -261,9 +262,8 @@ class LogLoader:
         e = self.engine
 
         def collect(engine: Engine) -> None:
-            touched.update(
-                r[0] for r in engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
-            )
+            rows = engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
+            touched.update(r[0] for r in rows)
 
         def collect_and_record(engine: Engine) -> None:
             collect(engine)
@@ -314,10 +314,9 @@ class LogLoader:
         try:
             col.validate(full=True)  # UTF-8 (always, for lines this server wrote)
         except pa.ArrowInvalid:
-            col = pa.array(
-                [data[a:b].decode("utf-8", errors="replace") for a, b in itertools.pairwise(offsets)],
-                pa.string(),
-            )
+            pairs = itertools.pairwise(offsets)
+            col = pa.array([data[a:b].decode("utf-8", errors="replace") for a, b in pairs],
+                           pa.string())
         table = pa.table({"line_no": np.arange(first, first + n, dtype=np.int64), "line": col})
         end = data.find(b'",', len(_PREFIX)) if data.startswith(_PREFIX) else -1
         if end > 0 and data.count(b"\n" + data[: end + 2]) == n - 1:
@@ -349,10 +348,9 @@ def lower_priority(nice: int, *tids: int) -> None:
     takes longer, which `/health` shows as lag).
     """
     for tid in tids:
-        try:
+        # not Linux, or not allowed: only slower, not wrong
+        with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-        except (OSError, AttributeError):  # not Linux, or not allowed: only slower, not wrong
-            pass
 
 
 def other_threads() -> list[int]:

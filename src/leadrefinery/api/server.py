@@ -7,6 +7,7 @@ clean stop; after a crash it is stale and simply overwritten by the next `serve`
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -69,6 +70,10 @@ def serve(
     service.start()
     lock = project.root / SERVE_LOCK
     lock.write_text(json.dumps({"pid": os.getpid(), "url": url, "started_at": time.time()}))
+    # everything loaded so far lives as long as the server: keep it out of the collector's
+    # full passes, which would otherwise pause request handling now and then
+    gc.collect()
+    gc.freeze()
     if announce:
         announce(url, service)
     try:

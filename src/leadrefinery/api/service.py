@@ -115,7 +115,8 @@ class IngestService:
             "loader": {
                 "micro_batches": st.batches,
                 "lines": st.lines,
-                **{k: getattr(st.report, k) for k in ("read", "stored", "duplicates", "quarantined")},
+                **{k: getattr(st.report, k)
+                   for k in ("read", "stored", "duplicates", "quarantined")},
                 "last_batch_seconds": round(st.last_batch_seconds, 4),
                 "last_loaded_at": st.last_loaded_at,
                 "errors": st.errors,

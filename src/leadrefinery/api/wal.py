@@ -7,12 +7,12 @@
                                                    │
                                      LogLoader (loader_thread.py) ─► the store, in micro-batches
 
-A request appends its lines (one message per line, see `ingest.encode_lines`) in one write. The log only ever
-grows at its end; it is cut into segments of about `segment_bytes` and a segment is deleted
-once the store has loaded all of it (`LogLoader` decides). Every start begins a new segment, so
-a segment written by an earlier run is read-only; a trailing line without its newline (a crash
-in the middle of a write, which was therefore never acknowledged) is moved aside to
-`<segment>.torn` on start, so later lines never run into it.
+A request appends its lines (one message per line, see `ingest.encode_lines`) in one write.
+The log only ever grows at its end; it is cut into segments of about `segment_bytes`, and a
+segment is deleted once the store has loaded all of it (`LogLoader` decides). Every start
+begins a new segment, so a segment written by an earlier run is read-only; a trailing line
+without its newline (a crash in the middle of a write, which was therefore never acknowledged)
+is moved aside to `<segment>.torn` on start, so later lines never run into it.
 
 Only one process may write a log: `open()` takes an exclusive lock on `log/LOCK`.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
@@ -242,10 +243,8 @@ class IngestLog:
         except OSError as exc:
             log.error("cannot write the ingestion log: %s", exc)
             error = LogWriteError(f"cannot write the ingestion log {self.dir}: {exc}")
-            try:  # keep the segment line-aligned: drop what was half-written
+            with contextlib.suppress(OSError):  # keep the segment line-aligned: drop a half write
                 os.ftruncate(self._fd, self._sizes[self._current])
-            except OSError:
-                pass
         else:
             with self._sizes_lock:
                 self._sizes[self._current] = size + len(data)
@@ -278,19 +277,16 @@ class IngestLog:
             else:
                 fut.set_exception(error)
         for loop, futs in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle_futures, futs, error)
-            except RuntimeError:  # the loop has closed: nobody is waiting any more
-                pass
 
     # -- what the loader needs ------------------------------------------------------------
 
     def segments(self) -> list[Segment]:
         with self._sizes_lock:
             cur = self._current
-            return [
-                Segment(n, segment_name(n), size, n == cur) for n, size in sorted(self._sizes.items())
-            ]
+            return [Segment(n, segment_name(n), size, n == cur)
+                    for n, size in sorted(self._sizes.items())]
 
     @property
     def written(self) -> int:

@@ -22,7 +22,7 @@ ABUSE_KINDS = ("abuse", "abuse_flag", "unusual_usage", "unusual")
 
 
 def abuse(engine: Engine, model: Model, *, scope: Scope | None = None, recent_days: int = 14,
-          active_minutes: float = 30, limit: int = 100) -> dict[str, Any]:
+          active_minutes: float = 30, limit: int = 25, page: int = 1) -> dict[str, Any]:
     ref = reference_time(engine)
     cond, cp = scope_sql(scope, person="s.person_id")
     descs = {a.id: a.description or a.id for a in model.spec.abuse}
@@ -37,7 +37,8 @@ def abuse(engine: Engine, model: Model, *, scope: Scope | None = None, recent_da
                    "abuse", "owner"), engine.query(
             "SELECT s.person_id, p.email, p.name, p.company, s.score, s.grade, p.last_seen, "
             f"s.abuse, coalesce(p.owner, a.owner) {base} "
-            "ORDER BY p.last_seen DESC NULLS LAST LIMIT ?", [model.name, *cp, limit])):
+            "ORDER BY p.last_seen DESC NULLS LAST, s.person_id LIMIT ? OFFSET ?",
+            [model.name, *cp, limit, (max(1, page) - 1) * limit])):
         ev = loads(r.pop("abuse")) or {}
         r["rules"] = [{"rule": k, "description": descs.get(k, k), "evidence": v}
                       for k, v in ev.items()]
@@ -63,8 +64,8 @@ def abuse(engine: Engine, model: Model, *, scope: Scope | None = None, recent_da
         "LEFT JOIN accounts a ON a.account_id = p.account_id "
         "LEFT JOIN latest_scores s ON s.person_id = e.person_id AND s.model = ? "
         f"WHERE e.ts >= ? AND e.ts <= ? AND e.person_id IS NOT NULL AND {acond2} "
-        "GROUP BY 1, 2, 3, 4 ORDER BY 8 DESC, 7 DESC LIMIT ?",
-        [model.name, since, ref, *ap2, limit]))
+        "GROUP BY 1, 2, 3, 4 ORDER BY 8 DESC, 7 DESC LIMIT 100",
+        [model.name, since, ref, *ap2]))
     if active:
         ids = [a["person_id"] for a in active]
         marks = ", ".join("?" for _ in ids)
@@ -78,6 +79,7 @@ def abuse(engine: Engine, model: Model, *, scope: Scope | None = None, recent_da
         for a in active:
             a["doing"] = recent.get(a["person_id"], [])
     return {"reference_time": ref, "flagged": counts[0], "open": counts[1],
+            "page": max(1, page), "pages": max(1, -(-counts[0] // limit)),
             "recent_days": recent_days, "active_minutes": active_minutes,
             "flags": flags, "alerts": alerts, "active": active}
 

@@ -9,7 +9,9 @@
       conversion_by_grade  [{grade, leads, converted, rate, mql}]
       funnel               [{stage, reached, share}]  people who reached each buyer stage
 
-"Now" is `reference_time` (the newest event when the data is historical).
+"Now" is `reference_time` (the newest event when the data is historical); sign-up questions
+(new leads, last week) count back from the newest sign-up when that is earlier — a data set
+whose sign-ups stopped a while ago still shows its last week of them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def overview(engine: Engine, model: Model, *, scope: Scope | None = None, days: 
     wp = [model.name, *cp]
     spec = model.spec
     grades = spec.grades.names() if spec.grades else []
-    week_ago = ref - timedelta(days=7)
+    newest = engine.scalar("SELECT max(first_seen) FROM people")
+    signups = min(ref, newest) if newest is not None else ref
+    week_ago = signups - timedelta(days=7)
 
     k = engine.query(
         f"SELECT count(*), count(*) FILTER (WHERE s.mql), count(*) FILTER (WHERE s.flagged), "
@@ -43,12 +47,12 @@ def overview(engine: Engine, model: Model, *, scope: Scope | None = None, days: 
         [week_ago, week_ago, *wp])[0]
     kpis = {"people": k[0], "mql": k[1], "flagged": k[2], "converted": k[3],
             "new_last_week": k[4], "new_mql_last_week": k[5], "scored_as_of": k[6],
-            "reference_time": ref}
+            "reference_time": ref, "signups_to": signups}
 
     new_by_grade = rows(("day", "grade", "leads"), engine.query(
         f"SELECT CAST(p.first_seen AS DATE) AS day, coalesce(s.grade, '-') AS g, count(*) {BASE} "
         f"WHERE {where} AND p.first_seen >= ? AND p.first_seen <= ? GROUP BY 1, 2 ORDER BY 1, 2",
-        [*wp, ref - timedelta(days=days), ref]))
+        [*wp, signups - timedelta(days=days), signups]))
 
     # the grade distribution per full (not real-time partial) scoring run: the history
     hist_scope = "" if scope is None or not scope.limited else (
@@ -69,12 +73,12 @@ def overview(engine: Engine, model: Model, *, scope: Scope | None = None, days: 
     mql_by_source_week = rows(("week", "source", "mql"), engine.query(
         f"SELECT CAST(date_trunc('week', p.first_seen) AS DATE), coalesce(p.source, '(none)'), "
         f"count(*) {BASE} WHERE {where} AND s.mql AND p.first_seen >= ? AND p.first_seen <= ? "
-        "GROUP BY 1, 2 ORDER BY 1, 2", [*wp, ref - timedelta(weeks=weeks), ref]))
+        "GROUP BY 1, 2 ORDER BY 1, 2", [*wp, signups - timedelta(weeks=weeks), signups]))
 
     lw = engine.query(
         f"SELECT coalesce(p.source, '(none)'), count(*), count(*) FILTER (WHERE s.mql) {BASE} "
         f"WHERE {where} AND p.first_seen >= ? AND p.first_seen <= ? GROUP BY 1 "
-        "ORDER BY 3 DESC, 2 DESC", [*wp, week_ago, ref])
+        "ORDER BY 3 DESC, 2 DESC", [*wp, week_ago, signups])
     last_week = [{"source": s, "leads": n, "mql": m, "mql_rate": rate(m, n)} for s, n, m in lw]
 
     conv = engine.query(

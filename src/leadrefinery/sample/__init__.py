@@ -7,10 +7,11 @@
 The business
 ------------
 Trainers, sales engineers and IT teams sign up for a free trial (mirroring a real case: ~10k
-sign-ups a month, ~2 % convert, behaviour predicts who). Sign-ups are spread over `months`
-starting at `start`, weekdays busier than weekends (factor ~0.45 on Saturday), growing ~6 % a
-month, at office hours in each person's time zone. Anonymous browsing starts up to ~30 days
-before a sign-up; trial activity and conversions run up to ~2 months after the last sign-up.
+sign-ups a month, ~2 % convert, behaviour predicts who). Sign-ups are spread from `start` to
+the first day of the month `months` months later, weekdays busier than weekends (factor ~0.45
+on Saturday), growing ~6 % a month, at office hours in each person's time zone. Anonymous
+browsing starts up to ~30 days before a sign-up; trial activity and conversions run up to ~2
+months after the last sign-up.
 
 Who signs up (`business.py`): ~47 % company e-mail domains (the rest gmail/yahoo/hotmail/...),
 titles from economic buyers (CTO, VP, Director) over managers to developers, trainers and students,
@@ -83,7 +84,9 @@ How conversion is generated (`behaviour.py`, `conversion.py`)
    trial event, then a few paid logins (a leak for any feature that ignores point-in-time).
 
 `truth.csv` holds p and the label, so `ceiling_auc` (AUC of p against the label) is the best any
-model can do on this data (about 0.93 overall, 0.92 among ordinary trials, with default settings).
+model can do on this data (about 0.94 overall, 0.92 among ordinary trials, with default settings;
+a gradient-boosting model on point-in-time features rebuilt from the files reached 0.933 against a
+ceiling of 0.943 at 30k people).
 
 CRM files (`crm.py`)
 --------------------

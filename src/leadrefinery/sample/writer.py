@@ -5,8 +5,9 @@ template (`TEMPLATES`) of literal JSON text and slots; a slot is filled column-w
 (timestamps and message ids from fixed-width numpy text, numbers cast to text, names looked up in
 tables of pre-encoded JSON values), and the pieces are joined with `binary_join_element_wise`.
 Every table value is encoded with orjson, so each line is valid JSON by construction; the unit
-tests parse every line to prove it. A background thread writes (and gzips) the previous chunk while
-the next one is rendered.
+tests parse every line to prove it. Two threads render chunks (numpy and Arrow release the GIL)
+while a third writes (and gzips) them in order. Message ids derive from the row number, so the
+bytes do not depend on the chunking.
 """
 
 from __future__ import annotations
