@@ -56,7 +56,11 @@ def main() -> int:
         print(f"building a {args.people:,}-people demo store in {args.dir} (once)...", flush=True)
         build(args.dir, args.people)
 
-    from fastapi.testclient import TestClient
+    import warnings
+
+    with warnings.catch_warnings():  # starlette asks for `httpx2`; httpx still works
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
 
     from leadrefinery import Project
     from leadrefinery.api.app import create_app

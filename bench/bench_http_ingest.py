@@ -26,6 +26,7 @@ import base64
 import contextlib
 import http.client
 import json
+import os
 import random
 import shutil
 import signal
@@ -82,6 +83,15 @@ def make_batch(rng: random.Random, size: int, people: int) -> bytes:
             del base["userId"]
         msgs.append(base)
     return orjson.dumps({"batch": msgs, "sentAt": time.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def get_health(port: int) -> dict:
@@ -200,7 +210,9 @@ def main() -> int:
               f"{'closed loop' if not args.rate else f'{args.rate:,.0f} events/s'}, "
               f"{args.batch} events/request ({avg / 1024:.0f} KB), {args.seconds:.0f}s",
               flush=True)
+        cpu0 = cpu_seconds(server.pid)
         r = send(args, port, auth, bodies)
+        cpu_sending = cpu_seconds(server.pid) - cpu0
         t_end = time.perf_counter()
         h = get_health(port)
         lag_at_end = h["log"]["lag_bytes"]
@@ -208,6 +220,7 @@ def main() -> int:
             time.sleep(0.05)
             h = get_health(port)
         catch_up = time.perf_counter() - t_end
+        cpu_total = cpu_seconds(server.pid) - cpu0
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -234,6 +247,12 @@ def main() -> int:
     print(f"loader:         {h['loader']['micro_batches']} micro-batches, last "
           f"{h['loader']['last_batch_seconds'] * 1000:.0f} ms; store holds "
           f"{h['counts']['events']:,} events")
+    if cpu_total:
+        print(f"server CPU:     {cpu_sending / elapsed:.2f} cores while sending; "
+              f"{cpu_total * 1e6 / max(total, 1):.0f} us per event in all (HTTP + log + load)")
+    load = os.getloadavg()[0]
+    print(f"machine:        {os.cpu_count()} cores, load average {load:.1f} at the end"
+          + ("  (other work was running: figures are pessimistic)" if load > 3 else ""))
     ok = total / elapsed >= 20_000 and pct(0.99) <= 50
     print(f"target >= 20,000 events/s with p99 <= 50 ms: {'met' if ok else 'NOT met'}")
     argv = " ".join(a for a in sys.argv[1:] if a != "--keep")

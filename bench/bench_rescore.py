@@ -47,8 +47,8 @@ CREATE OR REPLACE TEMP TABLE hand AS
 WITH cut AS (SELECT TIMESTAMP '{as_of}' AS t, epoch_us(TIMESTAMP '{as_of}') AS us),
 pop AS (SELECT person_id, first_seen FROM people, cut WHERE first_seen <= cut.t),
 th AS (
-  SELECT person_id, key, arg_max(json_extract_string(value, '$'), (ts, message_id)) AS v,
-         arg_min(json_extract_string(value, '$'), (ts, message_id)) AS v_first
+  SELECT person_id, key, json_extract_string(arg_max(value, (ts, message_id)), '$') AS v,
+         json_extract_string(arg_min(value, (ts, message_id)), '$') AS v_first
   FROM trait_history, cut
   WHERE ts <= cut.t AND key IN ('email', 'company', 'title', 'phoneCountry', 'emailVerified',
         'phoneVerified', 'referralSource', 'referralCode', '$account_id', '$first_source', '$first_name')
@@ -89,7 +89,7 @@ person AS (
   FROM prof3
 ),
 acct AS (
-  SELECT account_id, TRY_CAST(arg_max(json_extract_string(value, '$'), (ts, message_id)) AS DOUBLE) AS size
+  SELECT account_id, TRY_CAST(json_extract_string(arg_max(value, (ts, message_id)), '$') AS DOUBLE) AS size
   FROM account_trait_history, cut
   WHERE ts <= cut.t AND lower(replace(key, '_', '')) IN ('employees', 'size', 'companysize', 'numberofemployees')
   GROUP BY account_id
@@ -115,25 +115,28 @@ m AS (
     type = 'page' AND path LIKE '/pricing%' AS m_pricing
   FROM ev
 ),
-w AS (
-  SELECT *,
-    CASE WHEN m_env THEN row_number() OVER (PARTITION BY person_id, m_env, day ORDER BY ts DESC, message_id DESC) END AS rk_env,
-    CASE WHEN m_eval THEN row_number() OVER (PARTITION BY person_id, m_eval, day ORDER BY ts DESC, message_id DESC) END AS rk_eval,
-    CASE WHEN m_sample THEN row_number() OVER (PARTITION BY person_id, m_sample, day ORDER BY ts DESC, message_id DESC) END AS rk_sample,
-    CASE WHEN m_integ THEN row_number() OVER (PARTITION BY person_id, m_integ, day ORDER BY ts DESC, message_id DESC) END AS rk_integ,
-    CASE WHEN m_sec THEN row_number() OVER (PARTITION BY person_id, m_sec, day ORDER BY ts DESC, message_id DESC) END AS rk_sec,
-    CASE WHEN m_pricing THEN row_number() OVER (PARTITION BY person_id, m_pricing, day ORDER BY ts DESC, message_id DESC) END AS rk_pricing
-  FROM m
+hits AS (  -- occurrences of the rules with a per-day limit, one row per (rule, event)
+  SELECT person_id, day, ts, message_id, 'env' AS r, 2 AS per_day,
+         (CASE WHEN template IN ('windows-lab', 'data-science') THEN 6 ELSE 3 END) * pow(0.5, age / 14) AS p
+  FROM m WHERE m_env
+  UNION ALL SELECT person_id, day, ts, message_id, 'eval', 3, 1 * pow(0.5, age / 21) FROM m WHERE m_eval
+  UNION ALL SELECT person_id, day, ts, message_id, 'sample', 3, 1.5 * pow(0.5, age / 21) FROM m WHERE m_sample
+  UNION ALL SELECT person_id, day, ts, message_id, 'integ', 3, 2.5 * pow(0.5, age / 21) FROM m WHERE m_integ
+  UNION ALL SELECT person_id, day, ts, message_id, 'sec', 2, 3 * pow(0.5, age / 30) FROM m WHERE m_sec
+  UNION ALL SELECT person_id, day, ts, message_id, 'pricing', 1, 4 * pow(0.5, age / 14) FROM m WHERE m_pricing
 ),
-agg AS (
+limited AS (
   SELECT person_id,
-    sum(CASE WHEN rk_env <= 2 THEN (CASE WHEN template IN ('windows-lab', 'data-science') THEN 6 ELSE 3 END) * pow(0.5, age / 14) END) AS env,
+    sum(p) FILTER (WHERE r = 'env') AS env, sum(p) FILTER (WHERE r = 'eval') AS eval,
+    sum(p) FILTER (WHERE r = 'sample') AS sample, sum(p) FILTER (WHERE r = 'integ') AS integ,
+    sum(p) FILTER (WHERE r = 'sec') AS sec, sum(p) FILTER (WHERE r = 'pricing') AS pricing
+  FROM (SELECT *, row_number() OVER (PARTITION BY person_id, r, day ORDER BY ts DESC, message_id DESC) AS rk
+        FROM hits) WHERE rk <= per_day
+  GROUP BY person_id
+),
+agg0 AS (
+  SELECT person_id,
     max(CASE WHEN m_env AND guests >= 3 THEN 6 * pow(0.5, age / 21) END) AS ran_class,
-    sum(CASE WHEN rk_eval <= 3 THEN 1 * pow(0.5, age / 21) END) AS eval,
-    sum(CASE WHEN rk_sample <= 3 THEN 1.5 * pow(0.5, age / 21) END) AS sample,
-    sum(CASE WHEN rk_integ <= 3 THEN 2.5 * pow(0.5, age / 21) END) AS integ,
-    sum(CASE WHEN rk_sec <= 2 THEN 3 * pow(0.5, age / 30) END) AS sec,
-    sum(CASE WHEN rk_pricing <= 1 THEN 4 * pow(0.5, age / 14) END) AS pricing,
     sum(CASE WHEN type = 'track' AND event = 'Email Clicked' THEN 2 * pow(0.5, age / 14) END) AS click,
     max(CASE WHEN type = 'track' AND event = 'Contact Sales Requested' THEN 25 * pow(0.5, age / 30) END) AS contact,
     max(CASE WHEN type = 'track' AND event = 'Documentation Purchased' THEN 15 * pow(0.5, age / 45) END) AS docs,
@@ -143,8 +146,9 @@ agg AS (
     count(DISTINCT day) FILTER (WHERE type = 'track' AND event = 'Logged In') AS login_days,
     count(DISTINCT template) FILTER (WHERE m_env) AS templates,
     min(age) AS days_since_active
-  FROM w GROUP BY person_id
+  FROM m GROUP BY person_id
 ),
+agg AS (SELECT * FROM agg0 LEFT JOIN limited USING (person_id)),
 pts AS (
   SELECT p.person_id,
     CASE WHEN NOT webmail AND email IS NOT NULL THEN 10 ELSE 0 END
@@ -198,8 +202,11 @@ def build(data: Path, people: int, rebuild: bool) -> Path:
 
     t = time.perf_counter()
     biz = generate(data / "gen", people=people, months=6, seed=7)
-    print(f"  generated {biz.counts['events']:,} events for {people:,} people in "
-          f"{time.perf_counter() - t:.0f}s", flush=True)
+    print(
+        f"  generated {biz.counts['events']:,} events for {people:,} people in "
+        f"{time.perf_counter() - t:.0f}s",
+        flush=True,
+    )
     t = time.perf_counter()
     p = Project.init(data / "project", name="bench")
     p.ingest([biz.accounts_path], kind="accounts")
@@ -248,8 +255,10 @@ def child(kind: str, store: str, as_of: str, extra: str) -> dict:
         run = score(e, model, as_of=t_as_of)
         out["seconds"] = time.perf_counter() - t
         out["people"] = run.people
-        e.execute(f"CREATE OR REPLACE TABLE bench_compiled AS SELECT person_id, score, grade FROM scores "
-                  f"WHERE run_id = '{run.run_id}'")
+        e.execute(
+            f"CREATE OR REPLACE TABLE bench_compiled AS SELECT person_id, score, grade FROM scores "
+            f"WHERE run_id = '{run.run_id}'"
+        )
         e.execute(f"DELETE FROM scores WHERE run_id = '{run.run_id}'")
     elif kind == "compiled_same":
         plan = build_plan(_without_extras(model), as_of=t_as_of)
@@ -263,8 +272,10 @@ def child(kind: str, store: str, as_of: str, extra: str) -> dict:
     elif kind == "hand":
         from leadrefinery.ingest.webmail import WEBMAIL_DOMAINS
 
-        e.execute("CREATE OR REPLACE TEMP TABLE webmail AS SELECT unnest(?::VARCHAR[]) AS domain",
-                  [sorted(WEBMAIL_DOMAINS)])
+        e.execute(
+            "CREATE OR REPLACE TEMP TABLE webmail AS SELECT unnest(?::VARCHAR[]) AS domain",
+            [sorted(WEBMAIL_DOMAINS)],
+        )
         t = time.perf_counter()
         e.execute(HAND_WRITTEN.format(as_of=t_as_of.isoformat(sep=" ")))
         out["seconds"] = time.perf_counter() - t
@@ -278,7 +289,7 @@ def child(kind: str, store: str, as_of: str, extra: str) -> dict:
     elif kind == "python":
         out.update(python_per_event(e, model, t_as_of, int(extra)))
     elif kind == "spark":
-        out.update(spark_time(store, model, t_as_of, extra))
+        out.update(spark_time(e, model, t_as_of, extra))
     e.close()
     out["peak_rss_mib"] = vm_hwm_mib()
     return out
@@ -295,14 +306,18 @@ def python_per_event(e, model, as_of: datetime, max_events: int) -> dict:
     share = min(1.0, max_events / max(total_events, 1))
     sample = f"hash(person_id) % 1000000 < {int(share * 1_000_000)}"
     t0 = time.perf_counter()
-    cur = e.cur.execute(
-        f"SELECT person_id, ts, type, event, properties::VARCHAR, context::VARCHAR FROM events "
-        f"WHERE ts <= ? AND person_id IS NOT NULL AND {sample} ORDER BY person_id, ts", [as_of])
     traits: dict[str, dict] = {}
     for pid, key, value in e.query(
-            f"SELECT person_id, key, arg_max(value::VARCHAR, ts) FROM trait_history WHERE ts <= ? AND {sample} "
-            "GROUP BY ALL", [as_of]):
+        f"SELECT person_id, key, arg_max(value::VARCHAR, ts) FROM trait_history WHERE ts <= ? AND {sample} "
+        "GROUP BY ALL",
+        [as_of],
+    ):
         traits.setdefault(pid, {})[key] = orjson.loads(value) if value else None
+    cur = e.cur.execute(
+        f"SELECT person_id, ts, type, event, properties::VARCHAR, context::VARCHAR FROM events "
+        f"WHERE ts <= ? AND person_id IS NOT NULL AND {sample} ORDER BY person_id, ts",
+        [as_of],
+    )
     scores: dict[str, float] = {}
     n = 0
     state: dict[str, dict] = {}
@@ -316,8 +331,15 @@ def python_per_event(e, model, as_of: datetime, max_events: int) -> dict:
             day = ts.date()
             path = p.get("path") or (c.get("page") or {}).get("path")
 
-            def add(rule: str, points: float, half_life: float, per_day: int | None = None,
-                    st=st, age=age, day=day) -> None:
+            def add(
+                rule: str,
+                points: float,
+                half_life: float,
+                per_day: int | None = None,
+                st=st,
+                age=age,
+                day=day,
+            ) -> None:
                 if per_day is not None:
                     k = (rule, day)
                     st["day"][k] = st["day"].get(k, 0) + 1
@@ -328,13 +350,17 @@ def python_per_event(e, model, as_of: datetime, max_events: int) -> dict:
             if typ == "track" and event == "Environment Launched":
                 add("env", 6 if p.get("template") in ("windows-lab", "data-science") else 3, 14, 2)
                 if (p.get("guests") or 0) >= 3:
-                    st["pts"]["ran_class"] = max(st["pts"].get("ran_class", 0), 6 * 0.5 ** (age / 21))
+                    st["pts"]["ran_class"] = max(
+                        st["pts"].get("ran_class", 0), 6 * 0.5 ** (age / 21)
+                    )
             if typ == "track" and event == "Logged In":
                 st["n"]["logins"] = st["n"].get("logins", 0) + 1
             if typ == "track" and event == "Email Clicked":
                 add("click", 2, 14)
             if typ == "page" and path:
-                if path in ("/product", "/pricing") or path.startswith(("/features/", "/case-studies/")):
+                if path in ("/product", "/pricing") or path.startswith(
+                    ("/features/", "/case-studies/")
+                ):
                     add("eval", 1, 21, 3)
                 if path == "/docs/getting-started" or path.startswith("/trial/"):
                     add("sample", 1.5, 21, 3)
@@ -348,7 +374,9 @@ def python_per_event(e, model, as_of: datetime, max_events: int) -> dict:
         t = traits.get(pid, {})
         email = (t.get("email") or "").lower()
         domain = email.split("@")[1] if "@" in email else ""
-        fit = (10 if domain and domain not in WEBMAIL_DOMAINS else 0) - (8 if domain in WEBMAIL_DOMAINS else 0)
+        fit = (10 if domain and domain not in WEBMAIL_DOMAINS else 0) - (
+            8 if domain in WEBMAIL_DOMAINS else 0
+        )
         fit += -15 if t.get("phoneCountry") in ("NG", "PK", "BD", "VN", "ID") else 0
         fit += 3 if t.get("emailVerified") else 0
         fit += 8 if t.get("referralSource") in ("partner", "webinar", "g2") else 0
@@ -357,26 +385,27 @@ def python_per_event(e, model, as_of: datetime, max_events: int) -> dict:
         eng += 8 if st["n"].get("logins", 0) >= 2 else 0
         scores[pid] = max(0.0, min(100.0, max(-40, min(45, fit)) + min(60, eng)))
     seconds = time.perf_counter() - t0
-    return {"events_evaluated": n, "events_total": total_events, "people": people,
-            "seconds_sample": seconds,
-            "seconds": seconds * total_events / max(n, 1), "extrapolated": n < total_events}
+    return {
+        "events_evaluated": n,
+        "events_total": total_events,
+        "people": people,
+        "seconds_sample": seconds,
+        "seconds": seconds * total_events / max(n, 1),
+        "extrapolated": n < total_events,
+    }
 
 
-def spark_time(store: str, model, as_of: datetime, workdir: str) -> dict:
+def spark_time(e, model, as_of: datetime, workdir: str) -> dict:
     """The compiled Spark SQL on local[2], tables read from Parquet copies."""
-    import duckdb
-
     from leadrefinery.model import build_plan
     from leadrefinery.store.spark_engine import start_session
 
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     tables = ["events", "people", "trait_history", "account_trait_history"]
-    con = duckdb.connect(store, read_only=True)
     for t in tables:
         if not (wd / f"{t}.parquet").exists():
-            con.execute(f"COPY {t} TO '{wd / t}.parquet' (FORMAT parquet)")
-    con.close()
+            e.execute(f"COPY {t} TO '{wd / t}.parquet' (FORMAT parquet)")
     session, _ = start_session(wd / "warehouse", driver_memory="1500m")
     for t in tables:
         session.read.parquet(str(wd / f"{t}.parquet")).createOrReplaceTempView(t)
@@ -393,21 +422,32 @@ def run_child(kind: str, store: Path, as_of: str, extra: str = "") -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(store), as_of, extra],
-        capture_output=True, text=True, env=env, check=False)
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if out.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{out.stderr[-3000:]}")
+        tail = [line for line in out.stderr.splitlines() if line.strip()][-3:]
+        raise SystemExit(f"{kind} failed: {' | '.join(tail)}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--full", action="store_true", help="200 k people (~10 M events)")
     ap.add_argument("--people", type=int, default=None)
     ap.add_argument("--data", type=Path, default=None, help="where to keep the generated store")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--no-spark", action="store_true")
-    ap.add_argument("--python-events", type=int, default=300_000,
-                    help="events the Python per-event engine evaluates (extrapolated beyond)")
+    ap.add_argument(
+        "--python-events",
+        type=int,
+        default=300_000,
+        help="events the Python per-event engine evaluates (extrapolated beyond)",
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -425,7 +465,9 @@ def main() -> None:
     n_events, as_of = con.execute("SELECT count(*), max(ts) FROM events").fetchone()
     con.close()
     as_of_s = as_of.isoformat()
-    print(f"  store {store} ({store.stat().st_size / 2**20:,.0f} MiB): {n_events:,} events, as of {as_of_s}")
+    print(
+        f"  store {store} ({store.stat().st_size / 2**20:,.0f} MiB): {n_events:,} events, as of {as_of_s}"
+    )
     r = {}
     for kind in ("compiled_score", "compiled_same", "hand"):
         best = None
@@ -433,31 +475,46 @@ def main() -> None:
             x = run_child(kind, store, as_of_s)
             best = x if best is None or x["seconds"] < best["seconds"] else best
         r[kind] = best
-        print(f"  {kind:<15} {best['seconds']:8.2f}s  peak RSS {best['peak_rss_mib']:7.0f} MiB", flush=True)
+        print(
+            f"  {kind:<15} {best['seconds']:8.2f}s  peak RSS {best['peak_rss_mib']:7.0f} MiB",
+            flush=True,
+        )
     r["python"] = run_child("python", store, as_of_s, str(args.python_events))
     py = r["python"]
-    print(f"  python/event    {py['seconds']:8.1f}s  ({py['events_evaluated']:,} of {py['events_total']:,} events in "
-          f"{py['seconds_sample']:.1f}s{', extrapolated' if py['extrapolated'] else ''})", flush=True)
+    print(
+        f"  python/event    {py['seconds']:8.1f}s  ({py['events_evaluated']:,} of {py['events_total']:,} events in "
+        f"{py['seconds_sample']:.1f}s{', extrapolated' if py['extrapolated'] else ''})",
+        flush=True,
+    )
     if not args.no_spark:
         try:
             r["spark"] = run_child("spark", store, as_of_s, str(data / "spark"))
-            print(f"  spark local[2]  {r['spark']['seconds']:8.1f}s  (query only; tables from Parquet)", flush=True)
+            print(
+                f"  spark local[2]  {r['spark']['seconds']:8.1f}s  (query only; tables from Parquet)",
+                flush=True,
+            )
         except SystemExit as exc:
             print(f"  spark: not measured ({str(exc).splitlines()[0]})")
     floor = r["hand"]["seconds"]
     print()
     print(f"floor (hand-written DuckDB): {floor:.2f}s for {r['hand']['people']:,} people")
-    print(f"  compiled, same outputs      {r['compiled_same']['seconds'] / floor:5.2f}x  (target <= 1.5x)")
-    print(f"  compiled, full score run    {r['compiled_score']['seconds'] / floor:5.2f}x  "
-          "(+ stages, abuse evidence, segments, JSON snapshot, latest_scores, account roll-up)")
+    print(
+        f"  compiled, same outputs      {r['compiled_same']['seconds'] / floor:5.2f}x  (target <= 1.5x)"
+    )
+    print(
+        f"  compiled, full score run    {r['compiled_score']['seconds'] / floor:5.2f}x  "
+        "(+ stages, abuse evidence, segments, JSON snapshot, latest_scores, account roll-up)"
+    )
     print(f"  python per-event            {py['seconds'] / floor:5.0f}x")
     if "spark" in r:
         print(f"  spark local[2]              {r['spark']['seconds'] / floor:5.1f}x")
     peak = max(r[k]["peak_rss_mib"] for k in ("compiled_score", "compiled_same", "hand"))
     print(f"peak RSS {peak:,.0f} MiB (target <= 2048 MiB)")
     h = r["hand"]
-    print(f"check: {h['checked']:,} people compared with the hand-written query: "
-          f"{h['score_diffs']} score and {h['grade_diffs']} grade differences")
+    print(
+        f"check: {h['checked']:,} people compared with the hand-written query: "
+        f"{h['score_diffs']} score and {h['grade_diffs']} grade differences"
+    )
     print(f"reproduce: {cmd}")
     if not math.isfinite(peak):
         print("(peak RSS not available: no /proc)")

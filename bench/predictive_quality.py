@@ -81,15 +81,19 @@ def run_dataset(ds: Dataset, cards: Path | None) -> dict[str, object]:
     )
     print(header)
     for name, ev in evals.items():
-        verdict = "better than chance" if ev.verdict.better_than_chance else "NOT better than chance"
+        verdict = (
+            "better than chance" if ev.verdict.better_than_chance else "NOT better than chance"
+        )
         print(
             f"   {name:<31} {ev.auc:6.3f} {ev.auc_low:6.3f}-{ev.auc_high:5.3f} {ev.pr_auc:7.3f} "
-            f"{ev.lift_10:8.2f} {ev.capture_20:8.1%} {ev.brier:7.4f} {seconds[name]:6.1f}  {verdict}"
+            f"{ev.lift_10:8.2f} {ev.capture_20:8.1%} {ev.brier:7.4f} {seconds[name]:6.1f}  "
+            f"{verdict}"
         )
     if len(folds) > 1:
-        print("   mean per-fold AUC: " + ", ".join(
-            f"{name.split(' ')[0]} {np.mean(a):.3f}" for name, a in fold_aucs.items()
-        ))
+        print(
+            "   mean per-fold AUC: "
+            + ", ".join(f"{name.split(' ')[0]} {np.mean(a):.3f}" for name, a in fold_aucs.items())
+        )
     ours = evals[OURS]
     print(f"   LeadModel: {ours.verdict.text}")
 
@@ -108,7 +112,8 @@ def run_dataset(ds: Dataset, cards: Path | None) -> dict[str, object]:
             f"   target AUC >= best baseline ({best_auc[0]} {best_auc[1].auc:.3f}): "
             f"{'MET' if ok_auc else 'MISSED'} ({ours.auc - best_auc[1].auc:+.3f}); "
             f"capture@20 >= best ({best_cap[0]} {best_cap[1].capture_20:.1%}): "
-            f"{'MET' if ok_cap else 'MISSED'} ({(ours.capture_20 - best_cap[1].capture_20) * 100:+.1f} pt)"
+            f"{'MET' if ok_cap else 'MISSED'} "
+            f"({(ours.capture_20 - best_cap[1].capture_20) * 100:+.1f} pt)"
         )
     result["ok"] = ok
 
@@ -123,9 +128,10 @@ def run_dataset(ds: Dataset, cards: Path | None) -> dict[str, object]:
         notes=[f"trained on the last fold; test numbers pool all {len(folds)} fold(s)"],
     )
     rows = [r for r in card.conversion_by_bucket]
-    print("   LeadModel conversion by bucket: " + "; ".join(
-        f"{r['bucket']} {r['conversion_rate']:.1%} (n={r['leads']})" for r in rows
-    ))
+    print(
+        "   LeadModel conversion by bucket: "
+        + "; ".join(f"{r['bucket']} {r['conversion_rate']:.1%} (n={r['leads']})" for r in rows)
+    )
     if cards is not None:
         card.save(cards / ds.name)
     return result
@@ -169,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", action="store_true", help="only time training on 200k x 60")
     parser.add_argument("--data-dir", help="datasets folder (default: ../shared/datasets)")
     args = parser.parse_args(argv)
-    print("reproduce: PYTHONPATH=src .venv/bin/python bench/predictive_quality.py " + " ".join(argv or sys.argv[1:]))
+    print(
+        "reproduce: PYTHONPATH=src .venv/bin/python bench/predictive_quality.py "
+        + " ".join(argv or sys.argv[1:])
+    )
     if args.speed:
         speed()
         return 0
@@ -177,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.datasets.split(","):
         results.append(run_dataset(LOADERS[name](args.data_dir), args.cards))
-    print(f"\nall targets met: {all(r['ok'] for r in results)}; total {time.perf_counter() - started:.0f} s")
+    took = time.perf_counter() - started
+    print(f"\nall targets met: {all(r['ok'] for r in results)}; total {took:.0f} s")
     return 0
 
 

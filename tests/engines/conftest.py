@@ -28,7 +28,11 @@ PG_DSN_VAR = "LEADREFINERY_PG_DSN"
 
 
 def spark_wanted() -> bool:
-    return os.environ.get("LEADREFINERY_SPARK") == "1" or os.environ.get("CI", "").lower() == "true"
+    """LEADREFINERY_SPARK=1 runs the Spark tests, =0 skips them; unset, they run in CI only."""
+    flag = os.environ.get("LEADREFINERY_SPARK")
+    if flag is not None:
+        return flag == "1"
+    return os.environ.get("CI", "").lower() == "true"
 
 
 def _unique(prefix: str) -> str:

@@ -18,8 +18,10 @@ WITH lr_pop AS (
     key,
     nk,
     v,
-    ROW_NUMBER() OVER (PARTITION BY person_id, key ORDER BY ts DESC, message_id DESC) AS rn_last,
-    ROW_NUMBER() OVER (PARTITION BY person_id, key ORDER BY ts NULLS LAST, message_id NULLS LAST) AS rn_first
+    ROW_NUMBER() OVER (
+      PARTITION BY person_id, key
+      ORDER BY CASE WHEN key IN ('$first_name', '$first_source') THEN ts END NULLS LAST, CASE WHEN key IN ('$first_name', '$first_source') THEN message_id END NULLS LAST, ts DESC, message_id DESC
+    ) AS rn
   FROM (
     SELECT
       person_id,
@@ -74,10 +76,10 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'campaign' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'referralcode' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'utmcampaign' THEN th.v END),
-          MAX(CASE WHEN th.rn_first = 1 AND th.key = '$first_name' THEN th.v END)
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'campaign' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralcode' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmcampaign' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.key = '$first_name' THEN th.v END)
         )
       ),
       ''
@@ -85,10 +87,10 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'company' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'companyname' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'organization' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'organisation' THEN th.v END)
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'company' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'companyname' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'organization' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'organisation' THEN th.v END)
         )
       ),
       ''
@@ -97,8 +99,8 @@ WITH lr_pop AS (
       NULLIF(
         TRIM(
           COALESCE(
-            MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'email' THEN th.v END),
-            MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'emailaddress' THEN th.v END)
+            MAX(CASE WHEN th.rn = 1 AND th.nk = 'email' THEN th.v END),
+            MAX(CASE WHEN th.rn = 1 AND th.nk = 'emailaddress' THEN th.v END)
           )
         ),
         ''
@@ -107,11 +109,11 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'source' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'leadsource' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'referralsource' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'utmsource' THEN th.v END),
-          MAX(CASE WHEN th.rn_first = 1 AND th.key = '$first_source' THEN th.v END)
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'source' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'leadsource' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralsource' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmsource' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.key = '$first_source' THEN th.v END)
         )
       ),
       ''
@@ -119,19 +121,19 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'title' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'jobtitle' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'role' THEN th.v END),
-          MAX(CASE WHEN th.rn_last = 1 AND th.nk = 'position' THEN th.v END)
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'title' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'jobtitle' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'role' THEN th.v END),
+          MAX(CASE WHEN th.rn = 1 AND th.nk = 'position' THEN th.v END)
         )
       ),
       ''
     ) AS p_title,
-    MAX(CASE WHEN th.rn_last = 1 AND th.key = '$account_id' THEN th.v END) AS p_group_account,
-    MAX(CASE WHEN th.rn_last = 1 AND th.key = 'emailVerified' THEN th.v END) AS tr1,
-    MAX(CASE WHEN th.rn_last = 1 AND th.key = 'phoneCountry' THEN th.v END) AS tr0,
-    MAX(CASE WHEN th.rn_last = 1 AND th.key = 'phoneVerified' THEN th.v END) AS tr2,
-    MAX(CASE WHEN th.rn_last = 1 AND th.key = 'productInterest' THEN th.v END) AS tr3
+    MAX(CASE WHEN th.rn = 1 AND th.key = '$account_id' THEN th.v END) AS p_group_account,
+    MAX(CASE WHEN th.rn = 1 AND th.key = 'emailVerified' THEN th.v END) AS tr1,
+    MAX(CASE WHEN th.rn = 1 AND th.key = 'phoneCountry' THEN th.v END) AS tr0,
+    MAX(CASE WHEN th.rn = 1 AND th.key = 'phoneVerified' THEN th.v END) AS tr2,
+    MAX(CASE WHEN th.rn = 1 AND th.key = 'productInterest' THEN th.v END) AS tr3
   FROM lr_pop AS pop
   LEFT JOIN lr_th AS th
     ON th.person_id = pop.person_id
@@ -416,53 +418,14 @@ WITH lr_pop AS (
       x4 = '/pricing/enterprise'
     ), FALSE) AS m_enterprise_pricing,
     COALESCE(ev_type = 'track' AND ev_event IN ('Logged In'), FALSE) AS m_f_logins,
-    COALESCE(ev_type = 'track' AND ev_event IN ('Logged In'), FALSE) AS m_f_login_days,
-    COALESCE(ev_type = 'track' AND ev_event IN ('Environment Launched'), FALSE) AS m_f_environments,
-    COALESCE(ev_type = 'track' AND ev_event IN ('Environment Launched'), FALSE) AS m_f_templates_tried,
     COALESCE(ev_type = 'page' AND (
       x4 LIKE '/docs/api%'
     ), FALSE) AS m_f_api_pages,
-    COALESCE(
-      ev_type = 'page' AND (
-        x4 IN ('/docs/security', '/docs/sso', '/security')
-      ),
-      FALSE
-    ) AS m_f_security_pages,
-    COALESCE(ev_type = 'page' AND (
-      x4 LIKE '/pricing%'
-    ), FALSE) AS m_f_pricing_views,
     COALESCE(TRUE, FALSE) AS m_f_days_since_active,
     COALESCE(ev_type = 'page' AND (
       x4 LIKE '/blog/%' OR x4 = '/'
     ), FALSE) AS m_st0_0,
-    COALESCE(
-      ev_type = 'page'
-      AND (
-        x4 IN ('/product', '/pricing')
-        OR x4 LIKE '/features/%'
-        OR x4 LIKE '/case-studies/%'
-      ),
-      FALSE
-    ) AS m_st1_0,
-    COALESCE(
-      ev_type = 'page' AND (
-        x4 = '/docs/getting-started' OR x4 LIKE '/trial/%'
-      ),
-      FALSE
-    ) AS m_st2_0,
     COALESCE(ev_type = 'track' AND ev_event IN ('Signed Up', 'Environment Launched'), FALSE) AS m_st2_1,
-    COALESCE(
-      ev_type = 'page' AND (
-        x4 LIKE '/docs/api%' OR x4 LIKE '/integrations/%'
-      ),
-      FALSE
-    ) AS m_st3_0,
-    COALESCE(
-      ev_type = 'page' AND (
-        x4 IN ('/docs/security', '/docs/sso', '/security')
-      ),
-      FALSE
-    ) AS m_st4_0,
     COALESCE(
       ev_type = 'page'
       AND (
@@ -470,7 +433,6 @@ WITH lr_pop AS (
       ),
       FALSE
     ) AS m_st5_0,
-    COALESCE(ev_type = 'track' AND ev_event IN ('Contact Sales Requested'), FALSE) AS m_st5_1,
     COALESCE(
       ev_type = 'track'
       AND ev_event IN ('Environment Stopped')
@@ -488,14 +450,6 @@ WITH lr_pop AS (
       ),
       FALSE
     ) AS m_ab_too_many_guests,
-    COALESCE(
-      ev_type = 'track'
-      AND ev_event IN ('Environment Launched')
-      AND (
-        TRY_CAST(x3 AS DOUBLE) >= CAST(3 AS DOUBLE)
-      ),
-      FALSE
-    ) AS m_ab_parallel_classes_start,
     COALESCE(ev_type = 'track' AND ev_event IN ('Environment Stopped'), FALSE) AS m_ab_parallel_classes_stop,
     COALESCE(ev_type = 'track' AND ev_event IN ('Environment Resumed'), FALSE) AS m_ab_scripted_resume,
     CASE
@@ -520,38 +474,10 @@ WITH lr_pop AS (
     x7 AS k_ab_parallel_classes,
     x7 AS k_ab_scripted_resume
   FROM lr_ev0
-), lr_evw AS (
-  SELECT
-    *,
-    ROW_NUMBER() OVER (
-      PARTITION BY person_id, m_environment_launched, day
-      ORDER BY ts DESC, message_id DESC
-    ) AS rk_environment_launched,
-    ROW_NUMBER() OVER (PARTITION BY person_id, m_evaluate_content, day ORDER BY ts DESC, message_id DESC) AS rk_evaluate_content,
-    ROW_NUMBER() OVER (PARTITION BY person_id, m_sample_content, day ORDER BY ts DESC, message_id DESC) AS rk_sample_content,
-    ROW_NUMBER() OVER (
-      PARTITION BY person_id, m_integrate_content, day
-      ORDER BY ts DESC, message_id DESC
-    ) AS rk_integrate_content,
-    ROW_NUMBER() OVER (PARTITION BY person_id, m_security_content, day ORDER BY ts DESC, message_id DESC) AS rk_security_content,
-    ROW_NUMBER() OVER (PARTITION BY person_id, m_pricing_page, day ORDER BY ts DESC, message_id DESC) AS rk_pricing_page
-  FROM lr_ev
 ), lr_agg AS (
   SELECT
     person_id,
     CAST(SUM(CASE WHEN m_environment_launched THEN 1 ELSE 0 END) AS BIGINT) AS r_environment_launched_n,
-    SUM(
-      CASE
-        WHEN m_environment_launched AND rk_environment_launched <= 2
-        THEN pt_environment_launched
-      END
-    ) AS r_environment_launched_raw,
-    SUM(
-      CASE
-        WHEN m_environment_launched AND rk_environment_launched <= 2
-        THEN pt_environment_launched * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(14 AS DOUBLE))
-      END
-    ) AS r_environment_launched_dec,
     CAST(SUM(CASE WHEN m_ran_a_class THEN 1 ELSE 0 END) AS BIGINT) AS r_ran_a_class_n,
     MAX(CASE WHEN m_ran_a_class THEN pt_ran_a_class END) AS r_ran_a_class_raw,
     MAX(
@@ -561,60 +487,10 @@ WITH lr_pop AS (
       END
     ) AS r_ran_a_class_dec,
     CAST(SUM(CASE WHEN m_evaluate_content THEN 1 ELSE 0 END) AS BIGINT) AS r_evaluate_content_n,
-    SUM(
-      CASE
-        WHEN m_evaluate_content AND rk_evaluate_content <= 3
-        THEN pt_evaluate_content
-      END
-    ) AS r_evaluate_content_raw,
-    SUM(
-      CASE
-        WHEN m_evaluate_content AND rk_evaluate_content <= 3
-        THEN pt_evaluate_content * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(21 AS DOUBLE))
-      END
-    ) AS r_evaluate_content_dec,
     CAST(SUM(CASE WHEN m_sample_content THEN 1 ELSE 0 END) AS BIGINT) AS r_sample_content_n,
-    SUM(CASE WHEN m_sample_content AND rk_sample_content <= 3 THEN pt_sample_content END) AS r_sample_content_raw,
-    SUM(
-      CASE
-        WHEN m_sample_content AND rk_sample_content <= 3
-        THEN pt_sample_content * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(21 AS DOUBLE))
-      END
-    ) AS r_sample_content_dec,
     CAST(SUM(CASE WHEN m_integrate_content THEN 1 ELSE 0 END) AS BIGINT) AS r_integrate_content_n,
-    SUM(
-      CASE
-        WHEN m_integrate_content AND rk_integrate_content <= 3
-        THEN pt_integrate_content
-      END
-    ) AS r_integrate_content_raw,
-    SUM(
-      CASE
-        WHEN m_integrate_content AND rk_integrate_content <= 3
-        THEN pt_integrate_content * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(21 AS DOUBLE))
-      END
-    ) AS r_integrate_content_dec,
     CAST(SUM(CASE WHEN m_security_content THEN 1 ELSE 0 END) AS BIGINT) AS r_security_content_n,
-    SUM(
-      CASE
-        WHEN m_security_content AND rk_security_content <= 2
-        THEN pt_security_content
-      END
-    ) AS r_security_content_raw,
-    SUM(
-      CASE
-        WHEN m_security_content AND rk_security_content <= 2
-        THEN pt_security_content * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(30 AS DOUBLE))
-      END
-    ) AS r_security_content_dec,
     CAST(SUM(CASE WHEN m_pricing_page THEN 1 ELSE 0 END) AS BIGINT) AS r_pricing_page_n,
-    SUM(CASE WHEN m_pricing_page AND rk_pricing_page <= 1 THEN pt_pricing_page END) AS r_pricing_page_raw,
-    SUM(
-      CASE
-        WHEN m_pricing_page AND rk_pricing_page <= 1
-        THEN pt_pricing_page * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(14 AS DOUBLE))
-      END
-    ) AS r_pricing_page_dec,
     CAST(SUM(CASE WHEN m_email_click THEN 1 ELSE 0 END) AS BIGINT) AS r_email_click_n,
     SUM(CASE WHEN m_email_click THEN pt_email_click END) AS r_email_click_raw,
     SUM(
@@ -656,47 +532,75 @@ WITH lr_pop AS (
       END
     ) AS r_enterprise_pricing_dec,
     CAST(CAST(SUM(CASE WHEN m_f_logins THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_logins,
-    CAST(COUNT(DISTINCT CASE WHEN m_f_login_days THEN day END) AS DOUBLE) AS f_login_days,
-    CAST(CAST(SUM(CASE WHEN m_f_environments THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_environments,
-    CAST(COUNT(DISTINCT CASE WHEN m_f_templates_tried THEN fv_templates_tried END) AS DOUBLE) AS f_templates_tried,
+    CAST(COUNT(DISTINCT CASE WHEN m_f_logins THEN day END) AS DOUBLE) AS f_login_days,
+    CAST(CAST(SUM(CASE WHEN m_environment_launched THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_environments,
+    CAST(COUNT(DISTINCT CASE WHEN m_environment_launched THEN fv_templates_tried END) AS DOUBLE) AS f_templates_tried,
     CAST(CAST(SUM(CASE WHEN m_f_api_pages THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_api_pages,
-    CAST(CAST(SUM(CASE WHEN m_f_security_pages THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_security_pages,
-    CAST(CAST(SUM(CASE WHEN m_f_pricing_views THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_pricing_views,
+    CAST(CAST(SUM(CASE WHEN m_security_content THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_security_pages,
+    CAST(CAST(SUM(CASE WHEN m_pricing_page THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE) AS f_pricing_views,
     CAST(1780272000000000 - MAX(CASE WHEN m_f_days_since_active THEN ts_us END) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS f_days_since_active,
     CAST(SUM(CASE WHEN m_st0_0 AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st0_n,
     MAX(CASE WHEN m_st0_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st0_last,
     MIN(CASE WHEN m_st0_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st0_first,
-    CAST(SUM(CASE WHEN m_st1_0 AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st1_n,
-    MAX(CASE WHEN m_st1_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st1_last,
-    MIN(CASE WHEN m_st1_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st1_first,
+    CAST(SUM(CASE WHEN m_evaluate_content AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st1_n,
+    MAX(CASE WHEN m_evaluate_content AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st1_last,
+    MIN(CASE WHEN m_evaluate_content AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st1_first,
     CAST(SUM(
-      CASE WHEN (
-        m_st2_0 OR m_st2_1
-      ) AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END
+      CASE
+        WHEN (
+          m_sample_content OR m_st2_1
+        ) AND age_d <= CAST(90 AS DOUBLE)
+        THEN 1
+        ELSE 0
+      END
     ) AS BIGINT) AS st2_n,
-    MAX(CASE WHEN (
-      m_st2_0 OR m_st2_1
-    ) AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st2_last,
-    MIN(CASE WHEN (
-      m_st2_0 OR m_st2_1
-    ) AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st2_first,
-    CAST(SUM(CASE WHEN m_st3_0 AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st3_n,
-    MAX(CASE WHEN m_st3_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st3_last,
-    MIN(CASE WHEN m_st3_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st3_first,
-    CAST(SUM(CASE WHEN m_st4_0 AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st4_n,
-    MAX(CASE WHEN m_st4_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st4_last,
-    MIN(CASE WHEN m_st4_0 AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st4_first,
+    MAX(
+      CASE
+        WHEN (
+          m_sample_content OR m_st2_1
+        ) AND age_d <= CAST(90 AS DOUBLE)
+        THEN ts
+      END
+    ) AS st2_last,
+    MIN(
+      CASE
+        WHEN (
+          m_sample_content OR m_st2_1
+        ) AND age_d <= CAST(90 AS DOUBLE)
+        THEN ts
+      END
+    ) AS st2_first,
+    CAST(SUM(CASE WHEN m_integrate_content AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st3_n,
+    MAX(CASE WHEN m_integrate_content AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st3_last,
+    MIN(CASE WHEN m_integrate_content AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st3_first,
+    CAST(SUM(CASE WHEN m_security_content AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END) AS BIGINT) AS st4_n,
+    MAX(CASE WHEN m_security_content AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st4_last,
+    MIN(CASE WHEN m_security_content AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st4_first,
     CAST(SUM(
-      CASE WHEN (
-        m_st5_0 OR m_st5_1
-      ) AND age_d <= CAST(90 AS DOUBLE) THEN 1 ELSE 0 END
+      CASE
+        WHEN (
+          m_st5_0 OR m_contact_sales
+        ) AND age_d <= CAST(90 AS DOUBLE)
+        THEN 1
+        ELSE 0
+      END
     ) AS BIGINT) AS st5_n,
-    MAX(CASE WHEN (
-      m_st5_0 OR m_st5_1
-    ) AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st5_last,
-    MIN(CASE WHEN (
-      m_st5_0 OR m_st5_1
-    ) AND age_d <= CAST(90 AS DOUBLE) THEN ts END) AS st5_first,
+    MAX(
+      CASE
+        WHEN (
+          m_st5_0 OR m_contact_sales
+        ) AND age_d <= CAST(90 AS DOUBLE)
+        THEN ts
+      END
+    ) AS st5_last,
+    MIN(
+      CASE
+        WHEN (
+          m_st5_0 OR m_contact_sales
+        ) AND age_d <= CAST(90 AS DOUBLE)
+        THEN ts
+      END
+    ) AS st5_first,
     CAST(SUM(CASE WHEN m_ab_session_over_limit THEN 1 ELSE 0 END) AS BIGINT) AS ab_session_over_limit_n,
     MIN(CASE WHEN m_ab_session_over_limit THEN ts END) AS ab_session_over_limit_first,
     MAX(CASE WHEN m_ab_session_over_limit THEN ts END) AS ab_session_over_limit_last,
@@ -705,7 +609,139 @@ WITH lr_pop AS (
     MIN(CASE WHEN m_ab_too_many_guests THEN ts END) AS ab_too_many_guests_first,
     MAX(CASE WHEN m_ab_too_many_guests THEN ts END) AS ab_too_many_guests_last,
     MAX(CASE WHEN m_ab_too_many_guests THEN mv_ab_too_many_guests END) AS ab_too_many_guests_max
-  FROM lr_evw
+  FROM lr_ev
+  GROUP BY
+    person_id
+), lr_fq_environment_launched AS (
+  SELECT
+    person_id,
+    SUM(CASE WHEN rk <= 2 THEN pt END) AS raw,
+    SUM(
+      CASE
+        WHEN rk <= 2
+        THEN pt * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(14 AS DOUBLE))
+      END
+    ) AS dec
+  FROM (
+    SELECT
+      person_id,
+      pt_environment_launched AS pt,
+      age_d,
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
+    FROM lr_ev
+    WHERE
+      m_environment_launched
+  ) AS t
+  GROUP BY
+    person_id
+), lr_fq_evaluate_content AS (
+  SELECT
+    person_id,
+    SUM(CASE WHEN rk <= 3 THEN pt END) AS raw,
+    SUM(
+      CASE
+        WHEN rk <= 3
+        THEN pt * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(21 AS DOUBLE))
+      END
+    ) AS dec
+  FROM (
+    SELECT
+      person_id,
+      pt_evaluate_content AS pt,
+      age_d,
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
+    FROM lr_ev
+    WHERE
+      m_evaluate_content
+  ) AS t
+  GROUP BY
+    person_id
+), lr_fq_sample_content AS (
+  SELECT
+    person_id,
+    SUM(CASE WHEN rk <= 3 THEN pt END) AS raw,
+    SUM(
+      CASE
+        WHEN rk <= 3
+        THEN pt * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(21 AS DOUBLE))
+      END
+    ) AS dec
+  FROM (
+    SELECT
+      person_id,
+      pt_sample_content AS pt,
+      age_d,
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
+    FROM lr_ev
+    WHERE
+      m_sample_content
+  ) AS t
+  GROUP BY
+    person_id
+), lr_fq_integrate_content AS (
+  SELECT
+    person_id,
+    SUM(CASE WHEN rk <= 3 THEN pt END) AS raw,
+    SUM(
+      CASE
+        WHEN rk <= 3
+        THEN pt * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(21 AS DOUBLE))
+      END
+    ) AS dec
+  FROM (
+    SELECT
+      person_id,
+      pt_integrate_content AS pt,
+      age_d,
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
+    FROM lr_ev
+    WHERE
+      m_integrate_content
+  ) AS t
+  GROUP BY
+    person_id
+), lr_fq_security_content AS (
+  SELECT
+    person_id,
+    SUM(CASE WHEN rk <= 2 THEN pt END) AS raw,
+    SUM(
+      CASE
+        WHEN rk <= 2
+        THEN pt * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(30 AS DOUBLE))
+      END
+    ) AS dec
+  FROM (
+    SELECT
+      person_id,
+      pt_security_content AS pt,
+      age_d,
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
+    FROM lr_ev
+    WHERE
+      m_security_content
+  ) AS t
+  GROUP BY
+    person_id
+), lr_fq_pricing_page AS (
+  SELECT
+    person_id,
+    SUM(CASE WHEN rk <= 1 THEN pt END) AS raw,
+    SUM(
+      CASE
+        WHEN rk <= 1
+        THEN pt * POWER(CAST(0.5 AS DOUBLE), age_d / CAST(14 AS DOUBLE))
+      END
+    ) AS dec
+  FROM (
+    SELECT
+      person_id,
+      pt_pricing_page AS pt,
+      age_d,
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
+    FROM lr_ev
+    WHERE
+      m_pricing_page
+  ) AS t
   GROUP BY
     person_id
 ), lr_ab_parallel_classes_s AS (
@@ -718,7 +754,7 @@ WITH lr_pop AS (
     CAST(NULL AS DOUBLE) AS lim
   FROM lr_ev
   WHERE
-    m_ab_parallel_classes_start AND NOT k_ab_parallel_classes IS NULL
+    m_ran_a_class AND NOT k_ab_parallel_classes IS NULL
 ), lr_ab_parallel_classes_e AS (
   SELECT
     person_id,
@@ -1164,19 +1200,19 @@ WITH lr_pop AS (
     COALESCE(g.r_environment_launched_n, 0) AS r_environment_launched_n,
     CASE
       WHEN COALESCE(g.r_environment_launched_n, 0) >= 1
-      THEN COALESCE(g.r_environment_launched_raw, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_environment_launched.raw, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_environment_launched_raw,
     CASE
       WHEN COALESCE(g.r_environment_launched_n, 0) >= 1
-      THEN COALESCE(g.r_environment_launched_dec, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_environment_launched.dec, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_environment_launched_dec,
     GREATEST(
       LEAST(
         CASE
           WHEN COALESCE(g.r_environment_launched_n, 0) >= 1
-          THEN COALESCE(g.r_environment_launched_dec, CAST(0 AS DOUBLE))
+          THEN COALESCE(fq_environment_launched.dec, CAST(0 AS DOUBLE))
           ELSE CAST(0 AS DOUBLE)
         END,
         CAST(20 AS DOUBLE)
@@ -1226,19 +1262,19 @@ WITH lr_pop AS (
     COALESCE(g.r_evaluate_content_n, 0) AS r_evaluate_content_n,
     CASE
       WHEN COALESCE(g.r_evaluate_content_n, 0) >= 1
-      THEN COALESCE(g.r_evaluate_content_raw, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_evaluate_content.raw, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_evaluate_content_raw,
     CASE
       WHEN COALESCE(g.r_evaluate_content_n, 0) >= 1
-      THEN COALESCE(g.r_evaluate_content_dec, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_evaluate_content.dec, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_evaluate_content_dec,
     GREATEST(
       LEAST(
         CASE
           WHEN COALESCE(g.r_evaluate_content_n, 0) >= 1
-          THEN COALESCE(g.r_evaluate_content_dec, CAST(0 AS DOUBLE))
+          THEN COALESCE(fq_evaluate_content.dec, CAST(0 AS DOUBLE))
           ELSE CAST(0 AS DOUBLE)
         END,
         CAST(6 AS DOUBLE)
@@ -1248,19 +1284,19 @@ WITH lr_pop AS (
     COALESCE(g.r_sample_content_n, 0) AS r_sample_content_n,
     CASE
       WHEN COALESCE(g.r_sample_content_n, 0) >= 1
-      THEN COALESCE(g.r_sample_content_raw, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_sample_content.raw, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_sample_content_raw,
     CASE
       WHEN COALESCE(g.r_sample_content_n, 0) >= 1
-      THEN COALESCE(g.r_sample_content_dec, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_sample_content.dec, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_sample_content_dec,
     GREATEST(
       LEAST(
         CASE
           WHEN COALESCE(g.r_sample_content_n, 0) >= 1
-          THEN COALESCE(g.r_sample_content_dec, CAST(0 AS DOUBLE))
+          THEN COALESCE(fq_sample_content.dec, CAST(0 AS DOUBLE))
           ELSE CAST(0 AS DOUBLE)
         END,
         CAST(6 AS DOUBLE)
@@ -1270,19 +1306,19 @@ WITH lr_pop AS (
     COALESCE(g.r_integrate_content_n, 0) AS r_integrate_content_n,
     CASE
       WHEN COALESCE(g.r_integrate_content_n, 0) >= 1
-      THEN COALESCE(g.r_integrate_content_raw, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_integrate_content.raw, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_integrate_content_raw,
     CASE
       WHEN COALESCE(g.r_integrate_content_n, 0) >= 1
-      THEN COALESCE(g.r_integrate_content_dec, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_integrate_content.dec, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_integrate_content_dec,
     GREATEST(
       LEAST(
         CASE
           WHEN COALESCE(g.r_integrate_content_n, 0) >= 1
-          THEN COALESCE(g.r_integrate_content_dec, CAST(0 AS DOUBLE))
+          THEN COALESCE(fq_integrate_content.dec, CAST(0 AS DOUBLE))
           ELSE CAST(0 AS DOUBLE)
         END,
         CAST(10 AS DOUBLE)
@@ -1292,19 +1328,19 @@ WITH lr_pop AS (
     COALESCE(g.r_security_content_n, 0) AS r_security_content_n,
     CASE
       WHEN COALESCE(g.r_security_content_n, 0) >= 1
-      THEN COALESCE(g.r_security_content_raw, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_security_content.raw, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_security_content_raw,
     CASE
       WHEN COALESCE(g.r_security_content_n, 0) >= 1
-      THEN COALESCE(g.r_security_content_dec, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_security_content.dec, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_security_content_dec,
     GREATEST(
       LEAST(
         CASE
           WHEN COALESCE(g.r_security_content_n, 0) >= 1
-          THEN COALESCE(g.r_security_content_dec, CAST(0 AS DOUBLE))
+          THEN COALESCE(fq_security_content.dec, CAST(0 AS DOUBLE))
           ELSE CAST(0 AS DOUBLE)
         END,
         CAST(9 AS DOUBLE)
@@ -1314,19 +1350,19 @@ WITH lr_pop AS (
     COALESCE(g.r_pricing_page_n, 0) AS r_pricing_page_n,
     CASE
       WHEN COALESCE(g.r_pricing_page_n, 0) >= 1
-      THEN COALESCE(g.r_pricing_page_raw, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_pricing_page.raw, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_pricing_page_raw,
     CASE
       WHEN COALESCE(g.r_pricing_page_n, 0) >= 1
-      THEN COALESCE(g.r_pricing_page_dec, CAST(0 AS DOUBLE))
+      THEN COALESCE(fq_pricing_page.dec, CAST(0 AS DOUBLE))
       ELSE CAST(0 AS DOUBLE)
     END AS r_pricing_page_dec,
     GREATEST(
       LEAST(
         CASE
           WHEN COALESCE(g.r_pricing_page_n, 0) >= 1
-          THEN COALESCE(g.r_pricing_page_dec, CAST(0 AS DOUBLE))
+          THEN COALESCE(fq_pricing_page.dec, CAST(0 AS DOUBLE))
           ELSE CAST(0 AS DOUBLE)
         END,
         CAST(12 AS DOUBLE)
@@ -1494,6 +1530,18 @@ WITH lr_pop AS (
     ON g.person_id = pop.person_id
   LEFT JOIN lr_person AS p
     ON p.person_id = pop.person_id
+  LEFT JOIN lr_fq_environment_launched AS fq_environment_launched
+    ON fq_environment_launched.person_id = pop.person_id
+  LEFT JOIN lr_fq_evaluate_content AS fq_evaluate_content
+    ON fq_evaluate_content.person_id = pop.person_id
+  LEFT JOIN lr_fq_sample_content AS fq_sample_content
+    ON fq_sample_content.person_id = pop.person_id
+  LEFT JOIN lr_fq_integrate_content AS fq_integrate_content
+    ON fq_integrate_content.person_id = pop.person_id
+  LEFT JOIN lr_fq_security_content AS fq_security_content
+    ON fq_security_content.person_id = pop.person_id
+  LEFT JOIN lr_fq_pricing_page AS fq_pricing_page
+    ON fq_pricing_page.person_id = pop.person_id
   LEFT JOIN lr_ab_parallel_classes AS ab_parallel_classes
     ON ab_parallel_classes.person_id = pop.person_id
   LEFT JOIN lr_ab_scripted_resume AS ab_scripted_resume

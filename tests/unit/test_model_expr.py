@@ -28,22 +28,47 @@ AS_OF = datetime(2024, 1, 1)
 
 def model_with(when: str, on: str = "track") -> str:
     rule = {"id": "r", "on": on, "when": when, "points": 1}
-    return yaml.safe_dump({"version": 1, "sets": {"s": ["a", "b"], "n": [1, 2]}, "rules": [rule]},
-                          sort_keys=False)
+    return yaml.safe_dump(
+        {"version": 1, "sets": {"s": ["a", "b"], "n": [1, 2]}, "rules": [rule]}, sort_keys=False
+    )
 
 
 # -- a grammar of well-formed conditions ----------------------------------------------------------
 
-text_fields = st.sampled_from([
-    "properties.template", "properties.plan", "path", "event", "context.page.path", "url",
-    "traits.plan", "email", "title", "company", "person.traits.plan", "domain",
-])
-num_fields = st.sampled_from(["properties.guests", "properties.duration_minutes", "properties.amount"])
-bool_fields = st.sampled_from(["webmail", "properties.auto_suspended", "domain_matches_company",
-                               "person.traits.emailVerified"])
-words = st.text(alphabet="abcxyz -_'%", min_size=0, max_size=6).map(lambda s: "'" + s.replace("'", "''") + "'")
-numbers = st.one_of(st.integers(-1000, 1000).map(str),
-                    st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: repr(round(f, 3))))
+text_fields = st.sampled_from(
+    [
+        "properties.template",
+        "properties.plan",
+        "path",
+        "event",
+        "context.page.path",
+        "url",
+        "traits.plan",
+        "email",
+        "title",
+        "company",
+        "person.traits.plan",
+        "domain",
+    ]
+)
+num_fields = st.sampled_from(
+    ["properties.guests", "properties.duration_minutes", "properties.amount"]
+)
+bool_fields = st.sampled_from(
+    [
+        "webmail",
+        "properties.auto_suspended",
+        "domain_matches_company",
+        "person.traits.emailVerified",
+    ]
+)
+words = st.text(alphabet="abcxyz -_'%", min_size=0, max_size=6).map(
+    lambda s: "'" + s.replace("'", "''") + "'"
+)
+numbers = st.one_of(
+    st.integers(-1000, 1000).map(str),
+    st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: repr(round(f, 3))),
+)
 
 
 @st.composite
@@ -68,7 +93,9 @@ def num_expr(draw, depth: int = 0) -> str:
 def text_expr(draw, depth: int = 0) -> str:
     if depth > 2 or draw(st.booleans()):
         return draw(st.one_of(text_fields, words))
-    f = draw(st.sampled_from(["lower", "upper", "trim", "coalesce", "replace", "split_part", "concat"]))
+    f = draw(
+        st.sampled_from(["lower", "upper", "trim", "coalesce", "replace", "split_part", "concat"])
+    )
     a = draw(text_expr(depth + 1))
     if f == "coalesce":
         return f"coalesce({a}, {draw(words)})"
@@ -86,8 +113,23 @@ def condition(draw, depth: int = 0) -> str:
     if depth < 2 and draw(st.integers(0, 3)) == 0:
         op = draw(st.sampled_from(["AND", "OR"]))
         return f"({draw(condition(depth + 1))}) {op} ({draw(condition(depth + 1))})"
-    kind = draw(st.sampled_from(["cmp_num", "cmp_text", "in", "set", "like", "between", "bool",
-                                 "null", "not", "fn", "case"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "cmp_num",
+                "cmp_text",
+                "in",
+                "set",
+                "like",
+                "between",
+                "bool",
+                "null",
+                "not",
+                "fn",
+                "case",
+            ]
+        )
+    )
     if kind == "cmp_num":
         return f"{draw(num_expr())} {draw(st.sampled_from(['=', '<>', '<', '<=', '>', '>=']))} {draw(num_expr())}"
     if kind == "cmp_text":
@@ -140,7 +182,9 @@ def store():
     engine.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(when=condition())
 def test_well_formed_conditions_compile_everywhere_and_run(store, when: str) -> None:
     model = parse_model(model_with(when), "prop.yaml")
@@ -155,11 +199,54 @@ def test_well_formed_conditions_compile_everywhere_and_run(store, when: str) -> 
 
 junk = st.one_of(
     st.text(max_size=40),
-    st.lists(st.sampled_from(["SELECT", "(", ")", "'", "@", ";", "properties.", "x", "1", "AND", "IN",
-                              "DROP", "--", "/*", "*", ",", "=", "LIKE", "CASE", "END", "\\", '"',
-                              "read_csv", "unnest", "OVER", "::", "[", "]", "{", "}", "$1", "?",
-                              "@s", "path", "NOT", "IS", "NULL", "'a'", "lower(", "-", "/"]),
-             max_size=12).map(" ".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "SELECT",
+                "(",
+                ")",
+                "'",
+                "@",
+                ";",
+                "properties.",
+                "x",
+                "1",
+                "AND",
+                "IN",
+                "DROP",
+                "--",
+                "/*",
+                "*",
+                ",",
+                "=",
+                "LIKE",
+                "CASE",
+                "END",
+                "\\",
+                '"',
+                "read_csv",
+                "unnest",
+                "OVER",
+                "::",
+                "[",
+                "]",
+                "{",
+                "}",
+                "$1",
+                "?",
+                "@s",
+                "path",
+                "NOT",
+                "IS",
+                "NULL",
+                "'a'",
+                "lower(",
+                "-",
+                "/",
+            ]
+        ),
+        max_size=12,
+    ).map(" ".join),
 )
 
 
@@ -170,7 +257,9 @@ def builder():
     return Builder(parse_model(model_with("path = '/x'"), "base.yaml"), AS_OF)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(when=junk)
 def test_junk_is_rejected_never_a_crash(builder, when: str) -> None:
     """Junk gives an ExprError; the rare junk that is a valid condition renders everywhere."""
@@ -260,6 +349,8 @@ def test_json_coercions_run_the_same_on_duckdb(store) -> None:
 def test_duckdb_accepts_what_we_print() -> None:
     plan = build_plan(parse_model(model_with("path LIKE '/docs/%'"), "x.yaml"), as_of=AS_OF)
     con = duckdb.connect()
-    con.execute("CREATE TABLE x AS SELECT 1")  # just a parse/bind check through EXPLAIN needs tables
+    con.execute(
+        "CREATE TABLE x AS SELECT 1"
+    )  # just a parse/bind check through EXPLAIN needs tables
     with pytest.raises(duckdb.CatalogException):
         con.execute("EXPLAIN " + plan.sql("duckdb"))  # parses, fails only on the missing tables

@@ -29,9 +29,11 @@ UPDATE = os.environ.get("LEADREFINERY_UPDATE_SNAPSHOTS") == "1"
 def compiled(engine: str, *, restricted: bool = False) -> str:
     model = load_model(DEMO)
     plan = build_plan(model, as_of=AS_OF, restrict="touched_people" if restricted else None)
-    head = (f"-- demo model {model.spec.version} compiled for {engine}, as of {AS_OF:%Y-%m-%d}"
-            f"{', restricted to the people in table touched_people' if restricted else ''}.\n"
-            "-- Regenerate: LEADREFINERY_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_model_snapshots.py\n")
+    head = (
+        f"-- demo model {model.spec.version} compiled for {engine}, as of {AS_OF:%Y-%m-%d}"
+        f"{', restricted to the people in table touched_people' if restricted else ''}.\n"
+        "-- Regenerate: LEADREFINERY_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_model_snapshots.py\n"
+    )
     return head + plan.sql(engine) + ";\n"
 
 
@@ -47,7 +49,8 @@ def test_compiled_sql_matches_the_snapshot(engine: str, restricted: bool) -> Non
             pytest.fail(f"wrote the missing snapshot {path}; review and commit it")
     assert sql == path.read_text(encoding="utf-8"), (
         f"the compiled SQL for {engine} changed; if that is intended, regenerate with "
-        "LEADREFINERY_UPDATE_SNAPSHOTS=1 and review `git diff tests/snapshots/`")
+        "LEADREFINERY_UPDATE_SNAPSHOTS=1 and review `git diff tests/snapshots/`"
+    )
 
 
 def test_restriction_is_one_predicate_on_the_same_query() -> None:

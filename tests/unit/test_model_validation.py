@@ -15,14 +15,18 @@ DEMO = Path(__file__).resolve().parents[2] / "src" / "leadrefinery" / "sample" /
 
 
 def model_text(rules: str, extra: str = "") -> str:
-    return textwrap.dedent("""\
+    return (
+        textwrap.dedent("""\
         version: 1
         sets:
           risky: [NG, PK]
         facts:
           logins: {on: track, event: Logged In}
         rules:
-        """) + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
+        """)
+        + textwrap.indent(textwrap.dedent(rules), "  ")
+        + textwrap.dedent(extra)
+    )
 
 
 def fails(text: str) -> ModelError:
@@ -52,10 +56,25 @@ def test_a_valid_model_loads_and_is_versioned() -> None:
 
 def test_the_demo_model_is_valid() -> None:
     m = load_model(DEMO)
-    assert m.spec.grades is not None and m.spec.grades.names() == ["1", "2", "3", "4", "5", "6", "7"]
-    assert {r.id for r in m.spec.rules} >= {"webmail", "domain_matches_company", "risky_phone_country",
-                                             "strong_referral", "logged_in_twice", "environment_launched",
-                                             "email_click", "pricing_page"}
+    assert m.spec.grades is not None and m.spec.grades.names() == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+    ]
+    assert {r.id for r in m.spec.rules} >= {
+        "webmail",
+        "domain_matches_company",
+        "risky_phone_country",
+        "strong_referral",
+        "logged_in_twice",
+        "environment_launched",
+        "email_click",
+        "pricing_page",
+    }
 
 
 def test_typo_of_a_key_suggests_the_right_one() -> None:
@@ -71,73 +90,88 @@ def test_unknown_top_level_key() -> None:
 
 
 def test_unknown_field_in_a_condition_names_the_field_line_and_rule() -> None:
-    e = fails(model_text("""\
+    e = fails(
+        model_text("""\
         - id: guests
           on: track
           event: Environment Launched
           when: propertes.guests > 5
           points: 5
-        """))
+        """)
+    )
     assert e.rule == "guests" and e.line == 10
     assert "propertes.guests" in str(e) and "did you mean 'properties'?" in str(e)
 
 
 def test_unknown_plain_field_suggests() -> None:
-    e = fails(model_text("""\
+    e = fails(
+        model_text("""\
         - id: mail
           on: person
           when: webmial
           points: -5
-        """))
+        """)
+    )
     assert "unknown field 'webmial'" in str(e) and "did you mean 'webmail'?" in str(e)
     assert e.line == 9
 
 
 def test_bad_expression_syntax() -> None:
-    e = fails(model_text("""\
+    e = fails(
+        model_text("""\
         - id: broken
           on: page
           when: "path LIKE AND"
           points: 5
-        """))
+        """)
+    )
     assert e.rule == "broken" and e.line == 9 and "cannot parse the condition" in str(e)
 
 
 def test_unknown_set_lists_the_declared_ones() -> None:
-    e = fails(model_text("""\
+    e = fails(
+        model_text("""\
         - id: risky_phone
           on: person
           when: traits.phoneCountry IN @riskee
           points: -10
-        """))
+        """)
+    )
     assert "unknown set @riskee" in str(e) and "did you mean 'risky'?" in str(e)
     assert "@webmail" in str(e) and e.rule == "risky_phone"
 
 
 def test_disallowed_function() -> None:
-    e = fails(model_text("""\
+    e = fails(
+        model_text("""\
         - id: sneaky
           on: person
           when: read_csv('/etc/passwd') IS NOT NULL
           points: 1
-        """))
+        """)
+    )
     assert "function read_csv() is not allowed" in str(e) and e.rule == "sneaky"
 
 
-@pytest.mark.parametrize("when, message", [
-    ("email IN (SELECT email FROM people)", "IN (SELECT"),
-    ("(SELECT 1) = 1", "sub-queries are not allowed"),
-    ("email = 'x'; DROP TABLE people", "one condition"),
-    ("DROP TABLE people", "not a condition"),
-    ("CAST(email AS INT) > 1", "CAST is not allowed"),
-    ("email > 3", "compares text with number"),
-    ("title", "not a condition"),
-    ('company = "Acme"', "single quotes"),
-    ("facts.logons >= 2", "did you mean 'logins'?"),
-    ("@risky", "after IN"),
-])
+@pytest.mark.parametrize(
+    "when, message",
+    [
+        ("email IN (SELECT email FROM people)", "IN (SELECT"),
+        ("(SELECT 1) = 1", "sub-queries are not allowed"),
+        ("email = 'x'; DROP TABLE people", "one condition"),
+        ("DROP TABLE people", "not a condition"),
+        ("CAST(email AS INT) > 1", "CAST is not allowed"),
+        ("email > 3", "compares text with number"),
+        ("title", "not a condition"),
+        ('company = "Acme"', "single quotes"),
+        ("facts.logons >= 2", "did you mean 'logins'?"),
+        ("@risky", "after IN"),
+    ],
+)
 def test_conditions_that_are_rejected(when: str, message: str) -> None:
-    rule = yaml.safe_dump([{"id": "r1", "on": "person", "when": when, "points": 1}], sort_keys=False)
+    rule = yaml.safe_dump(
+        [{"id": "r1", "on": "person", "when": when, "points": 1}], sort_keys=False
+    )
     e = fails(model_text(rule))
     assert message in str(e), str(e)
     assert e.rule == "r1" and e.line is not None
@@ -173,19 +207,34 @@ def test_bad_values() -> None:
 
 
 def test_grades_stages_and_abuse_are_checked() -> None:
-    e = fails(model_text(OK_RULE, "grades:\n  levels: [{grade: A, min: 10}, {grade: B}]\n  mql: [C]\n"))
+    e = fails(
+        model_text(OK_RULE, "grades:\n  levels: [{grade: A, min: 10}, {grade: B}]\n  mql: [C]\n")
+    )
     assert "mql names grade 'C'" in str(e)
-    e = fails(model_text(OK_RULE, "grades:\n  levels: [{grade: A, min: 10}, {grade: B, min: 20}, {grade: C}]\n"))
+    e = fails(
+        model_text(
+            OK_RULE, "grades:\n  levels: [{grade: A, min: 10}, {grade: B, min: 20}, {grade: C}]\n"
+        )
+    )
     assert "highest min down" in str(e)
-    e = fails(model_text(OK_RULE, "grades:\n  method: volume\n  levels: [{grade: A, min: 1}, {grade: B}]\n"))
+    e = fails(
+        model_text(
+            OK_RULE, "grades:\n  method: volume\n  levels: [{grade: A, min: 1}, {grade: B}]\n"
+        )
+    )
     assert "use `top`" in str(e)
     e = fails(model_text(OK_RULE, "stages:\n  evidence:\n    Evalute: [{on: page}]\n"))
     assert "unknown stage 'Evalute'" in str(e) and "did you mean 'Evaluate'?" in str(e)
     assert e.line == 13 and e.rule == "stage:Evalute"
     e = fails(model_text(OK_RULE, "abuse:\n  - {id: a, kind: sesion, key: x}\n"))
     assert "'sesion'" in str(e) and "did you mean 'session'?" in str(e)
-    e = fails(model_text(OK_RULE, "abuse:\n  - id: a\n    kind: session\n    start: {on: track}\n"
-                         "    stop: {on: track}\n    key: properties.id\n    max_minuts: 4\n"))
+    e = fails(
+        model_text(
+            OK_RULE,
+            "abuse:\n  - id: a\n    kind: session\n    start: {on: track}\n"
+            "    stop: {on: track}\n    key: properties.id\n    max_minuts: 4\n",
+        )
+    )
     assert "did you mean 'max_minutes'?" in str(e) and e.rule == "a" and e.line == 17
     e = fails(model_text(OK_RULE, "segments:\n  hot: scroe > 3\n"))
     assert "did you mean 'score'?" in str(e) and e.rule == "segment:hot" and e.line == 12

@@ -51,7 +51,9 @@ def test_odoo_probability_by_hand() -> None:
 
 def test_odoo_bins_numeric_fields() -> None:
     rng = np.random.default_rng(0)
-    X = pd.DataFrame({"visits": rng.poisson(4, 2000).astype(float), "src": rng.choice(["a", "b"], 2000)})
+    X = pd.DataFrame(
+        {"visits": rng.poisson(4, 2000).astype(float), "src": rng.choice(["a", "b"], 2000)}
+    )
     y = (rng.random(2000) < 0.1 + 0.08 * X["visits"].clip(upper=8)).astype(int)
     nb = OdooNaiveBayes(n_bins=5).fit(X, y)
     assert set(nb.frequency_table_["field"]) == {"visits", "src"}

@@ -29,9 +29,7 @@ def test_default_buckets_follow_volume_quantiles() -> None:
 def test_thresholds_stay_fixed_after_fit() -> None:
     scheme = BucketScheme(
         cumulative=(0.2, 0.5), labels=("hot", "warm", "cold"), holdout_buckets=("cold",)
-    ).fit(
-        np.linspace(0, 1, 101)
-    )
+    ).fit(np.linspace(0, 1, 101))
     assert list(scheme.assign([0.95, 0.6, 0.1])) == ["hot", "warm", "cold"]
     assert list(scheme.assign([0.99, 0.98])) == ["hot", "hot"]  # a new population is not re-cut
 

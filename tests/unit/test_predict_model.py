@@ -135,7 +135,9 @@ def test_calibration_improves_brier_when_the_rate_drifts() -> None:
     logit = 0.6 * (X["logins_7d"] - 3) + np.linspace(-3, 0.5, 4000)
     y = (rng.random(4000) < 1 / (1 + np.exp(-logit))).astype(int)
     X_test = X.iloc[:1500].copy()
-    y_test = (rng.random(1500) < 1 / (1 + np.exp(-(0.6 * (X_test["logins_7d"] - 3) + 0.5)))).astype(int)
+    y_test = (rng.random(1500) < 1 / (1 + np.exp(-(0.6 * (X_test["logins_7d"] - 3) + 0.5)))).astype(
+        int
+    )
     calibrated = LeadModel(**FAST, calibration="auto").fit(X, y)
     raw = LeadModel(**FAST, calibration="none").fit(X, y)
     b_cal = brier(y_test, calibrated.predict_proba(X_test)[:, 1])

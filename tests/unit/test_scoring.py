@@ -26,8 +26,13 @@ def at(days: float = 0, hours: float = 0, minutes: float = 0) -> datetime:
 
 
 def _msg(kind: str, user: str, t: datetime, **kw: Any) -> dict:
-    return {"type": kind, "userId": user, "timestamp": t.isoformat() + "Z",
-            "messageId": f"m{next(_ids)}", **kw}
+    return {
+        "type": kind,
+        "userId": user,
+        "timestamp": t.isoformat() + "Z",
+        "messageId": f"m{next(_ids)}",
+        **kw,
+    }
 
 
 def identify(user: str, t: datetime, **traits: Any) -> dict:
@@ -64,8 +69,14 @@ def rows(project: Project, m, as_of: datetime = T, **kw: Any) -> dict[str, dict]
 
 
 def test_half_life_decay_is_exact(project: Project) -> None:
-    load(project, [track("u1", "Logged In", at(days=14)), track("u1", "Logged In", at(days=28)),
-                   track("u1", "Logged In", at(days=0))])
+    load(
+        project,
+        [
+            track("u1", "Logged In", at(days=14)),
+            track("u1", "Logged In", at(days=28)),
+            track("u1", "Logged In", at(days=0)),
+        ],
+    )
     m = model("""
         rules:
           - {id: login, on: track, event: Logged In, points: 10, half_life: 14d}
@@ -86,7 +97,9 @@ def test_decay_is_measured_from_the_as_of_time(project: Project) -> None:
 
 def test_window_drops_old_occurrences(project: Project) -> None:
     load(project, [page("u1", "/pricing", at(days=d)) for d in (1, 10, 29, 31, 60)])
-    m = model("rules:\n  - {id: pricing, on: page, when: \"path = '/pricing'\", points: 2, window: 30d}\n")
+    m = model(
+        "rules:\n  - {id: pricing, on: page, when: \"path = '/pricing'\", points: 2, window: 30d}\n"
+    )
     r = rows(project, m)["u1"]
     assert r["r_pricing_n"] == 3 and r["r_pricing"] == 6
 
@@ -120,19 +133,24 @@ def test_frequencies(project: Project) -> None:
 
 def test_max_per_day_keeps_the_most_recent_of_the_day(project: Project) -> None:
     load(project, [page("u1", "/x", at(days=2, hours=h)) for h in (1, 5, 9)])
-    m = model("rules:\n  - {id: p, on: page, points: 10, half_life: 1d, frequency: {max_per_day: 1}}\n")
+    m = model(
+        "rules:\n  - {id: p, on: page, points: 10, half_life: 1d, frequency: {max_per_day: 1}}\n"
+    )
     r = rows(project, m)["u1"]
     # 2024-05-30 at 11:00, 07:00, 03:00: one counts, the latest (11:00 = 2d 1h old)
     assert r["r_p"] == pytest.approx(10 * 0.5 ** (2 + 1 / 24), rel=1e-12)
 
 
 def test_cases_categories_caps_and_score_range(project: Project) -> None:
-    load(project, [
-        identify("u1", at(days=5), email="ann@acme.com", company="Acme", title="VP Sales"),
-        track("u1", "Environment Launched", at(days=1), template="windows-lab"),
-        track("u1", "Environment Launched", at(days=1), template="linux-lab"),
-        identify("u2", at(days=5), email="bob@gmail.com", title="Student"),
-    ])
+    load(
+        project,
+        [
+            identify("u1", at(days=5), email="ann@acme.com", company="Acme", title="VP Sales"),
+            track("u1", "Environment Launched", at(days=1), template="windows-lab"),
+            track("u1", "Environment Launched", at(days=1), template="linux-lab"),
+            identify("u2", at(days=5), email="bob@gmail.com", title="Student"),
+        ],
+    )
     m = model("""
         categories:
           fit: {cap: 12, min: -5}
@@ -178,18 +196,23 @@ def test_as_of_never_sees_later_events(project: Project) -> None:
           - {id: guests, kind: event, on: track, event: Launched, when: properties.guests > 10}
         """)
     cut = at(days=10)
-    before = [identify("u1", at(days=20), email="a@acme.com", company="Initech", emailVerified=False),
-              group("u1", "g1", at(days=20), name="Acme", employees=10),
-              track("u1", "Logged In", at(days=15))]
+    before = [
+        identify("u1", at(days=20), email="a@acme.com", company="Initech", emailVerified=False),
+        group("u1", "g1", at(days=20), name="Acme", employees=10),
+        track("u1", "Logged In", at(days=15)),
+    ]
     load(project, before)
     snapshot = rows(project, m, as_of=cut)
-    later = [track("u1", "Logged In", at(days=9)), track("u1", "Logged In", at(days=1)),
-             identify("u1", at(days=5), emailVerified=True, company="Acme"),
-             group("u1", "g1", at(days=5), employees=5000),
-             page("u1", "/contact-sales", at(days=2)),
-             track("u1", "Launched", at(days=2), guests=40),
-             identify("u9", at(days=3), email="new@x.com"),
-             track("u9", "Logged In", at(days=3))]
+    later = [
+        track("u1", "Logged In", at(days=9)),
+        track("u1", "Logged In", at(days=1)),
+        identify("u1", at(days=5), emailVerified=True, company="Acme"),
+        group("u1", "g1", at(days=5), employees=5000),
+        page("u1", "/contact-sales", at(days=2)),
+        track("u1", "Launched", at(days=2), guests=40),
+        identify("u9", at(days=3), email="new@x.com"),
+        track("u9", "Logged In", at(days=3)),
+    ]
     load(project, later)
     again = rows(project, m, as_of=cut)
     assert again == snapshot
@@ -199,7 +222,9 @@ def test_as_of_never_sees_later_events(project: Project) -> None:
     assert "u9" not in again
     now = rows(project, m)["u1"]  # and the later facts are seen when the time comes
     assert now["r_login_n"] == 3 and now["r_verified"] == 5 and now["r_twice"] == 7
-    assert now["r_big"] == 9 and now["r_acme"] == 2 and now["stage"] == "Deploy" and now["ab_guests"]
+    assert (
+        now["r_big"] == 9 and now["r_acme"] == 2 and now["stage"] == "Deploy" and now["ab_guests"]
+    )
 
 
 # -- grades -------------------------------------------------------------------------------------
@@ -223,7 +248,12 @@ def test_threshold_grades(project: Project) -> None:
         """)
     out = rows(project, m)
     assert {p: (r["grade"], r["mql"]) for p, r in out.items()} == {
-        "p0": ("3", False), "p1": ("3", False), "p2": ("2", False), "p3": ("1", True), "p4": ("1", True)}
+        "p0": ("3", False),
+        "p1": ("3", False),
+        "p2": ("2", False),
+        "p3": ("1", True),
+        "p4": ("1", True),
+    }
 
 
 def test_volume_grades_and_their_cutoffs_for_restricted_runs(project: Project) -> None:
@@ -239,7 +269,9 @@ def test_volume_grades_and_their_cutoffs_for_restricted_runs(project: Project) -
     grades = {p: r["grade"] for p, r in out.items()}
     assert [grades[f"p{i}"] for i in range(10)] == ["C"] * 5 + ["B"] * 3 + ["A"] * 2
     run = score(project.engine, m, as_of=T)
-    cut = json.loads(project.engine.scalar("SELECT cutoffs FROM score_runs WHERE run_id = ?", [run.run_id]))
+    cut = json.loads(
+        project.engine.scalar("SELECT cutoffs FROM score_runs WHERE run_id = ?", [run.run_id])
+    )
     assert cut == {"A": 9.0, "B": 6.0, "C": 1.0}
     # a restricted rescore grades with the full run's cut-offs, not within the few people
     part = rows(project, m, restrict=["p5", "p9"])
@@ -247,10 +279,15 @@ def test_volume_grades_and_their_cutoffs_for_restricted_runs(project: Project) -
 
 
 def test_matrix_grades(project: Project) -> None:
-    load(project, [
-        identify("a", at(days=3), email="a@acme.com"), *[track("a", "Point", at(days=1)) for _ in range(30)],
-        identify("b", at(days=3), email="b@gmail.com"), *[track("b", "Point", at(days=1)) for _ in range(5)],
-    ])
+    load(
+        project,
+        [
+            identify("a", at(days=3), email="a@acme.com"),
+            *[track("a", "Point", at(days=1)) for _ in range(30)],
+            identify("b", at(days=3), email="b@gmail.com"),
+            *[track("b", "Point", at(days=1)) for _ in range(5)],
+        ],
+    )
     m = model("""
         rules:
           - {id: company, on: person, when: NOT webmail, points: 20}
@@ -284,14 +321,21 @@ STAGES = """
 
 
 def test_stage_is_the_furthest_with_fresh_evidence(project: Project) -> None:
-    load(project, [
-        page("a", "/blog/x", at(days=1)), page("a", "/pricing", at(days=2)),
-        track("a", "Environment Launched", at(days=3)),  # Sample needs 2
-        page("b", "/contact-sales", at(days=50)), page("b", "/pricing", at(days=1)),
-        page("c", "/pricing", at(days=40)), page("c", "/blog/y", at(days=5)),
-        page("d", "/blog/y", at(days=45)),
-        track("e", "Environment Launched", at(days=3)), track("e", "Environment Launched", at(days=2)),
-    ])
+    load(
+        project,
+        [
+            page("a", "/blog/x", at(days=1)),
+            page("a", "/pricing", at(days=2)),
+            track("a", "Environment Launched", at(days=3)),  # Sample needs 2
+            page("b", "/contact-sales", at(days=50)),
+            page("b", "/pricing", at(days=1)),
+            page("c", "/pricing", at(days=40)),
+            page("c", "/blog/y", at(days=5)),
+            page("d", "/blog/y", at(days=45)),
+            track("e", "Environment Launched", at(days=3)),
+            track("e", "Environment Launched", at(days=2)),
+        ],
+    )
     m = model(STAGES)
     out = rows(project, m)
     assert out["a"]["stage"] == "Evaluate" and out["a"]["stage_rank"] == 2
@@ -308,8 +352,11 @@ def test_stage_is_the_furthest_with_fresh_evidence(project: Project) -> None:
 
 def test_stage_default(project: Project) -> None:
     load(project, [track("z", "Hello", at(days=1))])
-    m = model(STAGES.replace("expires: 30d", "expires: 30d\n      default: Recognize").replace(
-        "Recognize: [", "Recognize: ["))
+    m = model(
+        STAGES.replace("expires: 30d", "expires: 30d\n      default: Recognize").replace(
+            "Recognize: [", "Recognize: ["
+        )
+    )
     assert rows(project, m)["z"]["stage"] == "Recognize"
 
 
@@ -359,38 +406,65 @@ def test_abuse_rules_and_their_evidence(project: Project) -> None:
     base = at(days=2)
     msgs = [
         # ok: one environment, within the limit, few guests, no resumes
-        launch("ok", "e1", base, guests=3), stop("ok", "e1", base + timedelta(minutes=200)),
+        launch("ok", "e1", base, guests=3),
+        stop("ok", "e1", base + timedelta(minutes=200)),
         launch("ok", "e2", base + timedelta(minutes=200), guests=3),  # touching, not overlapping
         stop("ok", "e2", base + timedelta(minutes=300)),
         # guests
-        launch("g", "e3", base, guests=30), stop("g", "e3", base + timedelta(minutes=10)),
+        launch("g", "e3", base, guests=30),
+        stop("g", "e3", base + timedelta(minutes=10)),
         # long: 300 minutes over its own limit of 120; and one never stopped (open until as-of)
-        launch("l", "e4", base, max_duration_minutes=120), stop("l", "e4", base + timedelta(minutes=300)),
+        launch("l", "e4", base, max_duration_minutes=120),
+        stop("l", "e4", base + timedelta(minutes=300)),
         # parallel: three at once
         *[launch("p", f"e5{i}", base + timedelta(minutes=i)) for i in range(3)],
         *[stop("p", f"e5{i}", base + timedelta(minutes=60)) for i in range(3)],
         # scripted: resumed every 29 minutes, 8 times
-        *[track("s", "Environment Resumed", base + timedelta(minutes=29 * k, seconds=k % 2),
-                environment_id="e6") for k in range(8)],
+        *[
+            track(
+                "s",
+                "Environment Resumed",
+                base + timedelta(minutes=29 * k, seconds=k % 2),
+                environment_id="e6",
+            )
+            for k in range(8)
+        ],
         # irregular resumes are fine
-        *[track("r", "Environment Resumed", base + timedelta(minutes=m), environment_id="e7")
-          for m in (0, 5, 60, 70, 200, 201)],
+        *[
+            track("r", "Environment Resumed", base + timedelta(minutes=m), environment_id="e7")
+            for m in (0, 5, 60, 70, 200, 201)
+        ],
     ]
     load(project, msgs)
     m = model(ABUSE)
     out = rows(project, m)
-    flags = {p: [a for a in ("guests", "long", "parallel", "scripted") if r[f"ab_{a}"]] for p, r in out.items()}
-    assert flags == {"ok": [], "g": ["guests"], "l": ["long"], "p": ["parallel"], "s": ["scripted"], "r": []}
+    flags = {
+        p: [a for a in ("guests", "long", "parallel", "scripted") if r[f"ab_{a}"]]
+        for p, r in out.items()
+    }
+    assert flags == {
+        "ok": [],
+        "g": ["guests"],
+        "l": ["long"],
+        "p": ["parallel"],
+        "s": ["scripted"],
+        "r": [],
+    }
     assert out["g"]["ab_guests_max"] == 30
     assert out["l"]["ab_long_key"] == "e4" and out["l"]["ab_long_minutes"] == pytest.approx(300)
     assert out["l"]["ab_long_allowed"] == 120 and out["l"]["ab_long_over"] == pytest.approx(180)
     assert out["p"]["ab_parallel_n"] == 3
-    assert out["s"]["ab_scripted_n"] == 8 and out["s"]["ab_scripted_mean_gap_minutes"] == pytest.approx(29, abs=0.01)
+    assert out["s"]["ab_scripted_n"] == 8 and out["s"][
+        "ab_scripted_mean_gap_minutes"
+    ] == pytest.approx(29, abs=0.01)
     assert out["s"]["cat_abuse"] == 10 and out["s"]["seg_abuser"] and not out["ok"]["seg_abuser"]
     # evidence in the stored snapshot, as JSON
     run = score(project.engine, m, as_of=T)
-    abuse = json.loads(project.engine.scalar(
-        "SELECT abuse FROM scores WHERE run_id = ? AND person_id = 'l'", [run.run_id]))
+    abuse = json.loads(
+        project.engine.scalar(
+            "SELECT abuse FROM scores WHERE run_id = ? AND person_id = 'l'", [run.run_id]
+        )
+    )
     assert abuse["long"]["key"] == "e4" and abuse["long"]["over_minutes"] == pytest.approx(180)
 
 
@@ -406,14 +480,26 @@ def test_an_open_session_counts_up_to_the_as_of_time(project: Project) -> None:
 
 
 def test_segments_facts_and_person_fields(project: Project) -> None:
-    load(project, [
-        identify("a", at(days=9), email="Ann@Acme-Labs.com", company="Acme Labs Inc", title="Software Engineer",
-                 phoneCountry="NG", referralSource="partner", emailVerified=True),
-        *[page("a", "/docs/api/x", at(days=d)) for d in (1, 2, 3)],
-        track("a", "Logged In", at(days=2)), track("a", "Logged In", at(days=1)),
-        identify("b", at(days=9), email="bob@gmail.com", company="Initech", title="CTO"),
-        page("b", "/pricing", at(days=1)),
-    ])
+    load(
+        project,
+        [
+            identify(
+                "a",
+                at(days=9),
+                email="Ann@Acme-Labs.com",
+                company="Acme Labs Inc",
+                title="Software Engineer",
+                phoneCountry="NG",
+                referralSource="partner",
+                emailVerified=True,
+            ),
+            *[page("a", "/docs/api/x", at(days=d)) for d in (1, 2, 3)],
+            track("a", "Logged In", at(days=2)),
+            track("a", "Logged In", at(days=1)),
+            identify("b", at(days=9), email="bob@gmail.com", company="Initech", title="CTO"),
+            page("b", "/pricing", at(days=1)),
+        ],
+    )
     m = model("""
         sets:
           risky: [NG, PK]
@@ -441,19 +527,34 @@ def test_segments_facts_and_person_fields(project: Project) -> None:
     assert (a["r_match"], a["r_risky"], a["r_partner"], a["r_verified"]) == (5, -5, 4, 2)
     assert b["p_webmail"] and not b["p_domain_matches_company"]
     assert a["f_api"] == 3 and a["f_days"] == 3 and a["f_last_seen"] == pytest.approx(1.0)
-    assert (a["seg_developer"], a["seg_buyer"], a["seg_commercial"], a["seg_hot"]) == (True, False, True, False)
-    assert (b["seg_developer"], b["seg_buyer"], b["seg_commercial"], b["seg_hot"]) == (False, True, False, True)
+    assert (a["seg_developer"], a["seg_buyer"], a["seg_commercial"], a["seg_hot"]) == (
+        True,
+        False,
+        True,
+        False,
+    )
+    assert (b["seg_developer"], b["seg_buyer"], b["seg_commercial"], b["seg_hot"]) == (
+        False,
+        True,
+        False,
+        True,
+    )
 
 
 # -- snapshots, history, restricted runs ---------------------------------------------------------
 
 
 def test_snapshots_history_latest_and_accounts(project: Project) -> None:
-    load(project, [
-        identify("a", at(days=9), email="a@acme.com"), identify("b", at(days=9), email="b@acme.com"),
-        identify("c", at(days=9), email="c@gmail.com"),
-        *[track("a", "Point", at(days=1)) for _ in range(3)], track("b", "Point", at(days=1)),
-    ])
+    load(
+        project,
+        [
+            identify("a", at(days=9), email="a@acme.com"),
+            identify("b", at(days=9), email="b@acme.com"),
+            identify("c", at(days=9), email="c@gmail.com"),
+            *[track("a", "Point", at(days=1)) for _ in range(3)],
+            track("b", "Point", at(days=1)),
+        ],
+    )
     m = model("""
         rules: [{id: pt, on: track, event: Point, points: 10}]
         grades: {levels: [{grade: "1", min: 25}, {grade: "2"}], mql: ["1"]}
@@ -464,14 +565,22 @@ def test_snapshots_history_latest_and_accounts(project: Project) -> None:
     assert (r1.people, r2.people) == (3, 3) and r2.latest
     assert e.scalar("SELECT count(*) FROM scores") == 6
     assert e.query("SELECT person_id, score, grade FROM latest_scores ORDER BY person_id") == [
-        ("a", 30.0, "1"), ("b", 10.0, "2"), ("c", 0.0, "2")]
+        ("a", 30.0, "1"),
+        ("b", 10.0, "2"),
+        ("c", 0.0, "2"),
+    ]
     # grade distribution per day and stage transitions are plain queries over the history
-    per_day = e.query("SELECT CAST(as_of AS DATE) d, grade, count(*) FROM scores GROUP BY ALL ORDER BY 1, 2")
+    per_day = e.query(
+        "SELECT CAST(as_of AS DATE) d, grade, count(*) FROM scores GROUP BY ALL ORDER BY 1, 2"
+    )
     assert per_day == [(at(days=3).date(), "2", 3), (T.date(), "1", 1), (T.date(), "2", 2)]
     comps = json.loads(e.scalar("SELECT components FROM latest_scores WHERE person_id = 'a'"))
     assert comps == {"pt": {"n": 3, "raw": 30.0, "decayed": 30.0, "points": 30.0}}
-    acct = e.query("SELECT account_id, people, engaged_people, mql_people, score_sum, score_max "
-                   "FROM account_scores WHERE run_id = ?", [r2.run_id])
+    acct = e.query(
+        "SELECT account_id, people, engaged_people, mql_people, score_sum, score_max "
+        "FROM account_scores WHERE run_id = ?",
+        [r2.run_id],
+    )
     assert acct == [("domain:acme.com", 2, 2, 1, 40.0, 30.0)]
     # an older as-of is kept in history but does not replace the newest scores
     old = score(project.engine, m, as_of=at(days=30))
@@ -491,4 +600,7 @@ def test_restricted_rescore_uses_the_same_query_for_a_few_people(project: Projec
     run = score(project.engine, m, as_of=T, restrict=["b"])
     assert run.restricted and run.people == 1
     assert e.query("SELECT person_id, score FROM latest_scores ORDER BY 1") == [
-        ("a", 10.0), ("b", 20.0), ("c", 10.0)]  # c not rescored yet
+        ("a", 10.0),
+        ("b", 20.0),
+        ("c", 10.0),
+    ]  # c not rescored yet

@@ -52,15 +52,29 @@ _n = iter(range(10_000))
 
 
 def msg(kind: str, user: str, t: datetime, **kw) -> dict:
-    return {"type": kind, "userId": user, "timestamp": t.isoformat() + "Z", "messageId": f"x{next(_n)}", **kw}
+    return {
+        "type": kind,
+        "userId": user,
+        "timestamp": t.isoformat() + "Z",
+        "messageId": f"x{next(_n)}",
+        **kw,
+    }
 
 
 def business(project: Project) -> None:
     (project.root / "model.yaml").write_text(MODEL, encoding="utf-8")
     d = timedelta(days=1)
     msgs = [
-        msg("identify", "ann", T - 9 * d, traits={"email": "ann@acme.com", "company": "Acme", "name": "Ann"}),
-        *[msg("page", "ann", T - k * d, name="Pricing", properties={"path": "/pricing"}) for k in (1, 2, 3, 4)],
+        msg(
+            "identify",
+            "ann",
+            T - 9 * d,
+            traits={"email": "ann@acme.com", "company": "Acme", "name": "Ann"},
+        ),
+        *[
+            msg("page", "ann", T - k * d, name="Pricing", properties={"path": "/pricing"})
+            for k in (1, 2, 3, 4)
+        ],
         *[msg("track", "ann", T - k * d, event="Logged In") for k in range(1, 10)],
         msg("track", "ann", T - 2 * d, event="Environment Launched", properties={"guests": 25}),
         msg("identify", "bob", T - 9 * d, traits={"email": "bob@gmail.com"}),
@@ -80,7 +94,9 @@ def test_explain_breaks_the_score_down(project: Project) -> None:
     p = comps["pricing"]
     assert p["n"] == 4 and p["raw"] == 16
     assert p["decayed"] == pytest.approx(4 * sum(0.5 ** (k / 7) for k in (1, 2, 3, 4)))
-    assert p["points"] == 10 and p["capped"] and p["reason"] == "visited the pricing page (4×): +10.0"
+    assert (
+        p["points"] == 10 and p["capped"] and p["reason"] == "visited the pricing page (4×): +10.0"
+    )
     assert comps["login"]["points"] == 27 and comps["login"]["reason"].startswith("Logged In (9×)")
     eng = next(c for c in x["categories"] if c["category"] == "engagement")
     assert eng["before_cap"] == 37 and eng["points"] == 25 and eng["capped"]
@@ -130,8 +146,15 @@ def history(project: Project) -> datetime:
         msgs += [msg("track", user, start - 5 * d, event="Point") for _ in range(points)]
     # conversions (the project's conversion event): a at +10d, b at +3d, c at +40d
     for user, days in (("a", 10), ("b", 3), ("c", 40)):
-        msgs.append(msg("track", user, start + days * d, event="Subscription Started",
-                        properties={"amount": 100}))
+        msgs.append(
+            msg(
+                "track",
+                user,
+                start + days * d,
+                event="Subscription Started",
+                properties={"amount": 100},
+            )
+        )
     assert project.ingestor.ingest_messages(msgs, source="history").quarantined == 0
     (project.root / "model.yaml").write_text(BT_MODEL, encoding="utf-8")
     return start
@@ -141,10 +164,18 @@ def test_backtest_figures(project: Project) -> None:
     start = history(project)
     # candidate: one point is enough for grade 1
     (project.root / "candidate.yaml").write_text(
-        BT_MODEL.replace("min: 20", "min: 10").replace("min: 10}, {grade: \"3\"}", "min: 5}, {grade: \"3\"}"),
-        encoding="utf-8")
-    rep = project.backtest(start=start, end=start + timedelta(days=7), step_days=7, horizon_days=30,
-                           model="candidate.yaml")
+        BT_MODEL.replace("min: 20", "min: 10").replace(
+            'min: 10}, {grade: "3"}', 'min: 5}, {grade: "3"}'
+        ),
+        encoding="utf-8",
+    )
+    rep = project.backtest(
+        start=start,
+        end=start + timedelta(days=7),
+        step_days=7,
+        horizon_days=30,
+        model="candidate.yaml",
+    )
     pub = rep["published"]
     grades = {g["grade"]: g for g in pub["grades"]}
     # cut-off 1: a(1) b(2) c(3) d(1); a and b convert within 30 days. cut-off 2: b is a customer.
@@ -153,8 +184,13 @@ def test_backtest_figures(project: Project) -> None:
     assert (grades["3"]["leads"], grades["3"]["converted"]) == (2, 0)
     assert grades["1"]["conversion_rate"] == 0.5
     assert grades["1"]["share_of_conversions"] == pytest.approx(2 / 3)
-    assert pub["mql"] == {"grades": ["1"], "leads": 4, "converted": 2, "conversion_rate": 0.5,
-                          "share_of_conversions": pytest.approx(2 / 3)}
+    assert pub["mql"] == {
+        "grades": ["1"],
+        "leads": 4,
+        "converted": 2,
+        "conversion_rate": 0.5,
+        "share_of_conversions": pytest.approx(2 / 3),
+    }
     assert [(w["mql"], w["new_mql"]) for w in pub["weeks"]] == [(2, 2), (2, 0)]
     cand = {g["grade"]: g for g in rep["candidate"]["grades"]}
     assert (cand["1"]["leads"], cand["1"]["converted"]) == (5, 3)  # b joins grade 1 at cut-off 1
@@ -194,21 +230,38 @@ def test_commands(project: Project, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(MODEL.replace("half_life: 7d", "half_lif: 7d"), encoding="utf-8")
     r = run(app, ["validate", "--model", str(bad)])
-    assert r.exit_code == 2 and f"{bad}:13 (rule 'pricing'): unknown key 'half_lif'" in r.output.replace("\n", "")
+    assert (
+        r.exit_code == 2
+        and f"{bad}:13 (rule 'pricing'): unknown key 'half_lif'" in r.output.replace("\n", "")
+    )
     r = run(app, ["score", "--project", root, "--as-of", "2024-06-01T12:00:00Z", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["people"] == 3 and out["grades"] == {"1": 1, "2": 1, "3": 1}
     r = run(app, ["explain", "ann@acme.com", "--project", root, "--as-of", "2024-06-01T12:00:00"])
-    assert r.exit_code == 0 and "pricing" in r.flat and "abuse guests" in r.flat and "capped" in r.flat
+    assert (
+        r.exit_code == 0 and "pricing" in r.flat and "abuse guests" in r.flat and "capped" in r.flat
+    )
     r = run(app, ["leads", "--project", root, "--format", "json", "--top", "2"])
     assert r.exit_code == 0
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert [x["person_id"] for x in rows] == ["ann", "cy"]
     r = run(app, ["leads", "--project", root, "--format", "csv", "--grade", "1"])
     assert r.exit_code == 0 and r.output.splitlines()[1].startswith("ann,ann@acme.com")
-    r = run(app, ["backtest", "--project", root, "--from", "2024-05-01", "--to", "2024-05-20",
-                  "--horizon", "30d"])
+    r = run(
+        app,
+        [
+            "backtest",
+            "--project",
+            root,
+            "--from",
+            "2024-05-01",
+            "--to",
+            "2024-05-20",
+            "--horizon",
+            "30d",
+        ],
+    )
     assert r.exit_code == 0 and "MQL volume per cut-off" in r.flat
     r = run(app, ["explain", "nobody", "--project", root])
     assert r.exit_code == 6 and "no person" in r.flat
@@ -221,7 +274,8 @@ def test_demo_model_scores_a_generated_business(tmp_path: Path) -> None:
     p = Project.init(tmp_path / "demo", name="demo")
     try:
         (p.root / "model.yaml").write_text(
-            (Path(__file__).resolve().parents[2] / "src/leadrefinery/sample/model.yaml").read_text())
+            (Path(__file__).resolve().parents[2] / "src/leadrefinery/sample/model.yaml").read_text()
+        )
         p.ingest([biz.accounts_path], kind="accounts")
         p.ingest([biz.events_path], kind="events")
         run = p.score(as_of=datetime(2026, 4, 15))

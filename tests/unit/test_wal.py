@@ -218,3 +218,21 @@ def test_loaded_segments_are_deleted(project: Project):
     assert [r[0] for r in project.engine.query("SELECT log FROM ingest_log_offsets")] in (
         [files[0].name], [],
     )
+
+
+def test_a_micro_batch_with_several_sources_keeps_each_source(project: Project):
+    d = project.root / "log"
+    d.mkdir()
+    web, app, web2 = messages(4, user="w"), messages(3, user="m"), messages(2, user="x")
+    (d / segment_name(1)).write_bytes(
+        encode_lines("web", web) + encode_lines("app", app) + encode_lines("web", web2)
+    )
+    service = IngestService(project, load_interval=0.01)
+    service.start()
+    try:
+        wait_loaded(service)
+        assert service.loader.stats.batches == 1
+    finally:
+        service.stop()
+    rows = dict(project.engine.query("SELECT source, count(*) FROM events GROUP BY 1"))
+    assert rows == {"web": 6, "app": 3}

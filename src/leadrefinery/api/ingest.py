@@ -80,9 +80,8 @@ def write_key_from_header(authorization: str | None) -> str | None:
     return user or None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, what: str = "the batch") -> bytes:
     """The request body, gunzipped when `Content-Encoding: gzip`; 400 beyond `limit` bytes."""
-    what = "the batch" if limit > 64 * 1024 else "the message"
     raw_limit = limit + 1024  # a gzip'd body may be a little larger than its content
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > raw_limit:
@@ -219,8 +218,10 @@ async def handle(request: Request, kind: str) -> Response:
     source = service.source_for(header_key)
     if header_key is not None and source is None:
         raise AuthError("unknown write key")
-    limit = cfg.max_batch_bytes if kind == "batch" else cfg.max_message_bytes
-    body = await read_body(request, limit)
+    if kind == "batch":
+        body = await read_body(request, cfg.max_batch_bytes, "the batch")
+    else:
+        body = await read_body(request, cfg.max_message_bytes, "the message")
     obj = parse_body(body)
     if source is None:
         key = obj.get("writeKey")

@@ -73,6 +73,7 @@ class LoaderStats:
     last_batch_seconds: float = 0.0
     last_loaded_at: float | None = None
     errors: int = 0
+    failing: int = 0  # consecutive failed attempts (0 = the last one worked)
     last_error: str | None = None
 
 
@@ -86,7 +87,7 @@ class LogLoader:
         ingest_log: IngestLog,
         *,
         interval: float = 0.2,
-        max_batch_bytes: int = 32 * 1024 * 1024,
+        max_batch_bytes: int = 16 * 1024 * 1024,
         on_loaded: list[OnLoaded] | None = None,
         nice: int = 0,
     ) -> None:
@@ -183,14 +184,16 @@ class LogLoader:
                 did = self.load_once()
             except Exception as exc:  # noqa: BLE001 - keep serving; retry; say so in /health
                 self.stats.errors += 1
+                self.stats.failing += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("loading the ingestion log failed (will retry)")
-                if self._stopping and self.stats.errors >= 3:
+                if self._stopping and self.stats.failing >= 3:
                     return
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             backoff = 0.5
+            self.stats.failing = 0
             if self._abandon:
                 return
             if did:
@@ -253,17 +256,19 @@ class LogLoader:
                 cut = data.rfind(b"\n") + 1
         if cut == 0:
             return
-        data = data[:cut]
         first = self._lines.get(seg.number, 0) + 1
-        n_lines, groups = self._split(data, first)
+        n_lines, groups = self._split(data, cut, first)
         new_offset = start + cut
         touched: set[str] = set()
         report = IngestReport()
         e = self.engine
 
+        hooks = list(self.on_loaded)
+
         def collect(engine: Engine) -> None:
-            rows = engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
-            touched.update(r[0] for r in rows)
+            if hooks:  # fetching ids costs Python time under the GIL: only when wanted
+                rows = engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
+                touched.update(r[0] for r in rows)
 
         def collect_and_record(engine: Engine) -> None:
             collect(engine)
@@ -291,20 +296,20 @@ class LogLoader:
         st.last_batch_seconds = time.monotonic() - began
         st.last_loaded_at = time.time()
         people = sorted(touched)
-        for hook in list(self.on_loaded):
+        for hook in hooks:
             try:
                 hook(people, report)
             except Exception:  # noqa: BLE001 - a hook must not stop ingestion
                 log.exception("on_loaded hook %r failed", hook)
 
-    def _split(self, data: bytes, first: int) -> tuple[int, dict[str, pa.Table]]:
-        """The lines of `data` (whole lines) as `(line_no, line)` tables, one per source.
+    def _split(self, data: bytes, cut: int, first: int) -> tuple[int, dict[str, pa.Table]]:
+        """The lines of `data[:cut]` (whole lines) as `(line_no, line)` tables, one per source.
 
         The arrays share `data`'s memory (offsets found by numpy, no Python object per line);
         each line keeps its newline, which JSON ignores. Usually every line has one source,
         which one `bytes.count` confirms; otherwise the lines are grouped one by one.
         """
-        buf = np.frombuffer(data, dtype=np.uint8)
+        buf = np.frombuffer(data, dtype=np.uint8, count=cut)  # no copy of the cut
         ends = np.flatnonzero(buf == 10)
         n = len(ends)
         if n == 0:
@@ -319,7 +324,7 @@ class LogLoader:
                            pa.string())
         table = pa.table({"line_no": np.arange(first, first + n, dtype=np.int64), "line": col})
         end = data.find(b'",', len(_PREFIX)) if data.startswith(_PREFIX) else -1
-        if end > 0 and data.count(b"\n" + data[: end + 2]) == n - 1:
+        if end > 0 and data.count(b"\n" + data[: end + 2], 0, cut) == n - 1:
             return n, {line_source(data[: ends[0]], self._sources): table}
         sources = [line_source(data[a:b], self._sources) for a, b in itertools.pairwise(offsets)]
         groups = {}

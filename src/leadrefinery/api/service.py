@@ -33,7 +33,7 @@ class IngestService:
         *,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         load_interval: float | None = None,
-        max_load_bytes: int = 32 * 1024 * 1024,
+        max_load_bytes: int = 16 * 1024 * 1024,
         loader_nice: int = 0,
     ) -> None:
         self.project = project
@@ -93,7 +93,9 @@ class IngestService:
         alive = self.loader._thread is not None and self.loader._thread.is_alive()
         lag = max(0, written - loaded)
         if not alive and not self.stopped:
-            status = "error"
+            status = "error"  # the loader thread is gone: nothing more reaches the store
+        elif st.failing:
+            status = "degraded"  # acknowledging, but loading fails (see last_error); retrying
         elif lag:
             status = "loading"
         else:
@@ -120,6 +122,7 @@ class IngestService:
                 "last_batch_seconds": round(st.last_batch_seconds, 4),
                 "last_loaded_at": st.last_loaded_at,
                 "errors": st.errors,
+                "failing": st.failing,
                 "last_error": st.last_error,
             },
         }

@@ -50,7 +50,6 @@ from .expr import (
     json_field,
     suggest,
     text_literal,
-    to_bool,
     to_text,
 )
 from .load import Loc, Model
@@ -94,7 +93,16 @@ FIRST_TOUCH = {"source": "$first_source", "campaign": "$first_name"}
 
 def _p(e: exp.Expression) -> exp.Expression:
     """Parenthesise a compound operand: sqlglot prints the tree as built, without adding any."""
-    atomic = (exp.Column, exp.Literal, exp.Cast, exp.Func, exp.Paren, exp.Case, exp.Window, exp.Null)
+    atomic = (
+        exp.Column,
+        exp.Literal,
+        exp.Cast,
+        exp.Func,
+        exp.Paren,
+        exp.Case,
+        exp.Window,
+        exp.Null,
+    )
     return e if isinstance(e, atomic) else exp.Paren(this=e)
 
 
@@ -122,7 +130,9 @@ def alias(e: exp.Expression, name: str) -> exp.Expression:
     return exp.alias_(e, name)
 
 
-def case(cond: exp.Expression, then: exp.Expression, default: exp.Expression | None = None) -> exp.Case:
+def case(
+    cond: exp.Expression, then: exp.Expression, default: exp.Expression | None = None
+) -> exp.Case:
     return exp.Case(ifs=[exp.If(this=cond, true=then)], default=default)
 
 
@@ -296,6 +306,9 @@ class Builder:
         self.prefilter: list[exp.Expression | None] = []
         self.ev_values: dict[str, exp.Expression] = {}  # extra per-event columns in lr_ev
         self._pending_abuse: list[tuple[str, exp.Expression]] = []
+        self._limited: list[str] = []  # rules with a frequency limit (their own CTE)
+        self._matcher_keys: dict[str, str] = {}
+        self._ab_m: dict[str, tuple[str, str]] = {}  # abuse rule -> its matcher columns
         self._acct_cols: list[str] = []
         self._ev_source = "lr_ev"
 
@@ -397,6 +410,7 @@ class Builder:
                     ),
                     JSON,
                 )
+
             return build
 
         fields: dict[str, Callable[[], Typed]] = {
@@ -417,10 +431,16 @@ class Builder:
             "account": lambda rest: self._account(rest, True),
         }
         return Scope(
-            where, fields, namespaces, as_of_us=self.as_of_us,
-            namespace_help={"properties": "properties.guests", "context": "context.page.path",
-                            "traits": "traits.plan (the event's own traits)",
-                            "person": "person.title or person.traits.plan"},
+            where,
+            fields,
+            namespaces,
+            as_of_us=self.as_of_us,
+            namespace_help={
+                "properties": "properties.guests",
+                "context": "context.page.path",
+                "traits": "traits.plan (the event's own traits)",
+                "person": "person.title or person.traits.plan",
+            },
         )
 
     def _person_ns(self, rest: list[str], in_events: bool) -> Typed:
@@ -442,9 +462,15 @@ class Builder:
             "person": lambda rest: self._person_ns(rest, False),
         }
         return Scope(
-            where, self.person_fields(False), namespaces, as_of_us=self.as_of_us,
-            namespace_help={"traits": "traits.emailVerified", "account": "account.size",
-                            "facts": "facts.logins"},
+            where,
+            self.person_fields(False),
+            namespaces,
+            as_of_us=self.as_of_us,
+            namespace_help={
+                "traits": "traits.emailVerified",
+                "account": "account.size",
+                "facts": "facts.logins",
+            },
         )
 
     def segment_scope(self, where: str) -> Scope:
@@ -478,16 +504,19 @@ class Builder:
                 raise ExprError(f"unknown rule {'.'.join(rest)!r}{suggest(rest[0], rule_ids)}")
             return Typed(col(f"r_{rest[0]}"), NUM)
 
-        base.fields.update({
-            "score": lambda: Typed(col("score"), NUM),
-            "grade": lambda: Typed(col("grade"), TEXT),
-            "mql": lambda: Typed(col("mql"), BOOL),
-            "stage": lambda: Typed(col("stage"), TEXT),
-            "stage_rank": lambda: Typed(col("stage_rank"), NUM),
-        })
+        base.fields.update(
+            {
+                "score": lambda: Typed(col("score"), NUM),
+                "grade": lambda: Typed(col("grade"), TEXT),
+                "mql": lambda: Typed(col("mql"), BOOL),
+                "stage": lambda: Typed(col("stage"), TEXT),
+                "stage_rank": lambda: Typed(col("stage_rank"), NUM),
+            }
+        )
         base.namespaces.update({"category": category, "abuse": abuse, "rules": rules})
-        base.namespace_help.update({"category": "category.fit", "abuse": "abuse.any",
-                                    "rules": "rules.pricing_page"})
+        base.namespace_help.update(
+            {"category": "category.fit", "abuse": "abuse.any", "rules": "rules.pricing_page"}
+        )
         return base
 
     # pieces -----------------------------------------------------------------------------
@@ -509,15 +538,24 @@ class Builder:
 
     def _ids_cte(self, ids: list[str]) -> None:
         """The restriction as a CTE of literal ids (no table needed: works read-only)."""
-        parts = [select(alias(exp.cast(text_literal(i), exp.DataType.build("VARCHAR")), "person_id"))
-                 for i in ids]
+        parts = [
+            select(alias(exp.cast(text_literal(i), exp.DataType.build("VARCHAR")), "person_id"))
+            for i in ids
+        ]
         q: exp.Expression = parts[0]
         for p in parts[1:]:
             q = exp.union(q, p, distinct=False)
         self.ctes.append(("lr_ids", q))
 
-    def match(self, m: S.Match | S.Rule | S.Fact | Any, loc: Loc, name: str,
-              *, window: float | None = None, extra: exp.Expression | None = None) -> str:
+    def match(
+        self,
+        m: S.Match | S.Rule | S.Fact | Any,
+        loc: Loc,
+        name: str,
+        *,
+        window: float | None = None,
+        extra: exp.Expression | None = None,
+    ) -> str:
         """Register an event matcher as boolean column `name` of lr_ev."""
         preds: list[exp.Expression | None] = []
         type_pred: exp.Expression | None = None
@@ -532,7 +570,9 @@ class Builder:
             if exact:
                 parts.append(in_list(col("ev_event"), exact))
             for g in globs:
-                parts.append(exp.RegexpLike(this=col("ev_event"), expression=text_literal(glob_regex(g))))
+                parts.append(
+                    exp.RegexpLike(this=col("ev_event"), expression=text_literal(glob_regex(g)))
+                )
             names_pred = or_(*parts)
         preds += [type_pred, names_pred]
         # the prefilter on raw events: the same type/name test, on the events table
@@ -540,19 +580,36 @@ class Builder:
         if m.on != "any":
             raw.append(exp.EQ(this=col("type", "e"), expression=text_literal(m.on)))
         if names_pred is not None:
-            raw.append(names_pred.transform(
-                lambda n: col("event", "e") if isinstance(n, exp.Column) and n.name == "ev_event" else n))
+            raw.append(
+                names_pred.transform(
+                    lambda n: (
+                        col("event", "e")
+                        if isinstance(n, exp.Column) and n.name == "ev_event"
+                        else n
+                    )
+                )
+            )
         self.prefilter.append(and_(*raw) if raw else None)
         if m.when:
-            preds.append(exp.Paren(this=self.compile_condition(
-                m.when, self.event_scope(f"the `when` of {_where(loc)}"), (*loc, "when"))))
+            preds.append(
+                exp.Paren(
+                    this=self.compile_condition(
+                        m.when, self.event_scope(f"the `when` of {_where(loc)}"), (*loc, "when")
+                    )
+                )
+            )
         if window is not None:
             preds.append(exp.LTE(this=col("age_d"), expression=double(window)))
         if extra is not None:
             preds.append(extra)
         if any(p is not None for p in (type_pred, names_pred)):
             self._ev_col("event", lambda: col("event", "e"), TEXT)
-        self.matchers[name] = coalesce(and_(*preds), exp.false())
+        expr = coalesce(and_(*preds), exp.false())
+        key = expr.sql()
+        if key in self._matcher_keys:  # the same test twice (a fact and a rule): compute it once
+            return self._matcher_keys[key]
+        self._matcher_keys[key] = name
+        self.matchers[name] = expr
         return name
 
     # the query ------------------------------------------------------------------------------
@@ -573,35 +630,24 @@ class Builder:
             m = self.match(r, loc, f"m_{r.id}", window=r.window)
             pts = self._points(r, loc, self.event_scope(f"rule {r.id!r}"))
             self.ev_values[f"pt_{r.id}"] = pts
-            counted: exp.Expression = col(m)
-            if isinstance(r.frequency, S.Limit):
-                part = [col("person_id"), col(m)]
-                if r.frequency.max_per_day is not None:
-                    part.append(col("day"))
-                    n = r.frequency.max_per_day
-                else:
-                    n = r.frequency.max_total  # type: ignore[assignment]
-                windows[f"rk_{r.id}"] = exp.Window(
-                    this=fn("ROW_NUMBER"),
-                    partition_by=part,
-                    order=exp.Order(expressions=[
-                        exp.Ordered(this=col("ts"), desc=True),
-                        exp.Ordered(this=col("message_id"), desc=True),
-                    ]),
-                )
-                counted = and_(col(m), exp.LTE(this=col(f"rk_{r.id}"), expression=int_lit(n)))
             decay: exp.Expression = double(1)
             if r.half_life is not None:
-                decay = fn("POWER", double(0.5), _div(this=col("age_d"), expression=double(r.half_life)))
-            decayed = _mul(this=col(f"pt_{r.id}"), expression=decay)
+                decay = fn(
+                    "POWER", double(0.5), _div(this=col("age_d"), expression=double(r.half_life))
+                )
             agg.append(alias(count_if(col(m)), f"r_{r.id}_n"))
+            if isinstance(r.frequency, S.Limit):
+                # ranks only over this rule's occurrences: a small, narrow window
+                self._limited_cte(r, m, decay)
+                continue
+            decayed = _mul(this=col(f"pt_{r.id}"), expression=decay)
             if r.frequency == "once":
                 best = "MIN" if self._negative(r) else "MAX"
                 agg.append(alias(fn(best, case(col(m), col(f"pt_{r.id}"))), f"r_{r.id}_raw"))
                 agg.append(alias(fn(best, case(col(m), decayed)), f"r_{r.id}_dec"))
             else:
-                agg.append(alias(fn("SUM", case(counted, col(f"pt_{r.id}"))), f"r_{r.id}_raw"))
-                agg.append(alias(fn("SUM", case(counted, decayed)), f"r_{r.id}_dec"))
+                agg.append(alias(fn("SUM", case(col(m), col(f"pt_{r.id}"))), f"r_{r.id}_raw"))
+                agg.append(alias(fn("SUM", case(col(m), decayed)), f"r_{r.id}_dec"))
         for name, f in spec.facts.items():
             agg.append(alias(self._fact_agg(name, f), f"f_{name}"))
         stage_names: list[str] = []
@@ -615,9 +661,17 @@ class Builder:
                 expires = ev.expires or st.expires
                 items = []
                 for j, mm in enumerate(ev.any):
-                    items.append(self.match(mm, ("stages", "evidence", sname, j), f"m_st{stage_names.index(sname)}_{j}"))
-                fresh = and_(or_(*[col(i) for i in items]),
-                             exp.LTE(this=col("age_d"), expression=double(expires)))
+                    items.append(
+                        self.match(
+                            mm,
+                            ("stages", "evidence", sname, j),
+                            f"m_st{stage_names.index(sname)}_{j}",
+                        )
+                    )
+                fresh = and_(
+                    or_(*[col(i) for i in items]),
+                    exp.LTE(this=col("age_d"), expression=double(expires)),
+                )
                 k = stage_names.index(sname)
                 agg.append(alias(count_if(fresh), f"st{k}_n"))
                 agg.append(alias(fn("MAX", case(fresh, col("ts"))), f"st{k}_last"))
@@ -632,24 +686,36 @@ class Builder:
                 agg.append(alias(count_if(col(m)), f"ab_{a.id}_n"))
                 agg.append(alias(fn("MIN", case(col(m), col("ts"))), f"ab_{a.id}_first"))
                 agg.append(alias(fn("MAX", case(col(m), col("ts"))), f"ab_{a.id}_last"))
-                ev = [("count", f"ab_{a.id}_n"), ("first", f"ab_{a.id}_first"), ("last", f"ab_{a.id}_last")]
+                ev = [
+                    ("count", f"ab_{a.id}_n"),
+                    ("first", f"ab_{a.id}_first"),
+                    ("last", f"ab_{a.id}_last"),
+                ]
                 if a.measure:
-                    v = self.compile_value(a.measure, self.event_scope(f"the measure of {a.id!r}"), (*loc, "measure"))
+                    v = self.compile_value(
+                        a.measure, self.event_scope(f"the measure of {a.id!r}"), (*loc, "measure")
+                    )
                     try:
                         num = coerce(v, NUM, "the measure")
                     except ExprError as e:
                         raise self.fail((*loc, "measure"), e.message) from None
                     self.ev_values[f"mv_ab_{a.id}"] = num
-                    agg.append(alias(fn("MAX", case(col(m), col(f"mv_ab_{a.id}"))), f"ab_{a.id}_max"))
+                    agg.append(
+                        alias(fn("MAX", case(col(m), col(f"mv_ab_{a.id}"))), f"ab_{a.id}_max")
+                    )
                     ev.append(("max", f"ab_{a.id}_max"))
                 abuse_evidence[a.id] = ev
             elif isinstance(a, S.SessionAbuse):
-                self.match(a.start, (*loc, "start"), f"m_ab_{a.id}_start", window=a.window)
-                self.match(a.stop, (*loc, "stop"), f"m_ab_{a.id}_stop")
+                self._ab_m[a.id] = (
+                    self.match(a.start, (*loc, "start"), f"m_ab_{a.id}_start", window=a.window),
+                    self.match(a.stop, (*loc, "stop"), f"m_ab_{a.id}_stop"),
+                )
                 key = self._key(a.key, (*loc, "key"), a.id)
                 self.ev_values[f"k_ab_{a.id}"] = key
                 if a.limit:
-                    lim = self.compile_value(a.limit, self.event_scope(f"the limit of {a.id!r}"), (*loc, "limit"))
+                    lim = self.compile_value(
+                        a.limit, self.event_scope(f"the limit of {a.id!r}"), (*loc, "limit")
+                    )
                     try:
                         self.ev_values[f"lim_ab_{a.id}"] = coerce(lim, NUM, "the limit")
                     except ExprError as e:
@@ -657,7 +723,7 @@ class Builder:
                 abuse_evidence[a.id] = self._session_ctes(a)
             else:
                 assert isinstance(a, S.RegularAbuse)
-                self.match(a, loc, f"m_ab_{a.id}", window=a.window)
+                self._ab_m[a.id] = (self.match(a, loc, f"m_ab_{a.id}", window=a.window), "")
                 if a.key:
                     self.ev_values[f"k_ab_{a.id}"] = self._key(a.key, (*loc, "key"), a.id)
                 abuse_evidence[a.id] = self._regular_ctes(a)
@@ -676,10 +742,14 @@ class Builder:
         segs: dict[str, exp.Expression] = {}
         for name, seg in spec.segments.items():
             segs[name] = self.compile_condition(
-                seg.when, self.segment_scope(f"segment {name!r}"), ("segments", name, "when"))
+                seg.when, self.segment_scope(f"segment {name!r}"), ("segments", name, "when")
+            )
         if spec.accounts.engaged:
             engaged = self.compile_condition(
-                spec.accounts.engaged, self.segment_scope("accounts.engaged"), ("accounts", "engaged"))
+                spec.accounts.engaged,
+                self.segment_scope("accounts.engaged"),
+                ("accounts", "engaged"),
+            )
         elif "engagement" in cats:
             engaged = exp.GT(this=col("cat_engagement"), expression=double(0))
         else:
@@ -690,8 +760,15 @@ class Builder:
         if self.ids is not None:
             self._ids_cte(self.ids)
         self._pop_cte()
-        if self.needs.person or self.needs.traits or self.needs.account or self.needs.account_traits:
-            self.needs.person.add("account_id") if (self.needs.account or self.needs.account_traits) else None
+        if (
+            self.needs.person
+            or self.needs.traits
+            or self.needs.account
+            or self.needs.account_traits
+        ):
+            self.needs.person.add("account_id") if (
+                self.needs.account or self.needs.account_traits
+            ) else None
             self._person_ctes()
         self._events_ctes(windows)
         self.ctes.append(("lr_agg", self._agg_select(agg)))
@@ -711,10 +788,16 @@ class Builder:
         for name, q in self.ctes:
             final = final.with_(name, as_=q, copy=False)
         return Plan(
-            model=self.model, as_of=self.as_of, query=final,
+            model=self.model,
+            as_of=self.as_of,
+            query=final,
             rules=[RuleInfo(r.id, r.category or "", r.on, rule_locs[r.id]) for r in rules],  # type: ignore[arg-type]
-            categories=cats, stages=stage_names, abuse=abuse_kinds,
-            abuse_evidence=abuse_evidence, segments=list(segs), grades=grade_names,
+            categories=cats,
+            stages=stage_names,
+            abuse=abuse_kinds,
+            abuse_evidence=abuse_evidence,
+            segments=list(segs),
+            grades=grade_names,
             restricted=self.restrict is not None,
         )
 
@@ -723,7 +806,10 @@ class Builder:
         seen: dict[str, Loc] = {}
         for i, r in enumerate(self.spec.rules):
             if r.id in seen:
-                raise self.fail(("rules", i, "id"), f"rule id {r.id!r} is used twice — give each rule its own id")
+                raise self.fail(
+                    ("rules", i, "id"),
+                    f"rule id {r.id!r} is used twice — give each rule its own id",
+                )
             seen[r.id] = ("rules", i)
         ab: set[str] = set()
         for i, a in enumerate(self.spec.abuse):
@@ -734,38 +820,57 @@ class Builder:
         if self.spec.grades:
             g = self.spec.grades
             if g.method != "matrix" and g.by != "score" and g.by not in cats:
-                raise self.fail(("grades", "by"), f"grades.by {g.by!r} is neither `score` nor a "
-                                f"category{suggest(g.by, cats)} (categories: {', '.join(cats)})")
+                raise self.fail(
+                    ("grades", "by"),
+                    f"grades.by {g.by!r} is neither `score` nor a "
+                    f"category{suggest(g.by, cats)} (categories: {', '.join(cats)})",
+                )
             for axis in ("fit", "engagement"):
                 a = getattr(g, axis)
                 if a is not None and a.category not in cats:
-                    raise self.fail(("grades", axis, "category"),
-                                    f"unknown category {a.category!r}{suggest(a.category, cats)} "
-                                    f"(categories: {', '.join(cats)})")
+                    raise self.fail(
+                        ("grades", axis, "category"),
+                        f"unknown category {a.category!r}{suggest(a.category, cats)} "
+                        f"(categories: {', '.join(cats)})",
+                    )
                 if a is not None:
                     *head, last = a.levels
                     if last.min is not None or any(lv.min is None for lv in head):
-                        raise self.fail(("grades", axis, "levels"), "every level but the last needs `min`; "
-                                        "the last has none (it takes everyone else)")
+                        raise self.fail(
+                            ("grades", axis, "levels"),
+                            "every level but the last needs `min`; "
+                            "the last has none (it takes everyone else)",
+                        )
             names = g.names()
             if len(set(names)) != len(names):
                 raise self.fail(("grades",), "two grade levels have the same name")
             for i, m in enumerate(g.mql):
                 if m not in names:
-                    raise self.fail(("grades", "mql", i), f"mql names grade {m!r}, which is not a grade"
-                                    f"{suggest(m, names)} (grades: {', '.join(names)})")
+                    raise self.fail(
+                        ("grades", "mql", i),
+                        f"mql names grade {m!r}, which is not a grade"
+                        f"{suggest(m, names)} (grades: {', '.join(names)})",
+                    )
         if self.spec.stages:
             st = self.spec.stages
             for name in st.evidence:
                 if name not in st.order:
-                    raise self.fail(("stages", "evidence", name), f"unknown stage {name!r}"
-                                    f"{suggest(name, st.order)} (stages in order: {', '.join(st.order)}; "
-                                    "add it to `order:` if it is a new stage)")
+                    raise self.fail(
+                        ("stages", "evidence", name),
+                        f"unknown stage {name!r}"
+                        f"{suggest(name, st.order)} (stages in order: {', '.join(st.order)}; "
+                        "add it to `order:` if it is a new stage)",
+                    )
             if st.default is not None and st.default not in st.order:
-                raise self.fail(("stages", "default"), f"default stage {st.default!r} is not in the order"
-                                f"{suggest(st.default, st.order)}")
+                raise self.fail(
+                    ("stages", "default"),
+                    f"default stage {st.default!r} is not in the order"
+                    f"{suggest(st.default, st.order)}",
+                )
         for name in self.spec.categories:
-            used = any(r.category == name for r in rules) or any(a.category == name for a in self.spec.abuse)
+            used = any(r.category == name for r in rules) or any(
+                a.category == name for a in self.spec.abuse
+            )
             if not used and not (self.spec.grades and name in (self.spec.grades.by,)):
                 pass  # declared but unused categories are allowed (a category may be filled later)
         for r in rules:
@@ -807,7 +912,9 @@ class Builder:
         try:
             return to_text(v, "the key")
         except ExprError as e:
-            raise self.fail(loc, e.message + " — a key names the thing, e.g. properties.environment_id") from None
+            raise self.fail(
+                loc, e.message + " — a key names the thing, e.g. properties.environment_id"
+            ) from None
 
     def _fact_agg(self, name: str, f: S.Fact) -> exp.Expression:
         loc: Loc = ("facts", name)
@@ -816,8 +923,9 @@ class Builder:
             v = self.compile_value(f.of, self.event_scope(f"fact {name!r}"), (*loc, "of"))
             want = TEXT if f.agg == "count_distinct" else NUM
             try:
-                self.ev_values[f"fv_{name}"] = coerce(v, want, f"the `of` of fact {name!r}") \
-                    if v.type != want else v.node
+                self.ev_values[f"fv_{name}"] = (
+                    coerce(v, want, f"the `of` of fact {name!r}") if v.type != want else v.node
+                )
             except ExprError as e:
                 raise self.fail((*loc, "of"), e.message) from None
         fv = col(f"fv_{name}")
@@ -838,9 +946,17 @@ class Builder:
 
     # CTE builders -----------------------------------------------------------------------------
     def _pop_cte(self) -> None:
-        q = select(col("person_id"), col("first_seen")).from_("people", copy=False).where(
-            and_(exp.LTE(this=col("first_seen"), expression=self.as_of_lit),
-                 self.restricted(col("person_id"))), copy=False)
+        q = (
+            select(col("person_id"), col("first_seen"))
+            .from_("people", copy=False)
+            .where(
+                and_(
+                    exp.LTE(this=col("first_seen"), expression=self.as_of_lit),
+                    self.restricted(col("person_id")),
+                ),
+                copy=False,
+            )
+        )
         self.ctes.append(("lr_pop", q))
 
     def _person_ctes(self) -> None:
@@ -867,43 +983,104 @@ class Builder:
             raw_keys.add("$account_id")
         # lr_th: trait history up to the as-of time, ranked per person and key
         nk = norm_key(col("key"))
-        key_pred = or_(*(p for p in (
-            in_list(col("key"), sorted(raw_keys)) if raw_keys else None,
-            exp.In(this=nk, expressions=[text_literal(k) for k in sorted(norm_keys)]) if norm_keys else None,
-        ) if p is not None)) if (raw_keys or norm_keys) else exp.false()
-        inner = select(
-            col("person_id"), col("key"), alias(nk, "nk"), col("ts"), col("message_id"),
-            alias(call("LR_JSON_SCALAR", col("value")), "v"),
-        ).from_("trait_history", copy=False).where(
-            and_(exp.LTE(this=col("ts"), expression=self.as_of_lit), key_pred,
-                 self.restricted(col("person_id"))), copy=False)
+        key_pred = (
+            or_(
+                *(
+                    p
+                    for p in (
+                        in_list(col("key"), sorted(raw_keys)) if raw_keys else None,
+                        exp.In(this=nk, expressions=[text_literal(k) for k in sorted(norm_keys)])
+                        if norm_keys
+                        else None,
+                    )
+                    if p is not None
+                )
+            )
+            if (raw_keys or norm_keys)
+            else exp.false()
+        )
+        inner = (
+            select(
+                col("person_id"),
+                col("key"),
+                alias(nk, "nk"),
+                col("ts"),
+                col("message_id"),
+                alias(call("LR_JSON_SCALAR", col("value")), "v"),
+            )
+            .from_("trait_history", copy=False)
+            .where(
+                and_(
+                    exp.LTE(this=col("ts"), expression=self.as_of_lit),
+                    key_pred,
+                    self.restricted(col("person_id")),
+                ),
+                copy=False,
+            )
+        )
+        # one ranking per (person, key): newest first, except first-touch keys, oldest first
+        ft_keys = sorted(FIRST_TOUCH[f] for f in first_touch)
+        if ft_keys:
+            is_ft = in_list(col("key"), ft_keys)
+            order = [
+                exp.Ordered(this=case(is_ft, col("ts"))),
+                exp.Ordered(this=case(is_ft.copy(), col("message_id"))),
+                exp.Ordered(this=col("ts"), desc=True),
+                exp.Ordered(this=col("message_id"), desc=True),
+            ]
+        else:
+            order = [
+                exp.Ordered(this=col("ts"), desc=True),
+                exp.Ordered(this=col("message_id"), desc=True),
+            ]
         ranked = select(
-            col("person_id"), col("key"), col("nk"), col("v"),
-            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id"), col("key")],
-                             order=exp.Order(expressions=[exp.Ordered(this=col("ts"), desc=True),
-                                                          exp.Ordered(this=col("message_id"), desc=True)])),
-                  "rn_last"),
-            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id"), col("key")],
-                             order=exp.Order(expressions=[exp.Ordered(this=col("ts")),
-                                                          exp.Ordered(this=col("message_id"))])),
-                  "rn_first"),
-        ).from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+            col("person_id"),
+            col("key"),
+            col("nk"),
+            col("v"),
+            alias(
+                exp.Window(
+                    this=fn("ROW_NUMBER"),
+                    partition_by=[col("person_id"), col("key")],
+                    order=exp.Order(expressions=order),
+                ),
+                "rn",
+            ),
+        ).from_(
+            exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False
+        )
         self.ctes.append(("lr_th", ranked))
 
         def latest(pred: exp.Expression) -> exp.Expression:
-            return fn("MAX", case(and_(exp.EQ(this=col("rn_last", "th"), expression=int_lit(1)), pred),
-                                  col("v", "th")))
+            return fn(
+                "MAX",
+                case(
+                    and_(exp.EQ(this=col("rn", "th"), expression=int_lit(1)), pred), col("v", "th")
+                ),
+            )
 
         def first(key: str) -> exp.Expression:
-            return fn("MAX", case(and_(exp.EQ(this=col("rn_first", "th"), expression=int_lit(1)),
-                                       exp.EQ(this=col("key", "th"), expression=text_literal(key))),
-                                  col("v", "th")))
+            return fn(
+                "MAX",
+                case(
+                    and_(
+                        exp.EQ(this=col("rn", "th"), expression=int_lit(1)),
+                        exp.EQ(this=col("key", "th"), expression=text_literal(key)),
+                    ),
+                    col("v", "th"),
+                ),
+            )
 
-        cols: list[exp.Expression] = [col("person_id", "pop"), alias(col("first_seen", "pop"), "p_first_seen")]
+        cols: list[exp.Expression] = [
+            col("person_id", "pop"),
+            alias(col("first_seen", "pop"), "p_first_seen"),
+        ]
         for f in sorted(fields):
             if f in PERSON_FIELDS:
-                variants = [latest(exp.EQ(this=col("nk", "th"), expression=text_literal(k)))
-                            for k in PERSON_FIELDS[f][1]]
+                variants = [
+                    latest(exp.EQ(this=col("nk", "th"), expression=text_literal(k)))
+                    for k in PERSON_FIELDS[f][1]
+                ]
                 if f in FIRST_TOUCH:
                     variants.append(first(FIRST_TOUCH[f]))
                 e = coalesce(*variants) if len(variants) > 1 else variants[0]
@@ -912,54 +1089,111 @@ class Builder:
                     e = exp.Lower(this=e)
                 cols.append(alias(e, f"p_{f}"))
         if "account_id" in fields:
-            cols.append(alias(latest(exp.EQ(this=col("key", "th"), expression=text_literal("$account_id"))),
-                              "p_group_account"))
+            cols.append(
+                alias(
+                    latest(exp.EQ(this=col("key", "th"), expression=text_literal("$account_id"))),
+                    "p_group_account",
+                )
+            )
         for key, c in sorted(n.traits.items()):
-            cols.append(alias(latest(exp.EQ(this=col("key", "th"), expression=text_literal(key))), c))
-        prof = select(*cols).from_(exp.to_table("lr_pop").as_("pop"), copy=False).join(
-            exp.to_table("lr_th").as_("th"),
-            on=exp.EQ(this=col("person_id", "th"), expression=col("person_id", "pop")), join_type="LEFT", copy=False).group_by(col("person_id", "pop"), col("first_seen", "pop"), copy=False)
+            cols.append(
+                alias(latest(exp.EQ(this=col("key", "th"), expression=text_literal(key))), c)
+            )
+        prof = (
+            select(*cols)
+            .from_(exp.to_table("lr_pop").as_("pop"), copy=False)
+            .join(
+                exp.to_table("lr_th").as_("th"),
+                on=exp.EQ(this=col("person_id", "th"), expression=col("person_id", "pop")),
+                join_type="LEFT",
+                copy=False,
+            )
+            .group_by(col("person_id", "pop"), col("first_seen", "pop"), copy=False)
+        )
         self.ctes.append(("lr_prof", prof))
         # derived fields, in steps so each is written once
         src = "lr_prof"
         if "domain" in fields:
-            domain = fn("NULLIF", exp.Lower(this=exp.SplitPart(
-                this=col("p_email"), delimiter=text_literal("@"), part_index=int_lit(2))), text_literal(""))
-            self.ctes.append(("lr_pd", select(exp.Star(), alias(domain, "p_domain")).from_(src, copy=False)))
+            domain = fn(
+                "NULLIF",
+                exp.Lower(
+                    this=exp.SplitPart(
+                        this=col("p_email"), delimiter=text_literal("@"), part_index=int_lit(2)
+                    )
+                ),
+                text_literal(""),
+            )
+            self.ctes.append(
+                ("lr_pd", select(exp.Star(), alias(domain, "p_domain")).from_(src, copy=False))
+            )
             src = "lr_pd"
         if "webmail" in fields:
             wm = self.sets["webmail"]
             webmail = coalesce(in_list(col("p_domain"), wm), exp.false()) if wm else exp.false()
-            self.ctes.append(("lr_pw", select(exp.Star(), alias(webmail, "p_webmail")).from_(src, copy=False)))
+            self.ctes.append(
+                ("lr_pw", select(exp.Star(), alias(webmail, "p_webmail")).from_(src, copy=False))
+            )
             src = "lr_pw"
         out: list[exp.Expression] = [exp.Star()]
         domain, webmail = col("p_domain"), col("p_webmail")
         if "account_id" in fields:
-            out.append(alias(coalesce(col("p_group_account"), case(
-                and_(exp.Not(this=exp.Is(this=domain, expression=exp.Null())), exp.Not(this=webmail)),
-                exp.DPipe(this=text_literal("domain:"), expression=domain, safe=False))), "p_account_id"))
+            out.append(
+                alias(
+                    coalesce(
+                        col("p_group_account"),
+                        case(
+                            and_(
+                                exp.Not(this=exp.Is(this=domain, expression=exp.Null())),
+                                exp.Not(this=webmail),
+                            ),
+                            exp.DPipe(this=text_literal("domain:"), expression=domain, safe=False),
+                        ),
+                    ),
+                    "p_account_id",
+                )
+            )
         if "domain_matches_company" in fields:
             cn = exp.Lower(this=call("LR_STRIP_NONALNUM", col("p_company")))
-            dn = exp.Lower(this=call("LR_STRIP_NONALNUM", exp.SplitPart(
-                this=domain, delimiter=text_literal("."), part_index=int_lit(1))))
+            dn = exp.Lower(
+                this=call(
+                    "LR_STRIP_NONALNUM",
+                    exp.SplitPart(this=domain, delimiter=text_literal("."), part_index=int_lit(1)),
+                )
+            )
             three = int_lit(3)
             match = or_(
-                and_(exp.GTE(this=exp.Length(this=cn), expression=three),
-                     exp.GT(this=exp.StrPosition(this=dn, substr=cn), expression=int_lit(0))),
-                and_(exp.GTE(this=exp.Length(this=dn), expression=three),
-                     exp.GT(this=exp.StrPosition(this=cn, substr=dn), expression=int_lit(0))),
+                and_(
+                    exp.GTE(this=exp.Length(this=cn), expression=three),
+                    exp.GT(this=exp.StrPosition(this=dn, substr=cn), expression=int_lit(0)),
+                ),
+                and_(
+                    exp.GTE(this=exp.Length(this=dn), expression=three),
+                    exp.GT(this=exp.StrPosition(this=cn, substr=dn), expression=int_lit(0)),
+                ),
             )
-            out.append(alias(coalesce(and_(exp.Not(this=webmail), exp.Paren(this=match)), exp.false()),
-                             "p_domain_matches_company"))
+            out.append(
+                alias(
+                    coalesce(and_(exp.Not(this=webmail), exp.Paren(this=match)), exp.false()),
+                    "p_domain_matches_company",
+                )
+            )
         person = select(*out).from_(src, copy=False)
         if n.account or n.account_traits:
             self.ctes.append(("lr_person0", person))
             self._account_ctes()
-            person = select(exp.Column(this=exp.Star(), table=exp.to_identifier("p")), *[col(c, "a") for c in self._acct_cols]).from_(
-                exp.to_table("lr_person0").as_("p"), copy=False).join(
-                exp.to_table("lr_acct").as_("a"),
-                on=exp.EQ(this=col("account_id", "a"), expression=col("p_account_id", "p")),
-                join_type="LEFT", copy=False)
+            person = (
+                select(
+                    exp.Column(this=exp.Star(), table=exp.to_identifier("p")),
+                    *[col(c, "a") for c in self._acct_cols],
+                )
+                .from_(exp.to_table("lr_person0").as_("p"), copy=False)
+                .join(
+                    exp.to_table("lr_acct").as_("a"),
+                    on=exp.EQ(this=col("account_id", "a"), expression=col("p_account_id", "p")),
+                    join_type="LEFT",
+                    copy=False,
+                )
+            )
         self.ctes.append(("lr_person", person))
 
     def _account_ctes(self) -> None:
@@ -974,27 +1208,60 @@ class Builder:
             preds.append(in_list(col("key"), sorted(raw)))
         if norm_keys:
             preds.append(exp.In(this=nk, expressions=[text_literal(k) for k in sorted(norm_keys)]))
-        inner = select(
-            col("account_id"), col("key"), alias(nk, "nk"), col("ts"), col("message_id"),
-            alias(call("LR_JSON_SCALAR", col("value")), "v"),
-        ).from_("account_trait_history", copy=False).where(
-            and_(exp.LTE(this=col("ts"), expression=self.as_of_lit), or_(*preds) if preds else exp.false()), copy=False)
+        inner = (
+            select(
+                col("account_id"),
+                col("key"),
+                alias(nk, "nk"),
+                col("ts"),
+                col("message_id"),
+                alias(call("LR_JSON_SCALAR", col("value")), "v"),
+            )
+            .from_("account_trait_history", copy=False)
+            .where(
+                and_(
+                    exp.LTE(this=col("ts"), expression=self.as_of_lit),
+                    or_(*preds) if preds else exp.false(),
+                ),
+                copy=False,
+            )
+        )
         ranked = select(
-            col("account_id"), col("key"), col("nk"), col("v"),
-            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("account_id"), col("key")],
-                             order=exp.Order(expressions=[exp.Ordered(this=col("ts"), desc=True),
-                                                          exp.Ordered(this=col("message_id"), desc=True)])),
-                  "rn"),
-        ).from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+            col("account_id"),
+            col("key"),
+            col("nk"),
+            col("v"),
+            alias(
+                exp.Window(
+                    this=fn("ROW_NUMBER"),
+                    partition_by=[col("account_id"), col("key")],
+                    order=exp.Order(
+                        expressions=[
+                            exp.Ordered(this=col("ts"), desc=True),
+                            exp.Ordered(this=col("message_id"), desc=True),
+                        ]
+                    ),
+                ),
+                "rn",
+            ),
+        ).from_(
+            exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False
+        )
         self.ctes.append(("lr_ath", ranked))
 
         def latest(pred: exp.Expression) -> exp.Expression:
-            return fn("MAX", case(and_(exp.EQ(this=col("rn"), expression=int_lit(1)), pred), col("v")))
+            return fn(
+                "MAX", case(and_(exp.EQ(this=col("rn"), expression=int_lit(1)), pred), col("v"))
+            )
 
         cols: list[exp.Expression] = [col("account_id")]
         for f in sorted(n.account):
-            e = coalesce(*[latest(exp.EQ(this=col("nk"), expression=text_literal(k)))
-                           for k in ACCOUNT_FIELDS[f][1]])
+            e = coalesce(
+                *[
+                    latest(exp.EQ(this=col("nk"), expression=text_literal(k)))
+                    for k in ACCOUNT_FIELDS[f][1]
+                ]
+            )
             if ACCOUNT_FIELDS[f][0] == NUM:
                 e = call("LR_TO_NUM", e)
             cols.append(alias(e, f"a_{f}"))
@@ -1002,16 +1269,25 @@ class Builder:
         for key, c in sorted(n.account_traits.items()):
             cols.append(alias(latest(exp.EQ(this=col("key"), expression=text_literal(key))), c))
             self._acct_cols.append(c)
-        self.ctes.append(("lr_acct", select(*cols).from_("lr_ath", copy=False).group_by(col("account_id"), copy=False)))
+        self.ctes.append(
+            (
+                "lr_acct",
+                select(*cols).from_("lr_ath", copy=False).group_by(col("account_id"), copy=False),
+            )
+        )
 
     def _events_ctes(self, windows: dict[str, exp.Expression]) -> None:
         n = self.needs
         age = _div(
-            this=as_double(_sub(this=self.as_of_us, expression=call("LR_EPOCH_US", col("ts", "e")))),
+            this=as_double(
+                _sub(this=self.as_of_us, expression=call("LR_EPOCH_US", col("ts", "e")))
+            ),
             expression=double(DAY_US),
         )
         cols: list[exp.Expression] = [
-            col("person_id", "e"), col("ts", "e"), col("message_id", "e"),
+            col("person_id", "e"),
+            col("ts", "e"),
+            col("message_id", "e"),
             alias(call("LR_EPOCH_US", col("ts", "e")), "ts_us"),
             alias(age, "age_d"),
             alias(exp.cast(col("ts", "e"), exp.DataType.build("DATE")), "day"),
@@ -1034,29 +1310,99 @@ class Builder:
             pre = exp.false()
         q = select(*cols).from_(exp.to_table("events").as_("e"), copy=False)
         if n.person_in_events:
-            q = q.join(exp.to_table("lr_person").as_("p"),
-                       on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "e")),
-                       join_type="LEFT", copy=False)
-        q = q.where(and_(
-            exp.LTE(this=col("ts", "e"), expression=self.as_of_lit),
-            exp.Not(this=exp.Is(this=col("person_id", "e"), expression=exp.Null())),
-            pre,
-            self.restricted(col("person_id", "e")),
-        ), copy=False)
+            q = q.join(
+                exp.to_table("lr_person").as_("p"),
+                on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "e")),
+                join_type="LEFT",
+                copy=False,
+            )
+        q = q.where(
+            and_(
+                exp.LTE(this=col("ts", "e"), expression=self.as_of_lit),
+                exp.Not(this=exp.Is(this=col("person_id", "e"), expression=exp.Null())),
+                pre,
+                self.restricted(col("person_id", "e")),
+            ),
+            copy=False,
+        )
         self.ctes.append(("lr_ev0", q))
-        ev_cols = [col("person_id"), col("ts"), col("message_id"), col("ts_us"), col("age_d"), col("day")]
+        ev_cols = [
+            col("person_id"),
+            col("ts"),
+            col("message_id"),
+            col("ts_us"),
+            col("age_d"),
+            col("day"),
+        ]
         ev_cols += [alias(m, name) for name, m in self.matchers.items()]
         ev_cols += [alias(v, name) for name, v in self.ev_values.items()]
         self.ctes.append(("lr_ev", select(*ev_cols).from_("lr_ev0", copy=False)))
         if windows:
-            self.ctes.append(("lr_evw", select(exp.Star(), *[alias(w, k) for k, w in windows.items()])
-                              .from_("lr_ev", copy=False)))
+            self.ctes.append(
+                (
+                    "lr_evw",
+                    select(exp.Star(), *[alias(w, k) for k, w in windows.items()]).from_(
+                        "lr_ev", copy=False
+                    ),
+                )
+            )
         self._ev_source = "lr_evw" if windows else "lr_ev"
 
     def _agg_select(self, agg: list[exp.Expression]) -> exp.Select:
         if not agg:
             agg = [alias(int_lit(0), "lr_none")]
-        return select(col("person_id"), *agg).from_(self._ev_source, copy=False).group_by(col("person_id"), copy=False)
+        return (
+            select(col("person_id"), *agg)
+            .from_(self._ev_source, copy=False)
+            .group_by(col("person_id"), copy=False)
+        )
+
+    def _limited_cte(self, r: S.Rule, m: str, decay: exp.Expression) -> None:
+        """max_per_day / max_total: the N most recent occurrences (per day) of this rule."""
+        assert isinstance(r.frequency, S.Limit)
+        part = [col("person_id")]
+        if r.frequency.max_per_day is not None:
+            part.append(col("day"))
+            n = r.frequency.max_per_day
+        else:
+            n = r.frequency.max_total or 1
+        ranked = (
+            select(
+                col("person_id"),
+                alias(col(f"pt_{r.id}"), "pt"),
+                col("age_d"),
+                alias(
+                    exp.Window(
+                        this=fn("ROW_NUMBER"),
+                        partition_by=part,
+                        order=exp.Order(
+                            expressions=[
+                                exp.Ordered(this=col("ts"), desc=True),
+                                exp.Ordered(this=col("message_id"), desc=True),
+                            ]
+                        ),
+                    ),
+                    "rk",
+                ),
+            )
+            .from_("lr_ev", copy=False)
+            .where(col(m), copy=False)
+        )
+        kept = exp.LTE(this=col("rk"), expression=int_lit(n))
+        q = (
+            select(
+                col("person_id"),
+                alias(fn("SUM", case(kept, col("pt"))), "raw"),
+                alias(fn("SUM", case(kept.copy(), _mul(this=col("pt"), expression=decay))), "dec"),
+            )
+            .from_(
+                exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                copy=False,
+            )
+            .group_by(col("person_id"), copy=False)
+        )
+        self._queue(f"lr_fq_{r.id}", q)
+        self._limited.append(r.id)
 
     # abuse on intervals and gaps --------------------------------------------------------------
     def _queue(self, name: str, q: exp.Expression) -> None:
@@ -1064,145 +1410,382 @@ class Builder:
 
     def _session_ctes(self, a: S.SessionAbuse) -> list[tuple[str, str]]:
         i = a.id
-        starts = select(
-            col("person_id"), alias(col(f"k_ab_{i}"), "k"), alias(col("ts"), "t0"),
-            alias(col("ts_us"), "t0_us"), col("message_id"),
-            alias(col(f"lim_ab_{i}") if a.limit else exp.cast(exp.Null(), exp.DataType.build("DOUBLE")), "lim"),
-        ).from_("lr_ev", copy=False).where(and_(col(f"m_ab_{i}_start"),
-                                    exp.Not(this=exp.Is(this=col(f"k_ab_{i}"), expression=exp.Null()))), copy=False)
-        stops = select(col("person_id"), alias(col(f"k_ab_{i}"), "k"), alias(col("ts"), "t1"),
-                       alias(col("ts_us"), "t1_us")).from_("lr_ev", copy=False).where(
-            and_(col(f"m_ab_{i}_stop"), exp.Not(this=exp.Is(this=col(f"k_ab_{i}"), expression=exp.Null()))), copy=False)
+        starts = (
+            select(
+                col("person_id"),
+                alias(col(f"k_ab_{i}"), "k"),
+                alias(col("ts"), "t0"),
+                alias(col("ts_us"), "t0_us"),
+                col("message_id"),
+                alias(
+                    col(f"lim_ab_{i}")
+                    if a.limit
+                    else exp.cast(exp.Null(), exp.DataType.build("DOUBLE")),
+                    "lim",
+                ),
+            )
+            .from_("lr_ev", copy=False)
+            .where(
+                and_(
+                    col(self._ab_m[i][0]),
+                    exp.Not(this=exp.Is(this=col(f"k_ab_{i}"), expression=exp.Null())),
+                ),
+                copy=False,
+            )
+        )
+        stops = (
+            select(
+                col("person_id"),
+                alias(col(f"k_ab_{i}"), "k"),
+                alias(col("ts"), "t1"),
+                alias(col("ts_us"), "t1_us"),
+            )
+            .from_("lr_ev", copy=False)
+            .where(
+                and_(
+                    col(self._ab_m[i][1]),
+                    exp.Not(this=exp.Is(this=col(f"k_ab_{i}"), expression=exp.Null())),
+                ),
+                copy=False,
+            )
+        )
         self._queue(f"lr_ab_{i}_s", starts)
         self._queue(f"lr_ab_{i}_e", stops)
-        iv = select(
-            col("person_id", "s"), col("k", "s"), col("t0", "s"), col("t0_us", "s"), col("lim", "s"),
-            alias(fn("MIN", col("t1", "x")), "t1"),
-            alias(coalesce(fn("MIN", col("t1_us", "x")), self.as_of_us), "t1_us"),
-        ).from_(exp.to_table(f"lr_ab_{i}_s").as_("s"), copy=False).join(
-            exp.to_table(f"lr_ab_{i}_e").as_("x"),
-            on=and_(exp.EQ(this=col("person_id", "x"), expression=col("person_id", "s")),
+        iv = (
+            select(
+                col("person_id", "s"),
+                col("k", "s"),
+                col("t0", "s"),
+                col("t0_us", "s"),
+                col("lim", "s"),
+                alias(fn("MIN", col("t1", "x")), "t1"),
+                alias(coalesce(fn("MIN", col("t1_us", "x")), self.as_of_us), "t1_us"),
+            )
+            .from_(exp.to_table(f"lr_ab_{i}_s").as_("s"), copy=False)
+            .join(
+                exp.to_table(f"lr_ab_{i}_e").as_("x"),
+                on=and_(
+                    exp.EQ(this=col("person_id", "x"), expression=col("person_id", "s")),
                     exp.EQ(this=col("k", "x"), expression=col("k", "s")),
-                    exp.GTE(this=col("t1_us", "x"), expression=col("t0_us", "s"))),
-            join_type="LEFT", copy=False).group_by(col("person_id", "s"), col("k", "s"), col("t0", "s"), col("t0_us", "s"),
-                   col("lim", "s"), col("message_id", "s"), copy=False)
+                    exp.GTE(this=col("t1_us", "x"), expression=col("t0_us", "s")),
+                ),
+                join_type="LEFT",
+                copy=False,
+            )
+            .group_by(
+                col("person_id", "s"),
+                col("k", "s"),
+                col("t0", "s"),
+                col("t0_us", "s"),
+                col("lim", "s"),
+                col("message_id", "s"),
+                copy=False,
+            )
+        )
         self._queue(f"lr_ab_{i}_iv", iv)
-        minutes = _div(this=as_double(_sub(this=col("t1_us"), expression=col("t0_us"))),
-                          expression=double(MINUTE_US))
+        minutes = _div(
+            this=as_double(_sub(this=col("t1_us"), expression=col("t0_us"))),
+            expression=double(MINUTE_US),
+        )
         if a.kind == "session":
-            allowed = coalesce(col("lim"), double(a.max_minutes)) if a.max_minutes is not None else col("lim")
+            allowed = (
+                coalesce(col("lim"), double(a.max_minutes))
+                if a.max_minutes is not None
+                else col("lim")
+            )
             scored = select(
-                col("person_id"), col("k"), col("t0"), alias(minutes, "minutes"), alias(allowed, "allowed"),
+                col("person_id"),
+                col("k"),
+                col("t0"),
+                alias(minutes, "minutes"),
+                alias(allowed, "allowed"),
             ).from_(f"lr_ab_{i}_iv", copy=False)
             over = _sub(this=col("minutes"), expression=col("allowed"))
             ranked = select(
-                col("person_id"), col("k"), col("t0"), col("minutes"), col("allowed"),
-                alias(over, "over"),
-                alias(exp.Window(this=fn("SUM", case(exp.GT(this=over, expression=double(0)), int_lit(1), int_lit(0))),
-                                 partition_by=[col("person_id")]), "n_over"),
-                alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id")],
-                                 order=exp.Order(expressions=[exp.Ordered(this=over, desc=True, nulls_first=False),
-                                                              exp.Ordered(this=col("t0")),
-                                                              exp.Ordered(this=col("k"))])), "rn"),
-            ).from_(exp.Subquery(this=scored, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
-            worst = select(
                 col("person_id"),
-                alias(col("n_over"), f"ab_{i}_n"), alias(col("k"), f"ab_{i}_key"),
-                alias(col("t0"), f"ab_{i}_start"), alias(col("minutes"), f"ab_{i}_minutes"),
-                alias(col("allowed"), f"ab_{i}_allowed"), alias(col("over"), f"ab_{i}_over"),
-            ).from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(
-                and_(exp.EQ(this=col("rn"), expression=int_lit(1)),
-                     exp.GT(this=col("n_over"), expression=int_lit(0))), copy=False)
+                col("k"),
+                col("t0"),
+                col("minutes"),
+                col("allowed"),
+                alias(over, "over"),
+                alias(
+                    exp.Window(
+                        this=fn(
+                            "SUM",
+                            case(exp.GT(this=over, expression=double(0)), int_lit(1), int_lit(0)),
+                        ),
+                        partition_by=[col("person_id")],
+                    ),
+                    "n_over",
+                ),
+                alias(
+                    exp.Window(
+                        this=fn("ROW_NUMBER"),
+                        partition_by=[col("person_id")],
+                        order=exp.Order(
+                            expressions=[
+                                exp.Ordered(this=over, desc=True, nulls_first=False),
+                                exp.Ordered(this=col("t0")),
+                                exp.Ordered(this=col("k")),
+                            ]
+                        ),
+                    ),
+                    "rn",
+                ),
+            ).from_(
+                exp.Subquery(this=scored, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                copy=False,
+            )
+            worst = (
+                select(
+                    col("person_id"),
+                    alias(col("n_over"), f"ab_{i}_n"),
+                    alias(col("k"), f"ab_{i}_key"),
+                    alias(col("t0"), f"ab_{i}_start"),
+                    alias(col("minutes"), f"ab_{i}_minutes"),
+                    alias(col("allowed"), f"ab_{i}_allowed"),
+                    alias(col("over"), f"ab_{i}_over"),
+                )
+                .from_(
+                    exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                    copy=False,
+                )
+                .where(
+                    and_(
+                        exp.EQ(this=col("rn"), expression=int_lit(1)),
+                        exp.GT(this=col("n_over"), expression=int_lit(0)),
+                    ),
+                    copy=False,
+                )
+            )
             self._queue(f"lr_ab_{i}", worst)
-            return [("sessions_over", f"ab_{i}_n"), ("key", f"ab_{i}_key"), ("start", f"ab_{i}_start"),
-                    ("minutes", f"ab_{i}_minutes"), ("allowed_minutes", f"ab_{i}_allowed"),
-                    ("over_minutes", f"ab_{i}_over")]
+            return [
+                ("sessions_over", f"ab_{i}_n"),
+                ("key", f"ab_{i}_key"),
+                ("start", f"ab_{i}_start"),
+                ("minutes", f"ab_{i}_minutes"),
+                ("allowed_minutes", f"ab_{i}_allowed"),
+                ("over_minutes", f"ab_{i}_over"),
+            ]
         # concurrent: sweep +1 at each start, -1 at each end; ends sort before starts
-        ends = select(col("person_id"), alias(col("t1_us"), "t_us"), alias(int_lit(-1), "d"), col("k")) \
-            .from_(f"lr_ab_{i}_iv", copy=False)
+        ends = select(
+            col("person_id"), alias(col("t1_us"), "t_us"), alias(int_lit(-1), "d"), col("k")
+        ).from_(f"lr_ab_{i}_iv", copy=False)
         sweep_in = exp.union(
-            select(col("person_id"), alias(col("t0_us"), "t_us"), alias(int_lit(1), "d"), col("k"))
-            .from_(f"lr_ab_{i}_iv", copy=False),
-            ends, distinct=False)
+            select(
+                col("person_id"), alias(col("t0_us"), "t_us"), alias(int_lit(1), "d"), col("k")
+            ).from_(f"lr_ab_{i}_iv", copy=False),
+            ends,
+            distinct=False,
+        )
         running = select(
-            col("person_id"), col("t_us"), col("k"), col("d"),
-            alias(exp.Window(
-                this=fn("SUM", col("d")), partition_by=[col("person_id")],
-                order=exp.Order(expressions=[exp.Ordered(this=col("t_us")), exp.Ordered(this=col("d")),
-                                             exp.Ordered(this=col("k"))]),
-                spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING",
-                                    end="CURRENT ROW"),
-            ), "open_n"),
-        ).from_(exp.Subquery(this=sweep_in, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+            col("person_id"),
+            col("t_us"),
+            col("k"),
+            col("d"),
+            alias(
+                exp.Window(
+                    this=fn("SUM", col("d")),
+                    partition_by=[col("person_id")],
+                    order=exp.Order(
+                        expressions=[
+                            exp.Ordered(this=col("t_us")),
+                            exp.Ordered(this=col("d")),
+                            exp.Ordered(this=col("k")),
+                        ]
+                    ),
+                    spec=exp.WindowSpec(
+                        kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"
+                    ),
+                ),
+                "open_n",
+            ),
+        ).from_(
+            exp.Subquery(this=sweep_in, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+            copy=False,
+        )
         ranked = select(
-            col("person_id"), col("t_us"), col("k"), col("open_n"),
-            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id")],
-                             order=exp.Order(expressions=[exp.Ordered(this=col("open_n"), desc=True),
-                                                          exp.Ordered(this=col("t_us")),
-                                                          exp.Ordered(this=col("k"))])), "rn"),
-        ).from_(exp.Subquery(this=running, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
-        worst = select(
-            col("person_id"), alias(col("open_n"), f"ab_{i}_n"), alias(col("k"), f"ab_{i}_key"),
-            alias(_div(this=as_double(_sub(this=self.as_of_us, expression=col("t_us"))),
-                          expression=double(DAY_US)), f"ab_{i}_days_ago"),
-        ).from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(
-            and_(exp.EQ(this=col("rn"), expression=int_lit(1)),
-                 exp.GT(this=col("open_n"), expression=int_lit(a.max_concurrent or 1))), copy=False)
+            col("person_id"),
+            col("t_us"),
+            col("k"),
+            col("open_n"),
+            alias(
+                exp.Window(
+                    this=fn("ROW_NUMBER"),
+                    partition_by=[col("person_id")],
+                    order=exp.Order(
+                        expressions=[
+                            exp.Ordered(this=col("open_n"), desc=True),
+                            exp.Ordered(this=col("t_us")),
+                            exp.Ordered(this=col("k")),
+                        ]
+                    ),
+                ),
+                "rn",
+            ),
+        ).from_(
+            exp.Subquery(this=running, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+            copy=False,
+        )
+        worst = (
+            select(
+                col("person_id"),
+                alias(col("open_n"), f"ab_{i}_n"),
+                alias(col("k"), f"ab_{i}_key"),
+                alias(
+                    _div(
+                        this=as_double(_sub(this=self.as_of_us, expression=col("t_us"))),
+                        expression=double(DAY_US),
+                    ),
+                    f"ab_{i}_days_ago",
+                ),
+            )
+            .from_(
+                exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                copy=False,
+            )
+            .where(
+                and_(
+                    exp.EQ(this=col("rn"), expression=int_lit(1)),
+                    exp.GT(this=col("open_n"), expression=int_lit(a.max_concurrent or 1)),
+                ),
+                copy=False,
+            )
+        )
         self._queue(f"lr_ab_{i}", worst)
         return [("max_open", f"ab_{i}_n"), ("key", f"ab_{i}_key"), ("days_ago", f"ab_{i}_days_ago")]
 
     def _regular_ctes(self, a: S.RegularAbuse) -> list[tuple[str, str]]:
         i = a.id
         key = col(f"k_ab_{i}") if a.key else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
-        gaps = select(
-            col("person_id"), alias(key, "k"),
-            alias(_sub(this=col("ts_us"), expression=exp.Window(
-                this=fn("LAG", col("ts_us")), partition_by=[col("person_id"), key],
-                order=exp.Order(expressions=[exp.Ordered(this=col("ts")), exp.Ordered(this=col("message_id"))]))),
-                "gap_us"),
-            col("ts"),
-        ).from_("lr_ev", copy=False).where(col(f"m_ab_{i}"), copy=False)
+        gaps = (
+            select(
+                col("person_id"),
+                alias(key, "k"),
+                alias(
+                    _sub(
+                        this=col("ts_us"),
+                        expression=exp.Window(
+                            this=fn("LAG", col("ts_us")),
+                            partition_by=[col("person_id"), key],
+                            order=exp.Order(
+                                expressions=[
+                                    exp.Ordered(this=col("ts")),
+                                    exp.Ordered(this=col("message_id")),
+                                ]
+                            ),
+                        ),
+                    ),
+                    "gap_us",
+                ),
+                col("ts"),
+            )
+            .from_("lr_ev", copy=False)
+            .where(col(self._ab_m[i][0]), copy=False)
+        )
         gap_min = _div(this=as_double(col("gap_us")), expression=double(MINUTE_US))
-        stats = select(
-            col("person_id"), col("k"),
-            alias(fn("SUM", case(exp.Not(this=exp.Is(this=col("gap_us"), expression=exp.Null())),
-                                 int_lit(1), int_lit(0))), "n_gaps"),
-            alias(fn("AVG", gap_min), "mean_min"),
-            alias(fn("STDDEV_POP", gap_min), "sd_min"),
-            alias(fn("MAX", col("ts")), "last_ts"),
-        ).from_(exp.Subquery(this=gaps, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).group_by(
-            col("person_id"), col("k"), copy=False)
+        stats = (
+            select(
+                col("person_id"),
+                col("k"),
+                alias(
+                    fn(
+                        "SUM",
+                        case(
+                            exp.Not(this=exp.Is(this=col("gap_us"), expression=exp.Null())),
+                            int_lit(1),
+                            int_lit(0),
+                        ),
+                    ),
+                    "n_gaps",
+                ),
+                alias(fn("AVG", gap_min), "mean_min"),
+                alias(fn("STDDEV_POP", gap_min), "sd_min"),
+                alias(fn("MAX", col("ts")), "last_ts"),
+            )
+            .from_(
+                exp.Subquery(this=gaps, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                copy=False,
+            )
+            .group_by(col("person_id"), col("k"), copy=False)
+        )
         cv = _div(this=col("sd_min"), expression=fn("NULLIF", col("mean_min"), double(0)))
         flagged = and_(
-            exp.GTE(this=_add(this=col("n_gaps"), expression=int_lit(1)), expression=int_lit(a.min_events)),
+            exp.GTE(
+                this=_add(this=col("n_gaps"), expression=int_lit(1)),
+                expression=int_lit(a.min_events),
+            ),
             exp.LTE(this=cv, expression=double(a.max_cv)),
-            *( [exp.Between(this=col("mean_min"), low=double(a.gap[0] * 1440), high=double(a.gap[1] * 1440))]
-               if a.gap else []),
+            *(
+                [
+                    exp.Between(
+                        this=col("mean_min"),
+                        low=double(a.gap[0] * 1440),
+                        high=double(a.gap[1] * 1440),
+                    )
+                ]
+                if a.gap
+                else []
+            ),
         )
         ranked = select(
-            exp.Star(), alias(cv, "cv"), alias(coalesce(flagged, exp.false()), "hit"),
-        ).from_(exp.Subquery(this=stats, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
-        best = select(
             exp.Star(),
-            alias(exp.Window(this=fn("ROW_NUMBER"), partition_by=[col("person_id")],
-                             order=exp.Order(expressions=[exp.Ordered(this=col("n_gaps"), desc=True),
-                                                          exp.Ordered(this=col("k"))])), "rn"),
-        ).from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(col("hit"), copy=False)
-        out = select(
-            col("person_id"),
-            alias(_add(this=col("n_gaps"), expression=int_lit(1)), f"ab_{i}_n"),
-            alias(col("k"), f"ab_{i}_key"), alias(col("mean_min"), f"ab_{i}_mean_gap_minutes"),
-            alias(col("cv"), f"ab_{i}_cv"), alias(col("last_ts"), f"ab_{i}_last"),
-        ).from_(exp.Subquery(this=best, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False).where(
-            exp.EQ(this=col("rn"), expression=int_lit(1)), copy=False)
+            alias(cv, "cv"),
+            alias(coalesce(flagged, exp.false()), "hit"),
+        ).from_(
+            exp.Subquery(this=stats, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False
+        )
+        best = (
+            select(
+                exp.Star(),
+                alias(
+                    exp.Window(
+                        this=fn("ROW_NUMBER"),
+                        partition_by=[col("person_id")],
+                        order=exp.Order(
+                            expressions=[
+                                exp.Ordered(this=col("n_gaps"), desc=True),
+                                exp.Ordered(this=col("k")),
+                            ]
+                        ),
+                    ),
+                    "rn",
+                ),
+            )
+            .from_(
+                exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                copy=False,
+            )
+            .where(col("hit"), copy=False)
+        )
+        out = (
+            select(
+                col("person_id"),
+                alias(_add(this=col("n_gaps"), expression=int_lit(1)), f"ab_{i}_n"),
+                alias(col("k"), f"ab_{i}_key"),
+                alias(col("mean_min"), f"ab_{i}_mean_gap_minutes"),
+                alias(col("cv"), f"ab_{i}_cv"),
+                alias(col("last_ts"), f"ab_{i}_last"),
+            )
+            .from_(
+                exp.Subquery(this=best, alias=exp.TableAlias(this=exp.to_identifier("t"))),
+                copy=False,
+            )
+            .where(exp.EQ(this=col("rn"), expression=int_lit(1)), copy=False)
+        )
         self._queue(f"lr_ab_{i}", out)
-        return [("events", f"ab_{i}_n"), ("key", f"ab_{i}_key"),
-                ("mean_gap_minutes", f"ab_{i}_mean_gap_minutes"), ("cv", f"ab_{i}_cv"),
-                ("last", f"ab_{i}_last")]
+        return [
+            ("events", f"ab_{i}_n"),
+            ("key", f"ab_{i}_key"),
+            ("mean_gap_minutes", f"ab_{i}_mean_gap_minutes"),
+            ("cv", f"ab_{i}_cv"),
+            ("last", f"ab_{i}_last"),
+        ]
 
     # per person -------------------------------------------------------------------------------
-    def _comp_select(self, rules: list[S.Rule], person_points: dict[str, exp.Expression],
-                     stage_names: list[str]) -> exp.Select:
+    def _comp_select(
+        self, rules: list[S.Rule], person_points: dict[str, exp.Expression], stage_names: list[str]
+    ) -> exp.Select:
         cols: list[exp.Expression] = [col("person_id", "pop")]
         n = self.needs
         has_person = bool(n.person or n.traits or n.account or n.account_traits)
@@ -1213,21 +1796,37 @@ class Builder:
             acct = col("p_account_id", "p") if "account_id" in n.person else None
         else:
             acct = None
-        cols.append(alias(acct if acct is not None else exp.cast(exp.Null(), exp.DataType.build("VARCHAR")),
-                          "account_id"))
+        cols.append(
+            alias(
+                acct if acct is not None else exp.cast(exp.Null(), exp.DataType.build("VARCHAR")),
+                "account_id",
+            )
+        )
         for r in rules:
             if r.on_events:
                 nn = coalesce(col(f"r_{r.id}_n", "g"), int_lit(0))
                 fire = exp.GTE(this=nn, expression=int_lit(r.min_count or 1))
-                raw = case(fire, coalesce(col(f"r_{r.id}_raw", "g"), double(0)), double(0))
-                dec = case(fire, coalesce(col(f"r_{r.id}_dec", "g"), double(0)), double(0))
-                cols += [alias(nn, f"r_{r.id}_n"), alias(raw, f"r_{r.id}_raw"), alias(dec, f"r_{r.id}_dec")]
+                if r.id in self._limited:
+                    raw_c, dec_c = col("raw", f"fq_{r.id}"), col("dec", f"fq_{r.id}")
+                else:
+                    raw_c, dec_c = col(f"r_{r.id}_raw", "g"), col(f"r_{r.id}_dec", "g")
+                raw = case(fire, coalesce(raw_c, double(0)), double(0))
+                dec = case(fire, coalesce(dec_c, double(0)), double(0))
+                cols += [
+                    alias(nn, f"r_{r.id}_n"),
+                    alias(raw, f"r_{r.id}_raw"),
+                    alias(dec, f"r_{r.id}_dec"),
+                ]
                 final = dec
             else:
                 pts = person_points[r.id]
                 cols += [
-                    alias(case(exp.NEQ(this=pts, expression=double(0)), int_lit(1), int_lit(0)), f"r_{r.id}_n"),
-                    alias(pts, f"r_{r.id}_raw"), alias(pts, f"r_{r.id}_dec"),
+                    alias(
+                        case(exp.NEQ(this=pts, expression=double(0)), int_lit(1), int_lit(0)),
+                        f"r_{r.id}_n",
+                    ),
+                    alias(pts, f"r_{r.id}_raw"),
+                    alias(pts, f"r_{r.id}_dec"),
                 ]
                 final = pts
             if r.cap is not None:
@@ -1241,44 +1840,88 @@ class Builder:
             cols.append(alias(v, f"f_{name}"))
         for k, _ in enumerate(stage_names):
             if self.spec.stages and stage_names[k] in self.spec.stages.evidence:
-                cols += [alias(coalesce(col(f"st{k}_n", "g"), int_lit(0)), f"st{k}_n"),
-                         col(f"st{k}_last", "g"), col(f"st{k}_first", "g")]
+                cols += [
+                    alias(coalesce(col(f"st{k}_n", "g"), int_lit(0)), f"st{k}_n"),
+                    col(f"st{k}_last", "g"),
+                    col(f"st{k}_first", "g"),
+                ]
         for a in self.spec.abuse:
             if isinstance(a, S.EventAbuse):
                 nn = coalesce(col(f"ab_{a.id}_n", "g"), int_lit(0))
                 cols.append(alias(exp.GTE(this=nn, expression=int_lit(a.min_count)), f"ab_{a.id}"))
-                cols += [alias(nn, f"ab_{a.id}_n"), col(f"ab_{a.id}_first", "g"), col(f"ab_{a.id}_last", "g")]
+                cols += [
+                    alias(nn, f"ab_{a.id}_n"),
+                    col(f"ab_{a.id}_first", "g"),
+                    col(f"ab_{a.id}_last", "g"),
+                ]
                 if a.measure:
                     cols.append(col(f"ab_{a.id}_max", "g"))
             else:
                 src = f"ab_{a.id}"
-                cols.append(alias(exp.Not(this=exp.Is(this=col(f"ab_{a.id}_n", src), expression=exp.Null())),
-                                  f"ab_{a.id}"))
+                cols.append(
+                    alias(
+                        exp.Not(this=exp.Is(this=col(f"ab_{a.id}_n", src), expression=exp.Null())),
+                        f"ab_{a.id}",
+                    )
+                )
                 names = [c for _, c in self._abuse_cols(a)]
                 cols += [col(c, src) for c in names]
-        q = select(*cols).from_(exp.to_table("lr_pop").as_("pop"), copy=False).join(
-            exp.to_table("lr_agg").as_("g"),
-            on=exp.EQ(this=col("person_id", "g"), expression=col("person_id", "pop")), join_type="LEFT", copy=False)
+        q = (
+            select(*cols)
+            .from_(exp.to_table("lr_pop").as_("pop"), copy=False)
+            .join(
+                exp.to_table("lr_agg").as_("g"),
+                on=exp.EQ(this=col("person_id", "g"), expression=col("person_id", "pop")),
+                join_type="LEFT",
+                copy=False,
+            )
+        )
         if has_person:
-            q = q.join(exp.to_table("lr_person").as_("p"),
-                       on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "pop")),
-                       join_type="LEFT", copy=False)
+            q = q.join(
+                exp.to_table("lr_person").as_("p"),
+                on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "pop")),
+                join_type="LEFT",
+                copy=False,
+            )
+        for rid in self._limited:
+            q = q.join(
+                exp.to_table(f"lr_fq_{rid}").as_(f"fq_{rid}"),
+                on=exp.EQ(this=col("person_id", f"fq_{rid}"), expression=col("person_id", "pop")),
+                join_type="LEFT",
+                copy=False,
+            )
         for a in self.spec.abuse:
             if not isinstance(a, S.EventAbuse):
-                q = q.join(exp.to_table(f"lr_ab_{a.id}").as_(f"ab_{a.id}"),
-                           on=exp.EQ(this=col("person_id", f"ab_{a.id}"), expression=col("person_id", "pop")),
-                           join_type="LEFT", copy=False)
+                q = q.join(
+                    exp.to_table(f"lr_ab_{a.id}").as_(f"ab_{a.id}"),
+                    on=exp.EQ(
+                        this=col("person_id", f"ab_{a.id}"), expression=col("person_id", "pop")
+                    ),
+                    join_type="LEFT",
+                    copy=False,
+                )
         return q
 
     def _abuse_cols(self, a: Any) -> list[tuple[str, str]]:
         i = a.id
         if a.kind == "session":
-            return [("", f"ab_{i}_n"), ("", f"ab_{i}_key"), ("", f"ab_{i}_start"), ("", f"ab_{i}_minutes"),
-                    ("", f"ab_{i}_allowed"), ("", f"ab_{i}_over")]
+            return [
+                ("", f"ab_{i}_n"),
+                ("", f"ab_{i}_key"),
+                ("", f"ab_{i}_start"),
+                ("", f"ab_{i}_minutes"),
+                ("", f"ab_{i}_allowed"),
+                ("", f"ab_{i}_over"),
+            ]
         if a.kind == "concurrent":
             return [("", f"ab_{i}_n"), ("", f"ab_{i}_key"), ("", f"ab_{i}_days_ago")]
-        return [("", f"ab_{i}_n"), ("", f"ab_{i}_key"), ("", f"ab_{i}_mean_gap_minutes"),
-                ("", f"ab_{i}_cv"), ("", f"ab_{i}_last")]
+        return [
+            ("", f"ab_{i}_n"),
+            ("", f"ab_{i}_key"),
+            ("", f"ab_{i}_mean_gap_minutes"),
+            ("", f"ab_{i}_cv"),
+            ("", f"ab_{i}_last"),
+        ]
 
     def _cat_select(self, rules: list[S.Rule], cats: list[str]) -> exp.Select:
         cols: list[exp.Expression] = [exp.Star()]
@@ -1318,9 +1961,15 @@ class Builder:
             levels = g.levels or []
             names = [lv.grade for lv in levels]
             grade = exp.Case(
-                ifs=[exp.If(this=exp.GTE(this=by, expression=double(lv.min)), true=text_literal(lv.grade))
-                     for lv in levels[:-1]],
-                default=text_literal(levels[-1].grade))
+                ifs=[
+                    exp.If(
+                        this=exp.GTE(this=by, expression=double(lv.min)),
+                        true=text_literal(lv.grade),
+                    )
+                    for lv in levels[:-1]
+                ],
+                default=text_literal(levels[-1].grade),
+            )
         elif g.method == "volume":
             by = col("score") if g.by == "score" else col(f"cat_{g.by}")
             levels = g.levels or []
@@ -1330,26 +1979,47 @@ class Builder:
                 for lv in levels[:-1]:
                     cut = self.volume_cutoffs.get(lv.grade)
                     if cut is not None:
-                        ifs.append(exp.If(this=exp.GTE(this=by, expression=double(cut)),
-                                          true=text_literal(lv.grade)))
-                grade = exp.Case(ifs=ifs, default=text_literal(levels[-1].grade)) if ifs \
+                        ifs.append(
+                            exp.If(
+                                this=exp.GTE(this=by, expression=double(cut)),
+                                true=text_literal(lv.grade),
+                            )
+                        )
+                grade = (
+                    exp.Case(ifs=ifs, default=text_literal(levels[-1].grade))
+                    if ifs
                     else text_literal(levels[-1].grade)
+                )
             else:
-                cd = exp.Window(this=fn("CUME_DIST"), order=exp.Order(expressions=[
-                    exp.Ordered(this=by, desc=True)]))
+                cd = exp.Window(
+                    this=fn("CUME_DIST"),
+                    order=exp.Order(expressions=[exp.Ordered(this=by, desc=True)]),
+                )
                 grade = exp.Case(
-                    ifs=[exp.If(this=exp.LTE(this=cd, expression=double(lv.top)), true=text_literal(lv.grade))
-                         for lv in levels[:-1]],
-                    default=text_literal(levels[-1].grade))
+                    ifs=[
+                        exp.If(
+                            this=exp.LTE(this=cd, expression=double(lv.top)),
+                            true=text_literal(lv.grade),
+                        )
+                        for lv in levels[:-1]
+                    ],
+                    default=text_literal(levels[-1].grade),
+                )
         else:
             assert g.fit and g.engagement
 
             def axis(a: S.Axis) -> exp.Expression:
                 by = col(f"cat_{a.category}")
                 return exp.Case(
-                    ifs=[exp.If(this=exp.GTE(this=by, expression=double(lv.min)), true=text_literal(lv.label))
-                         for lv in a.levels[:-1]],
-                    default=text_literal(a.levels[-1].label))
+                    ifs=[
+                        exp.If(
+                            this=exp.GTE(this=by, expression=double(lv.min)),
+                            true=text_literal(lv.label),
+                        )
+                        for lv in a.levels[:-1]
+                    ],
+                    default=text_literal(a.levels[-1].label),
+                )
 
             names = g.names()
             grade = exp.DPipe(this=axis(g.fit), expression=axis(g.engagement), safe=False)
@@ -1363,34 +2033,53 @@ class Builder:
                 name = order[k]
                 if name not in st.evidence:
                     continue
-                reached = exp.GTE(this=col(f"st{k}_n"), expression=int_lit(st.evidence[name].min_count))
+                reached = exp.GTE(
+                    this=col(f"st{k}_n"), expression=int_lit(st.evidence[name].min_count)
+                )
                 ifs.append(exp.If(this=reached, true=text_literal(name)))
                 rank_ifs.append(exp.If(this=reached.copy(), true=int_lit(k + 1)))
                 last_ifs.append(exp.If(this=reached.copy(), true=col(f"st{k}_last")))
                 first_ifs.append(exp.If(this=reached.copy(), true=col(f"st{k}_first")))
                 n_ifs.append(exp.If(this=reached.copy(), true=col(f"st{k}_n")))
-            default = text_literal(st.default) if st.default else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
+            default = (
+                text_literal(st.default)
+                if st.default
+                else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
+            )
             drank = int_lit(order.index(st.default) + 1) if st.default else int_lit(0)
             null_ts = exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP"))
             if ifs:
-                cols += [alias(exp.Case(ifs=ifs, default=default), "stage"),
-                         alias(exp.Case(ifs=rank_ifs, default=drank), "stage_rank"),
-                         alias(exp.Case(ifs=n_ifs, default=int_lit(0)), "stage_n"),
-                         alias(exp.Case(ifs=first_ifs, default=null_ts), "stage_first"),
-                         alias(exp.Case(ifs=last_ifs, default=null_ts), "stage_last")]
+                cols += [
+                    alias(exp.Case(ifs=ifs, default=default), "stage"),
+                    alias(exp.Case(ifs=rank_ifs, default=drank), "stage_rank"),
+                    alias(exp.Case(ifs=n_ifs, default=int_lit(0)), "stage_n"),
+                    alias(exp.Case(ifs=first_ifs, default=null_ts), "stage_first"),
+                    alias(exp.Case(ifs=last_ifs, default=null_ts), "stage_last"),
+                ]
             else:
-                cols += [alias(default, "stage"), alias(drank, "stage_rank"), alias(int_lit(0), "stage_n"),
-                         alias(null_ts, "stage_first"), alias(null_ts.copy(), "stage_last")]
+                cols += [
+                    alias(default, "stage"),
+                    alias(drank, "stage_rank"),
+                    alias(int_lit(0), "stage_n"),
+                    alias(null_ts, "stage_first"),
+                    alias(null_ts.copy(), "stage_last"),
+                ]
         else:
-            cols += [alias(exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), "stage"),
-                     alias(int_lit(0), "stage_rank"), alias(int_lit(0), "stage_n"),
-                     alias(exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP")), "stage_first"),
-                     alias(exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP")), "stage_last")]
+            cols += [
+                alias(exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), "stage"),
+                alias(int_lit(0), "stage_rank"),
+                alias(int_lit(0), "stage_n"),
+                alias(exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP")), "stage_first"),
+                alias(exp.cast(exp.Null(), exp.DataType.build("TIMESTAMP")), "stage_last"),
+            ]
         inner = select(*cols).from_("lr_tot", copy=False)
         mql = g.mql if g else []
-        out = select(exp.Star(), alias(
-            coalesce(in_list(col("grade"), mql), exp.false()) if mql else exp.false(), "mql"),
-        ).from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False)
+        out = select(
+            exp.Star(),
+            alias(coalesce(in_list(col("grade"), mql), exp.false()) if mql else exp.false(), "mql"),
+        ).from_(
+            exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("t"))), copy=False
+        )
         return out, names
 
 
@@ -1422,7 +2111,7 @@ def _concat_ws(items: list[exp.Expression]) -> exp.Expression:
     """CONCAT_WS(',', ...) of items (NULL items skipped), in chunks PostgreSQL accepts."""
     if not items:
         return text_literal("")
-    chunks = [items[i:i + 90] for i in range(0, len(items), 90)]
+    chunks = [items[i : i + 90] for i in range(0, len(items), 90)]
     parts = [call("CONCAT_WS", text_literal(","), *c) for c in chunks]
     if len(parts) == 1:
         return parts[0]
@@ -1440,16 +2129,32 @@ def _obj(pairs: list[tuple[str, exp.Expression]]) -> exp.Expression:
 
 
 def _ts_text(e: exp.Expression) -> exp.Expression:
-    return coalesce(call("LR_JSON_STRING", exp.cast(e, exp.DataType.build("VARCHAR"))), text_literal("null"))
+    return coalesce(
+        call("LR_JSON_STRING", exp.cast(e, exp.DataType.build("VARCHAR"))), text_literal("null")
+    )
 
 
 def _str_text(e: exp.Expression) -> exp.Expression:
-    return coalesce(call("LR_JSON_STRING", exp.cast(e, exp.DataType.build("VARCHAR"))), text_literal("null"))
+    return coalesce(
+        call("LR_JSON_STRING", exp.cast(e, exp.DataType.build("VARCHAR"))), text_literal("null")
+    )
 
 
 SNAPSHOT_COLUMNS = (
-    "person_id", "account_id", "score", "grade", "mql", "stage", "stage_rank", "flagged",
-    "engaged", "categories", "segments", "abuse", "components", "stage_evidence",
+    "person_id",
+    "account_id",
+    "score",
+    "grade",
+    "mql",
+    "stage",
+    "stage_rank",
+    "flagged",
+    "engaged",
+    "categories",
+    "segments",
+    "abuse",
+    "components",
+    "stage_evidence",
 )
 
 
@@ -1457,14 +2162,24 @@ def snapshot_query(plan: Plan) -> exp.Select:
     """Per person: score, grade, stage and the JSON columns (categories, segments, abuse,
     components, stage evidence) of a `scores` row, from the wide per-person query."""
     cats = _obj([(c, _num_text(col(f"cat_{c}"))) for c in plan.categories])
-    segs = _concat(text_literal("["), _concat_ws([
-        case(col(f"seg_{s}"), text_literal(f'"{s}"')) for s in plan.segments]), text_literal("]"))
+    segs = _concat(
+        text_literal("["),
+        _concat_ws([case(col(f"seg_{s}"), text_literal(f'"{s}"')) for s in plan.segments]),
+        text_literal("]"),
+    )
     comps = []
     for r in plan.rules:
-        entry = _concat(text_literal(f'"{r.id}":'), _obj([
-            ("n", _num_text(col(f"r_{r.id}_n"))), ("raw", _num_text(col(f"r_{r.id}_raw"))),
-            ("decayed", _num_text(col(f"r_{r.id}_dec"))), ("points", _num_text(col(f"r_{r.id}"))),
-        ]))
+        entry = _concat(
+            text_literal(f'"{r.id}":'),
+            _obj(
+                [
+                    ("n", _num_text(col(f"r_{r.id}_n"))),
+                    ("raw", _num_text(col(f"r_{r.id}_raw"))),
+                    ("decayed", _num_text(col(f"r_{r.id}_dec"))),
+                    ("points", _num_text(col(f"r_{r.id}"))),
+                ]
+            ),
+        )
         comps.append(case(exp.GT(this=col(f"r_{r.id}_n"), expression=int_lit(0)), entry))
     components = _concat(text_literal("{"), _concat_ws(comps), text_literal("}"))
     abuses = []
@@ -1479,22 +2194,43 @@ def snapshot_query(plan: Plan) -> exp.Select:
                 pairs.append((key, _num_text(col(c))))
         abuses.append(case(col(f"ab_{aid}"), _concat(text_literal(f'"{aid}":'), _obj(pairs))))
     abuse = _concat(text_literal("{"), _concat_ws(abuses), text_literal("}"))
-    stage_ev = _obj([("n", _num_text(col("stage_n"))), ("first", _ts_text(col("stage_first"))),
-                     ("last", _ts_text(col("stage_last")))])
+    stage_ev = _obj(
+        [
+            ("n", _num_text(col("stage_n"))),
+            ("first", _ts_text(col("stage_first"))),
+            ("last", _ts_text(col("stage_last"))),
+        ]
+    )
     return select(
-        col("person_id"), col("account_id"), col("score"), col("grade"), col("mql"), col("stage"),
-        col("stage_rank"), col("flagged"), col("engaged"),
-        alias(cats, "categories"), alias(segs, "segments"), alias(abuse, "abuse"),
-        alias(components, "components"), alias(stage_ev, "stage_evidence"),
-    ).from_(exp.Subquery(this=plan.query, alias=exp.TableAlias(this=exp.to_identifier("q"))), copy=False)
+        col("person_id"),
+        col("account_id"),
+        col("score"),
+        col("grade"),
+        col("mql"),
+        col("stage"),
+        col("stage_rank"),
+        col("flagged"),
+        col("engaged"),
+        alias(cats, "categories"),
+        alias(segs, "segments"),
+        alias(abuse, "abuse"),
+        alias(components, "components"),
+        alias(stage_ev, "stage_evidence"),
+    ).from_(
+        exp.Subquery(this=plan.query, alias=exp.TableAlias(this=exp.to_identifier("q"))), copy=False
+    )
 
 
 # -- entry points -------------------------------------------------------------------------------
 
 
-def build_plan(model: Model, *, as_of: datetime | None = None,
-               restrict: str | list[str] | None = None,
-               volume_cutoffs: dict[str, float] | None = None) -> Plan:
+def build_plan(
+    model: Model,
+    *,
+    as_of: datetime | None = None,
+    restrict: str | list[str] | None = None,
+    volume_cutoffs: dict[str, float] | None = None,
+) -> Plan:
     return Builder(model, as_of or datetime.now(UTC), restrict, volume_cutoffs).build()
 
 

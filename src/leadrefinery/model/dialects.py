@@ -116,13 +116,16 @@ DIALECTS: dict[str, Dialect] = {
         json_text=lambda col, parts: call(
             "get_json_object", col, s(_json_path_dollar(parts, brackets=True))
         ),
-        json_scalar=lambda col: call("get_json_object", exp.Concat(
-            expressions=[s('{"v":'), col, s("}")]), s("$.v")),
+        json_scalar=lambda col: call(
+            "get_json_object", exp.Concat(expressions=[s('{"v":'), col, s("}")]), s("$.v")
+        ),
         epoch_us=lambda ts: call("unix_micros", ts),
         to_num=lambda e: exp.TryCast(this=e, to=exp.DataType.build("DOUBLE"), safe=True),
         # to_json of a one-element array, without its brackets: a JSON string of the text
         json_string=lambda e: call(
-            "regexp_extract", call("to_json", call("array", e)), s(r"^\[(.*)\]$"),
+            "regexp_extract",
+            call("to_json", call("array", e)),
+            s(r"^\[(.*)\]$"),
             exp.Literal.number(1),
         ),
         strip_nonalnum=lambda e: call("regexp_replace", e, s("[^A-Za-z0-9]"), s("")),

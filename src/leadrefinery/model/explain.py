@@ -41,9 +41,20 @@ def find_person(engine: Engine, person: str) -> dict:
         [person, person.strip().lower()],
     )
     if not rows:
-        raise NotFound(f"no person with id or email {person!r} — list people with "
-                       "`leadrefinery leads` or check the spelling")
-    keys = ("person_id", "email", "name", "company", "title", "account_id", "first_seen", "last_seen")
+        raise NotFound(
+            f"no person with id or email {person!r} — list people with "
+            "`leadrefinery leads` or check the spelling"
+        )
+    keys = (
+        "person_id",
+        "email",
+        "name",
+        "company",
+        "title",
+        "account_id",
+        "first_seen",
+        "last_seen",
+    )
     return dict(zip(keys, rows[0], strict=True))
 
 
@@ -69,8 +80,9 @@ def reason(model: Model, rule_id: str, comp: dict) -> str:
     return f"{text}{times}: {_fmt(pts)}"
 
 
-def explain(engine: Engine, model: Model, person: str, *, as_of: datetime | None = None,
-            events: int = 20) -> dict:
+def explain(
+    engine: Engine, model: Model, person: str, *, as_of: datetime | None = None, events: int = 20
+) -> dict:
     who = find_person(engine, person)
     pid = who["person_id"]
     as_of = naive_utc(as_of) if as_of else now_utc()
@@ -80,8 +92,10 @@ def explain(engine: Engine, model: Model, person: str, *, as_of: datetime | None
     plan = build_plan(model, as_of=as_of, restrict=[pid], volume_cutoffs=cutoffs)
     rows = engine.query_arrow(plan.sql(engine.dialect, snapshot=False, pretty=False)).to_pylist()
     if not rows:
-        raise NotFound(f"{person!r} has no activity up to {as_of:%Y-%m-%d %H:%M} (first seen "
-                       f"{who['first_seen']}); explain a later time with --as-of")
+        raise NotFound(
+            f"{person!r} has no activity up to {as_of:%Y-%m-%d %H:%M} (first seen "
+            f"{who['first_seen']}); explain a later time with --as-of"
+        )
     row = rows[0]
     rules = {r.id: r for r in model.spec.rules}
     components = []
@@ -93,23 +107,37 @@ def explain(engine: Engine, model: Model, person: str, *, as_of: datetime | None
         dec = _num(row[f"r_{r.id}_dec"])
         comp = {"n": n, "raw": _num(row[f"r_{r.id}_raw"]), "decayed": dec, "points": pts}
         rule = rules[r.id]
-        components.append({
-            "rule": r.id, "category": r.category, "on": r.on, **comp,
-            "capped": abs(dec - pts) > 1e-9,
-            "cap": rule.cap,
-            "half_life_days": rule.half_life, "window_days": rule.window,
-            "frequency": rule.frequency if isinstance(rule.frequency, str)
-            else rule.frequency.model_dump(exclude_none=True),
-            "reason": reason(model, r.id, comp),
-        })
+        components.append(
+            {
+                "rule": r.id,
+                "category": r.category,
+                "on": r.on,
+                **comp,
+                "capped": abs(dec - pts) > 1e-9,
+                "cap": rule.cap,
+                "half_life_days": rule.half_life,
+                "window_days": rule.window,
+                "frequency": rule.frequency
+                if isinstance(rule.frequency, str)
+                else rule.frequency.model_dump(exclude_none=True),
+                "reason": reason(model, r.id, comp),
+            }
+        )
     components.sort(key=lambda c: -abs(c["points"]))
     categories = []
     for c in plan.categories:
         decl = model.spec.categories.get(c)
         raw, capped = _num(row[f"cat_{c}_raw"]), _num(row[f"cat_{c}"])
-        categories.append({"category": c, "points": capped, "before_cap": raw,
-                           "capped": abs(raw - capped) > 1e-9,
-                           "cap": decl.cap if decl else None, "min": decl.min if decl else None})
+        categories.append(
+            {
+                "category": c,
+                "points": capped,
+                "before_cap": raw,
+                "capped": abs(raw - capped) > 1e-9,
+                "cap": decl.cap if decl else None,
+                "min": decl.min if decl else None,
+            }
+        )
     total_raw = sum(c["points"] for c in categories)
     score = _num(row["score"])
     abuse = {}
@@ -123,20 +151,39 @@ def explain(engine: Engine, model: Model, person: str, *, as_of: datetime | None
         for k, name in enumerate(plan.stages):
             if f"st{k}_n" in row:
                 ev = st.evidence[name]
-                seen.append({"stage": name, "fresh_events": int(_num(row[f"st{k}_n"])),
-                             "last": _jsonable(row.get(f"st{k}_last")),
-                             "needs": ev.min_count, "expires_days": ev.expires or st.expires})
-        stage_info = {"stage": row["stage"], "rank": row["stage_rank"],
-                      "evidence": {"events": int(_num(row["stage_n"])),
-                                   "first": _jsonable(row["stage_first"]),
-                                   "last": _jsonable(row["stage_last"])},
-                      "all_stages": seen}
+                seen.append(
+                    {
+                        "stage": name,
+                        "fresh_events": int(_num(row[f"st{k}_n"])),
+                        "last": _jsonable(row.get(f"st{k}_last")),
+                        "needs": ev.min_count,
+                        "expires_days": ev.expires or st.expires,
+                    }
+                )
+        stage_info = {
+            "stage": row["stage"],
+            "rank": row["stage_rank"],
+            "evidence": {
+                "events": int(_num(row["stage_n"])),
+                "first": _jsonable(row["stage_first"]),
+                "last": _jsonable(row["stage_last"]),
+            },
+            "all_stages": seen,
+        }
     return {
         "person": {k: _jsonable(v) for k, v in who.items()},
-        "model": model.name, "model_version": model.version, "as_of": as_of.isoformat(),
-        "score": score, "grade": row["grade"], "mql": bool(row["mql"]),
-        "score_range": {"min": model.spec.score.min, "max": model.spec.score.max,
-                        "before_range": total_raw, "clamped": abs(total_raw - score) > 1e-6},
+        "model": model.name,
+        "model_version": model.version,
+        "as_of": as_of.isoformat(),
+        "score": score,
+        "grade": row["grade"],
+        "mql": bool(row["mql"]),
+        "score_range": {
+            "min": model.spec.score.min,
+            "max": model.spec.score.max,
+            "before_range": total_raw,
+            "clamped": abs(total_raw - score) > 1e-6,
+        },
         "categories": categories,
         "components": components,
         "stage": stage_info,
@@ -182,30 +229,60 @@ def leads(
 ) -> list[dict]:
     """The ranked list a rep works from: newest scores, filtered, each with its top reasons."""
     s, p = exp.to_table("latest_scores").as_("s"), exp.to_table("people").as_("p")
-    cols = ["person_id", "score", "grade", "stage", "mql", "flagged", "segments", "components",
-            "abuse", "account_id"]
-    q = exp.select(*[exp.column(c, "s") for c in cols],
-                   exp.column("email", "p"), exp.column("name", "p"), exp.column("company", "p"),
-                   exp.column("title", "p")).from_(s).join(
-        p, on=exp.EQ(this=exp.column("person_id", "p"), expression=exp.column("person_id", "s")),
-        join_type="LEFT")
+    cols = [
+        "person_id",
+        "score",
+        "grade",
+        "stage",
+        "mql",
+        "flagged",
+        "segments",
+        "components",
+        "abuse",
+        "account_id",
+    ]
+    q = (
+        exp.select(
+            *[exp.column(c, "s") for c in cols],
+            exp.column("email", "p"),
+            exp.column("name", "p"),
+            exp.column("company", "p"),
+            exp.column("title", "p"),
+        )
+        .from_(s)
+        .join(
+            p,
+            on=exp.EQ(this=exp.column("person_id", "p"), expression=exp.column("person_id", "s")),
+            join_type="LEFT",
+        )
+    )
     conds: list[exp.Expression] = [
-        exp.EQ(this=exp.column("model", "s"), expression=exp.Literal.string(model.name))]
+        exp.EQ(this=exp.column("model", "s"), expression=exp.Literal.string(model.name))
+    ]
     if grade:
-        conds.append(exp.In(this=exp.column("grade", "s"),
-                            expressions=[exp.Literal.string(g) for g in grade]))
+        conds.append(
+            exp.In(
+                this=exp.column("grade", "s"), expressions=[exp.Literal.string(g) for g in grade]
+            )
+        )
     if stage:
-        conds.append(exp.In(this=exp.column("stage", "s"),
-                            expressions=[exp.Literal.string(g) for g in stage]))
+        conds.append(
+            exp.In(
+                this=exp.column("stage", "s"), expressions=[exp.Literal.string(g) for g in stage]
+            )
+        )
     known = list(model.spec.segments)
     for seg in segment or []:
         if seg not in known:
-            raise NotFound(f"no segment {seg!r} in model {model.name} (segments: {', '.join(known) or 'none'})")
+            raise NotFound(
+                f"no segment {seg!r} in model {model.name} (segments: {', '.join(known) or 'none'})"
+            )
         text = exp.cast(exp.column("segments", "s"), exp.DataType.build("VARCHAR"))
         conds.append(exp.StrPosition(this=text, substr=exp.Literal.string(f'"{seg}"')) > 0)
     q = q.where(exp.and_(*conds)).order_by(
         exp.Ordered(this=exp.column("score", "s"), desc=True),
-        exp.Ordered(this=exp.column("person_id", "s")))
+        exp.Ordered(this=exp.column("person_id", "s")),
+    )
     if top:
         q = q.limit(int(top))
     names = [*cols, "email", "name", "company", "title"]
@@ -214,7 +291,9 @@ def leads(
         row = dict(zip(names, r, strict=True))
         comps = _load(row.pop("components")) or {}
         ranked = sorted(comps.items(), key=lambda kv: -abs(_num(kv[1].get("points"))))
-        row["reasons"] = [reason(model, rid, c) for rid, c in ranked if _num(c.get("points"))][:reasons]
+        row["reasons"] = [reason(model, rid, c) for rid, c in ranked if _num(c.get("points"))][
+            :reasons
+        ]
         row["segments"] = _load(row["segments"]) or []
         row["abuse"] = sorted((_load(row["abuse"]) or {}).keys())
         row["score"] = _num(row["score"])

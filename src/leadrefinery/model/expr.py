@@ -63,7 +63,16 @@ def double(value: float | int) -> exp.Expression:
 
 def paren(e: exp.Expression) -> exp.Expression:
     """Parenthesise a compound operand (sqlglot prints a built tree without adding any)."""
-    atomic = (exp.Column, exp.Literal, exp.Cast, exp.Func, exp.Paren, exp.Case, exp.Null, exp.Boolean)
+    atomic = (
+        exp.Column,
+        exp.Literal,
+        exp.Cast,
+        exp.Func,
+        exp.Paren,
+        exp.Case,
+        exp.Null,
+        exp.Boolean,
+    )
     return e if isinstance(e, atomic) else exp.Paren(this=e)
 
 
@@ -178,7 +187,7 @@ class Scope:
                 return self.fields[head]()
             if quoted_single:
                 raise ExprError(
-                    f'"{head}" is read as a field name; write text in single quotes: \'{head}\''
+                    f"\"{head}\" is read as a field name; write text in single quotes: '{head}'"
                 )
             if head in self.namespaces:
                 raise ExprError(
@@ -209,7 +218,11 @@ def json_field(column: exp.Expression, rest: list[str], what: str) -> Typed:
 # -- the checker/compiler -----------------------------------------------------------------------
 
 COMPARISONS: dict[type[exp.Expression], type[exp.Expression]] = {
-    exp.EQ: exp.EQ, exp.NEQ: exp.NEQ, exp.GT: exp.GT, exp.GTE: exp.GTE, exp.LT: exp.LT,
+    exp.EQ: exp.EQ,
+    exp.NEQ: exp.NEQ,
+    exp.GT: exp.GT,
+    exp.GTE: exp.GTE,
+    exp.LT: exp.LT,
     exp.LTE: exp.LTE,
 }
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div)
@@ -236,10 +249,16 @@ FUNCTIONS: dict[str, Fn] = {
     "contains": ((TEXT, TEXT), BOOL, _contains),
     "matches": ((TEXT, TEXT), BOOL, lambda a, b: exp.RegexpLike(this=a, expression=b)),
     "regexp_matches": ((TEXT, TEXT), BOOL, lambda a, b: exp.RegexpLike(this=a, expression=b)),
-    "replace": ((TEXT, TEXT, TEXT), TEXT,
-                lambda a, b, c: exp.Replace(this=a, expression=b, replacement=c)),
-    "split_part": ((TEXT, TEXT, "int"), TEXT,
-                   lambda a, b, c: exp.SplitPart(this=a, delimiter=b, part_index=c)),
+    "replace": (
+        (TEXT, TEXT, TEXT),
+        TEXT,
+        lambda a, b, c: exp.Replace(this=a, expression=b, replacement=c),
+    ),
+    "split_part": (
+        (TEXT, TEXT, "int"),
+        TEXT,
+        lambda a, b, c: exp.SplitPart(this=a, delimiter=b, part_index=c),
+    ),
     "number": ((NUM,), NUM, lambda a: a),
     "text": ((TEXT,), TEXT, lambda a: a),
     "abs": ((NUM,), NUM, lambda a: exp.Abs(this=a)),
@@ -404,7 +423,9 @@ class Compiler:
                 items.extend(self._set_values(e.name))
             elif isinstance(e, exp.Literal):
                 items.append(e.this if e.is_string else float(e.this))
-            elif isinstance(e, exp.Neg) and isinstance(e.this, exp.Literal) and not e.this.is_string:
+            elif (
+                isinstance(e, exp.Neg) and isinstance(e.this, exp.Literal) and not e.this.is_string
+            ):
                 items.append(-float(e.this.this))
             elif isinstance(e, exp.Boolean):
                 items.append(bool(e.this))
@@ -450,8 +471,10 @@ class Compiler:
         if len(types) > 1:
             raise ExprError(f"the results of CASE mix {' and '.join(sorted(types))}")
         t = types.pop() if types else (JSON if any(r.type == JSON for r in results) else NULL)
-        nodes = [coerce(r, t, "a CASE result") if r.type == JSON and t != JSON else r.node
-                 for r in results]
+        nodes = [
+            coerce(r, t, "a CASE result") if r.type == JSON and t != JSON else r.node
+            for r in results
+        ]
         ifs = [exp.If(this=c, true=v) for c, v in zip(conds, nodes, strict=False)]
         return Typed(exp.Case(ifs=ifs, default=nodes[-1] if default is not None else None), t)
 
@@ -469,8 +492,10 @@ class Compiler:
             if len(types) > 1:
                 raise ExprError(f"coalesce mixes {' and '.join(sorted(types))}")
             t = types.pop() if types else JSON
-            nodes = [coerce(x, t, "a coalesce value") if x.type == JSON and t != JSON else x.node
-                     for x in typed]
+            nodes = [
+                coerce(x, t, "a coalesce value") if x.type == JSON and t != JSON else x.node
+                for x in typed
+            ]
             return Typed(exp.Coalesce(this=nodes[0], expressions=nodes[1:]), t)
         if name == "days_since":
             if len(args) != 1 or self.scope.as_of_us is None:

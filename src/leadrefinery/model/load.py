@@ -52,7 +52,9 @@ class Model:
 
     def error(self, loc: Loc, message: str) -> ModelError:
         """A ModelError pointing at `loc` (a path in the model data)."""
-        return ModelError(message, file=self.file, line=self.lines.line(loc), rule=rule_of(self.data, loc))
+        return ModelError(
+            message, file=self.file, line=self.lines.line(loc), rule=rule_of(self.data, loc)
+        )
 
 
 def rule_of(data: Any, loc: Loc) -> str | None:
@@ -107,7 +109,8 @@ def _classes_at(path: Loc, data: Any) -> list[type[BaseModel]]:
     kind = _get(data, path).get("kind") if isinstance(_get(data, path), dict) else None
     if kind is not None and len(classes) > 1:
         exact = [
-            c for c in classes
+            c
+            for c in classes
             if "kind" in c.model_fields and kind in get_args(c.model_fields["kind"].annotation)
         ]
         classes = exact or classes
@@ -116,9 +119,13 @@ def _classes_at(path: Loc, data: Any) -> list[type[BaseModel]]:
 
 def _get(data: Any, path: Loc) -> Any:
     for p in path:
-        if isinstance(data, dict) and p in data:
-            data = data[p]
-        elif isinstance(data, list) and isinstance(p, int) and p < len(data):
+        if (
+            isinstance(data, dict)
+            and p in data
+            or isinstance(data, list)
+            and isinstance(p, int)
+            and p < len(data)
+        ):
             data = data[p]
         else:
             return None
@@ -131,10 +138,13 @@ def data_path(data: Any, loc: Loc) -> Loc:
     cur = data
     for i, p in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(cur, dict) and p in cur:
-            out.append(p)
-            cur = cur[p]
-        elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+        if (
+            isinstance(cur, dict)
+            and p in cur
+            or isinstance(cur, list)
+            and isinstance(p, int)
+            and p < len(cur)
+        ):
             out.append(p)
             cur = cur[p]
         elif last and isinstance(cur, dict) and isinstance(p, str):
@@ -164,7 +174,9 @@ def _message(err: dict, data: Any, path: Loc) -> str:
         got = ctx["tag"] if kind == "union_tag_invalid" else err.get("input")
         if kind == "union_tag_invalid":
             path = (*path, "kind")
-        options = [o.strip(" '") for o in str(expected).replace(" or ", ",").split(",") if o.strip()]
+        options = [
+            o.strip(" '") for o in str(expected).replace(" or ", ",").split(",") if o.strip()
+        ]
         close = difflib.get_close_matches(str(got), options, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}?" if close else f"use one of {expected}"
         return f"{_what(path)}: {got!r} is not allowed — {hint}"
@@ -212,9 +224,13 @@ def translate(exc: ValidationError, data: Any, lines: Lines, file: str) -> Model
 def parse_model(text: str, file: str = "<model>", *, check: bool = True) -> Model:
     data, lines = load_yaml(text, file)
     if not isinstance(data, dict):
-        raise ModelError("a model file is a YAML mapping (version:, rules:, grades: ...)", file=file, line=1)
+        raise ModelError(
+            "a model file is a YAML mapping (version:, rules:, grades: ...)", file=file, line=1
+        )
     if "version" not in data:
-        raise ModelError("missing required key 'version' — add `version: 1` at the top", file=file, line=1)
+        raise ModelError(
+            "missing required key 'version' — add `version: 1` at the top", file=file, line=1
+        )
     try:
         spec = S.ModelSpec.model_validate(data)
     except ValidationError as exc:
@@ -232,8 +248,10 @@ def load_model(path: str | Path, *, check: bool = True) -> Model:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ModelError(f"no model file {p} — create it, or start from the demo model "
-                         "(leadrefinery/sample/model.yaml)") from None
+        raise ModelError(
+            f"no model file {p} — create it, or start from the demo model "
+            "(leadrefinery/sample/model.yaml)"
+        ) from None
     except UnicodeDecodeError:
         raise ModelError("the model file is not UTF-8 text", file=str(p)) from None
     return parse_model(text, str(p), check=check)

@@ -48,9 +48,14 @@ class ScoreRun:
 
     def as_dict(self) -> dict:
         return {
-            "run_id": self.run_id, "model": self.model, "model_version": self.model_version,
-            "as_of": self.as_of.isoformat(), "people": self.people,
-            "seconds": round(self.seconds, 3), "restricted": self.restricted, "latest": self.latest,
+            "run_id": self.run_id,
+            "model": self.model,
+            "model_version": self.model_version,
+            "as_of": self.as_of.isoformat(),
+            "people": self.people,
+            "seconds": round(self.seconds, 3),
+            "restricted": self.restricted,
+            "latest": self.latest,
         }
 
 
@@ -71,8 +76,9 @@ def latest_cutoffs(engine: Engine, model: Model) -> dict[str, float] | None:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
-def plan_for(engine: Engine | None, model: Model, *, as_of: datetime | None,
-             restrict: str | list[str] | None) -> Plan:
+def plan_for(
+    engine: Engine | None, model: Model, *, as_of: datetime | None, restrict: str | list[str] | None
+) -> Plan:
     cutoffs = None
     g = model.spec.grades
     if restrict is not None and g is not None and g.method == "volume" and engine is not None:
@@ -86,8 +92,10 @@ def _lit(value: object) -> exp.Expression:
     if isinstance(value, bool):
         return exp.true() if value else exp.false()
     if isinstance(value, datetime):
-        return exp.cast(exp.Literal.string(value.strftime("%Y-%m-%d %H:%M:%S.%f")),
-                        exp.DataType.build("TIMESTAMP"))
+        return exp.cast(
+            exp.Literal.string(value.strftime("%Y-%m-%d %H:%M:%S.%f")),
+            exp.DataType.build("TIMESTAMP"),
+        )
     return exp.Literal.string(str(value))
 
 
@@ -108,9 +116,12 @@ def insert_scores_sql(engine: Engine, plan: Plan, run_id: str, table: str = "sco
             node = exp.cast(node, exp.DataType.build(json_type, dialect=engine.dialect))
         cols.append(exp.alias_(node, c))
     select = exp.Select(expressions=cols).from_(
-        exp.Subquery(this=snapshot_query(plan), alias=exp.TableAlias(this=exp.to_identifier("q"))))
+        exp.Subquery(this=snapshot_query(plan), alias=exp.TableAlias(this=exp.to_identifier("q")))
+    )
     insert = exp.Insert(
-        this=exp.Schema(this=exp.to_table(table), expressions=[exp.to_identifier(c) for c in SCORE_COLUMNS]),
+        this=exp.Schema(
+            this=exp.to_table(table), expressions=[exp.to_identifier(c) for c in SCORE_COLUMNS]
+        ),
         expression=select,
     )
     return render(insert, engine.dialect, pretty=False)
@@ -138,22 +149,25 @@ def score(
             cutoffs = {
                 grade: float(low)
                 for grade, low in engine.query(
-                    "SELECT grade, min(score) FROM scores WHERE run_id = ? GROUP BY grade", [run_id])
+                    "SELECT grade, min(score) FROM scores WHERE run_id = ? GROUP BY grade", [run_id]
+                )
             }
-        newest = engine.scalar(
-            "SELECT max(as_of) FROM score_runs WHERE model = ?", [model.name])
+        newest = engine.scalar("SELECT max(as_of) FROM score_runs WHERE model = ?", [model.name])
         latest = newest is None or as_of >= naive_utc(newest)
         if latest:
             if restricted:
                 engine.execute(
                     "DELETE FROM latest_scores WHERE model = ? AND person_id IN "
-                    "(SELECT person_id FROM scores WHERE run_id = ?)", [model.name, run_id])
+                    "(SELECT person_id FROM scores WHERE run_id = ?)",
+                    [model.name, run_id],
+                )
             else:
                 engine.execute("DELETE FROM latest_scores WHERE model = ?", [model.name])
             cols = ", ".join(SCORE_COLUMNS)
             engine.execute(
                 f"INSERT INTO latest_scores ({cols}) SELECT {cols} FROM scores WHERE run_id = ?",
-                [run_id])
+                [run_id],
+            )
         if not restricted:
             engine.execute(
                 """
@@ -170,19 +184,35 @@ def score(
                 [run_id],
             )
         seconds = time.perf_counter() - started
-        engine.append("score_runs", pa.table({
-            "run_id": [run_id], "model": [model.name], "model_version": [model.version],
-            "model_hash": [model.hash], "as_of": pa.array([as_of], pa.timestamp("us")),
-            "created_at": pa.array([now_utc()], pa.timestamp("us")), "engine": [engine.name],
-            "people": pa.array([people], pa.int64()), "restricted": [restricted],
-            "cutoffs": [json.dumps(cutoffs) if cutoffs is not None else None],
-            "seconds": [seconds],
-        }))
+        engine.append(
+            "score_runs",
+            pa.table(
+                {
+                    "run_id": [run_id],
+                    "model": [model.name],
+                    "model_version": [model.version],
+                    "model_hash": [model.hash],
+                    "as_of": pa.array([as_of], pa.timestamp("us")),
+                    "created_at": pa.array([now_utc()], pa.timestamp("us")),
+                    "engine": [engine.name],
+                    "people": pa.array([people], pa.int64()),
+                    "restricted": [restricted],
+                    "cutoffs": [json.dumps(cutoffs) if cutoffs is not None else None],
+                    "seconds": [seconds],
+                }
+            ),
+        )
     return ScoreRun(run_id, model.name, model.version, as_of, people, seconds, restricted, latest)
 
 
-def compute(engine: Engine, model: Model, *, as_of: datetime | None = None,
-            restrict: str | list[str] | None = None, snapshot: bool = True) -> pa.Table:
+def compute(
+    engine: Engine,
+    model: Model,
+    *,
+    as_of: datetime | None = None,
+    restrict: str | list[str] | None = None,
+    snapshot: bool = True,
+) -> pa.Table:
     """The per-person results without storing them (explain, backtest, tests)."""
     plan = plan_for(engine, model, as_of=as_of, restrict=restrict)
     return engine.query_arrow(plan.sql(engine.dialect, snapshot=snapshot, pretty=False))

@@ -138,7 +138,8 @@ class Rule(Strict):
                     raise ValueError("only the last case may omit `when` (it means: otherwise)")
         if not self.on_events:
             extra = [
-                k for k in ("event", "half_life", "window", "min_count")
+                k
+                for k in ("event", "half_life", "window", "min_count")
                 if getattr(self, k) is not None
             ]
             if self.frequency != "each" and "frequency" in self.model_fields_set:
@@ -162,8 +163,15 @@ class Fact(Strict):
     event: Names | None = None
     when: str | None = None
     agg: Literal[
-        "count", "count_distinct", "sum", "min", "max", "avg",
-        "days_since_first", "days_since_last", "active_days",
+        "count",
+        "count_distinct",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "days_since_first",
+        "days_since_last",
+        "active_days",
     ] = "count"
     of: str | None = None
     window: Duration | None = None
@@ -244,11 +252,17 @@ class Grades(Strict):
                 raise ValueError(f"the last level must have no `{key}`: it takes everyone else")
             for lv in head:
                 if getattr(lv, key) is None:
-                    raise ValueError(f"grade {lv.grade!r} needs `{key}` (only the last level may omit it)")
+                    raise ValueError(
+                        f"grade {lv.grade!r} needs `{key}` (only the last level may omit it)"
+                    )
             vals = [getattr(lv, key) for lv in head]
             ordered = sorted(vals, reverse=(key == "min"))
             if vals != ordered:
-                word = "from the highest min down" if key == "min" else "from the smallest top share up"
+                word = (
+                    "from the highest min down"
+                    if key == "min"
+                    else "from the smallest top share up"
+                )
                 raise ValueError(f"list the levels {word}")
             if self.fit or self.engagement:
                 raise ValueError("`fit`/`engagement` axes belong to method: matrix")

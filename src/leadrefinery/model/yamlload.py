@@ -64,14 +64,16 @@ def _build(loader: _Loader, node: yaml.Node, path: Path, lines: Lines, file: str
             if not isinstance(key, str | int | float | bool) or key is None:
                 raise ModelError(
                     "a key must be a plain word — write it as `name: value`",
-                    file=file, line=knode.start_mark.line + 1,
+                    file=file,
+                    line=knode.start_mark.line + 1,
                 )
             key = str(key) if not isinstance(key, str) else key
             if key in out:
                 raise ModelError(
                     f"key {key!r} appears twice in the same block (the first is on line "
                     f"{lines.key[(*path, key)]}) — keep one of them",
-                    file=file, line=knode.start_mark.line + 1,
+                    file=file,
+                    line=knode.start_mark.line + 1,
                 )
             lines.key[(*path, key)] = knode.start_mark.line + 1
             out[key] = _build(loader, vnode, (*path, key), lines, file)
@@ -94,7 +96,8 @@ def load_yaml(text: str, file: str = "<model>") -> tuple[Any, Lines]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ModelError(
             f"not valid YAML: {problem} — check the indentation and quoting around here",
-            file=file, line=mark.line + 1 if mark else None,
+            file=file,
+            line=mark.line + 1 if mark else None,
         ) from exc
     finally:
         loader.dispose()

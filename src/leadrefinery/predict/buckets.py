@@ -66,21 +66,26 @@ class BucketScheme:
     def _check(self) -> None:
         c = self.cumulative
         if len(self.labels) != len(c) + 1:
-            raise ValueError(f"{len(self.labels)} labels need {len(self.labels) - 1} cumulative shares, got {len(c)}")
+            n = len(self.labels)
+            raise ValueError(f"{n} labels need {n - 1} cumulative shares, got {len(c)}")
         if any(not 0 < x < 1 for x in c) or any(b <= a for a, b in zip(c, c[1:], strict=False)):
             raise ValueError(f"cumulative shares must increase strictly within (0, 1), got {c}")
         if not 0 <= self.holdout_share <= 1:
             raise ValueError(f"holdout_share must be within [0, 1], got {self.holdout_share}")
         unknown = set(self.holdout_buckets) - set(self.labels)
         if unknown:
-            raise ValueError(f"holdout_buckets {sorted(unknown)} are not bucket labels {self.labels}")
+            raise ValueError(
+                f"holdout_buckets {sorted(unknown)} are not bucket labels {self.labels}"
+            )
 
     def fit(self, proba: Any) -> BucketScheme:
         """Learn the probability thresholds from a scored population."""
         self._check()
         p = np.asarray(proba, dtype=float).ravel()
         if p.size == 0 or np.isnan(p).any():
-            raise ValueError("need a non-empty set of scores without NaN to learn bucket thresholds")
+            raise ValueError(
+                "need a non-empty set of scores without NaN to learn bucket thresholds"
+            )
         # threshold i: the score at the (1 - cumulative[i]) quantile; a lead scoring at least
         # that is in bucket i or better
         self.thresholds_ = np.quantile(p, [1 - c for c in self.cumulative], method="higher")

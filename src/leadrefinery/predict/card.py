@@ -24,7 +24,17 @@ from .metrics import Evaluation, calibration_table, conversion_by_bucket, evalua
 
 __all__ = ["ModelCard", "comparison_table"]
 
-HEADLINE = ("auc", "auc_low", "auc_high", "pr_auc", "lift_10", "capture_10", "lift_20", "capture_20", "brier")
+HEADLINE = (
+    "auc",
+    "auc_low",
+    "auc_high",
+    "pr_auc",
+    "lift_10",
+    "capture_10",
+    "lift_20",
+    "capture_20",
+    "brier",
+)
 
 
 def comparison_table(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
@@ -103,7 +113,9 @@ class ModelCard:
                         "leads": int((low & ~hold).sum()),
                         "conversions": int(y[low & ~hold].sum()),
                         "share_of_leads": float((low & ~hold).mean()),
-                        "conversion_rate": float(y[low & ~hold].mean()) if (low & ~hold).any() else 0.0,
+                        "conversion_rate": float(y[low & ~hold].mean())
+                        if (low & ~hold).any()
+                        else 0.0,
                         "share_of_conversions": float(y[low & ~hold].sum() / max(y.sum(), 1)),
                     },
                 ]
@@ -175,12 +187,15 @@ class ModelCard:
         ]
         for part in ("train", "valid", "calibration", "test"):
             w = self.data_window.get(part)
-            lines.append(f"| {part} | {self.counts.get(part, 0)} | {' .. '.join(w) if w else '-'} |")
+            lines.append(
+                f"| {part} | {self.counts.get(part, 0)} | {' .. '.join(w) if w else '-'} |"
+            )
         lines += [
             "",
             f"Test set: {m['n']} leads, {m['positives']} conversions ({m['base_rate']:.1%}).",
             "",
-            "| AUC (95 % CI) | PR-AUC | lift@10 % | capture@10 % | lift@20 % | capture@20 % | Brier |",
+            "| AUC (95 % CI) | PR-AUC | lift@10 % | capture@10 % | lift@20 % | capture@20 % "
+            "| Brier |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
             f"| {m['auc']:.3f} ({m['auc_low']:.3f}-{m['auc_high']:.3f}) | {m['pr_auc']:.3f} | "
             f"{m['lift_10']:.2f} | {m['capture_10']:.1%} | {m['lift_20']:.2f} | "
@@ -193,8 +208,9 @@ class ModelCard:
         ]
         for r in self.conversion_by_bucket:
             lines.append(
-                f"| {r['bucket']} | {r['leads']} | {r['share_of_leads']:.1%} | {r['conversions']} | "
-                f"{r['conversion_rate']:.1%} | {r['share_of_conversions']:.1%} |"
+                f"| {r['bucket']} | {r['leads']} | {r['share_of_leads']:.1%} | "
+                f"{r['conversions']} | {r['conversion_rate']:.1%} | "
+                f"{r['share_of_conversions']:.1%} |"
             )
         lines += [
             "",
@@ -204,7 +220,9 @@ class ModelCard:
             "| ---: | ---: | ---: | ---: |",
         ]
         for r in self.calibration:
-            lines.append(f"| {r['bin']} | {r['n']} | {r['mean_predicted']:.3f} | {r['observed_rate']:.3f} |")
+            lines.append(
+                f"| {r['bin']} | {r['n']} | {r['mean_predicted']:.3f} | {r['observed_rate']:.3f} |"
+            )
         if self.baselines:
             lines += [
                 "",
@@ -228,7 +246,8 @@ class ModelCard:
             "- top features by gain: "
             + ", ".join(f"{t['feature']} ({t['gain_share']:.0%})" for t in self.top_features[:5]),
             f"- LightGBM {self.model['best_params']}, {self.model['rounds']} rounds, "
-            f"validation AUC {self.model['valid_auc']:.3f}, calibration {self.model['calibration']}, "
+            f"validation AUC {self.model['valid_auc']:.3f}, "
+            f"calibration {self.model['calibration']}, "
             f"trained in {self.model['fit_seconds']:.1f} s",
         ]
         lines += [f"- {n}" for n in self.notes]

@@ -1,11 +1,11 @@
 """Errors raised by the predictive side; all are `LeadRefineryError`s.
 
-    LeadRefineryError
-    └── PredictError              anything the predictive model refuses to do
-        ├── NotFittedError        an estimator was used before `fit` (also a ValueError and an
-        │                         AttributeError, like scikit-learn's, so sklearn code copes)
-        ├── TrainingDataError     the training data cannot support a model (one class, too few rows)
-        └── ModelFileError        a saved model directory is missing, damaged or from a newer format
+LeadRefineryError
+└── PredictError              anything the predictive model refuses to do
+    ├── NotFittedError        an estimator was used before `fit` (also a ValueError and an
+    │                         AttributeError, like scikit-learn's, so sklearn code copes)
+    ├── TrainingDataError     the training data cannot support a model (one class, too few rows)
+    └── ModelFileError        a saved model directory is missing, damaged or from a newer format
 """
 
 from __future__ import annotations

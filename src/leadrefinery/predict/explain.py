@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-Label = Union[str, Mapping[Any, str], Callable[[Any], str]]
+Label = str | Mapping[Any, str] | Callable[[Any], str]
 
 
 def _plain(value: Any) -> str:

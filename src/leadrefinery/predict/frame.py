@@ -66,9 +66,7 @@ class FeatureSchema:
         for name in self.columns:
             s = X[name]
             if name in self.categorical:
-                out[name] = pd.Categorical(
-                    s.astype("string"), categories=self.categorical[name]
-                )
+                out[name] = pd.Categorical(s.astype("string"), categories=self.categorical[name])
             else:
                 try:
                     out[name] = pd.to_numeric(s, errors="raise").to_numpy(

@@ -92,7 +92,8 @@ def pr_auc(y: Any, p: Any) -> float:
 
 
 def brier(y: Any, p: Any) -> float:
-    """Mean squared error of the probability: 0 is perfect, base_rate*(1-base_rate) is a constant."""
+    """Mean squared error of the probability: 0 is perfect; a constant base rate b scores
+    b * (1 - b)."""
     y_arr, p_arr = _arrays(y, p)
     return float(np.mean((p_arr - y_arr) ** 2))
 

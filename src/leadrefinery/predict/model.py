@@ -181,6 +181,8 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         learning_rate: float = 0.05,
         max_rounds: int = 3000,
         early_stopping_rounds: int = 100,
+        min_rounds: int = 1,
+        stopping_metric: str = "auc",
         param_grid: Sequence[Mapping[str, Any]] | None = None,
         params: Mapping[str, Any] | None = None,
         valid_fraction: float = 0.15,
@@ -194,6 +196,8 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.max_rounds = max_rounds
         self.early_stopping_rounds = early_stopping_rounds
+        self.min_rounds = min_rounds
+        self.stopping_metric = stopping_metric
         self.param_grid = param_grid
         self.params = params
         self.valid_fraction = valid_fraction
@@ -230,10 +234,16 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         """Train on rows ordered by `order` (times or numbers; a column name of X; default: as
         given, oldest first). Returns self."""
         started = time.perf_counter()
+        if self.stopping_metric not in ("auc", "binary_logloss"):
+            raise ValueError(
+                f"stopping_metric must be auc or binary_logloss, not {self.stopping_metric!r}"
+            )
         if self.refit not in ("all", "train+valid", "none"):
             raise ValueError(f"refit must be all, train+valid or none, not {self.refit!r}")
         if self.calibration not in ("auto", "sigmoid", "isotonic", "none"):
-            raise ValueError(f"calibration must be auto, sigmoid, isotonic or none, not {self.calibration!r}")
+            raise ValueError(
+                f"calibration must be auto, sigmoid, isotonic or none, not {self.calibration!r}"
+            )
         if isinstance(order, str):
             order_values = X[order].to_numpy()
             X = X.drop(columns=[order])
@@ -281,14 +291,13 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         # 1. choose a setting and a number of rounds on the validation tail
         d_tr = self._dataset(frame.iloc[tr], y_arr[tr])
         d_va = self._dataset(frame.iloc[va], y_arr[va], reference=d_tr)
-        grid = list(self.param_grid) if self.param_grid is not None else list(DEFAULT_GRID)
-        if not grid:
-            grid = [{}]
-        tuning = []
+        settings = DEFAULT_GRID if self.param_grid is None else self.param_grid
+        grid: list[dict[str, Any]] = [dict(s) for s in settings] or [{}]
+        tuning: list[dict[str, Any]] = []
         best: tuple[float, int, int] | None = None
         boosters = []
         for i, setting in enumerate(grid):
-            params = {**self._lgb_params(setting), "metric": "auc"}
+            params = {**self._lgb_params(setting), "metric": self.stopping_metric}
             booster = lgb.train(
                 params,
                 d_tr,
@@ -296,19 +305,35 @@ class LeadModel(ClassifierMixin, BaseEstimator):
                 valid_sets=[d_va],
                 valid_names=["valid"],
                 callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+                keep_training_booster=True,  # keep the rounds after the best, for min_rounds
             )
-            rounds = max(1, booster.best_iteration)
-            valid_auc = roc_auc(y_arr[va], booster.predict(frame.iloc[va], num_iteration=rounds))
-            tuning.append({"setting": dict(setting), "rounds": rounds, "valid_auc": valid_auc})
+            rounds = min(
+                max(1, self.min_rounds, booster.best_iteration), booster.current_iteration()
+            )
+            p_va = booster.predict(frame.iloc[va], num_iteration=rounds)
+            valid_auc = roc_auc(y_arr[va], p_va)
+            p_va = np.clip(p_va, 1e-12, 1 - 1e-12)
+            valid_logloss = float(
+                -np.mean(y_arr[va] * np.log(p_va) + (1 - y_arr[va]) * np.log(1 - p_va))
+            )
+            tuning.append(
+                {
+                    "setting": dict(setting),
+                    "rounds": rounds,
+                    "valid_auc": valid_auc,
+                    "valid_logloss": valid_logloss,
+                }
+            )
             boosters.append(booster)
-            key = (valid_auc, -rounds, -i)
+            score = valid_auc if self.stopping_metric == "auc" else -valid_logloss
+            key = (score, -rounds, -i)
             if best is None or key > best:
                 best = key
         assert best is not None
         best_i = -best[2]
         self.best_params_ = dict(grid[best_i])
-        self.best_iteration_ = tuning[best_i]["rounds"]
-        self.valid_auc_ = tuning[best_i]["valid_auc"]
+        self.best_iteration_ = int(tuning[best_i]["rounds"])
+        self.valid_auc_ = float(tuning[best_i]["valid_auc"])
         self.tuning_ = tuning
 
         # 2. refit on train + valid
@@ -329,7 +354,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         # 3. calibrate on the newest slice, which no step above has seen
         self.calibration_report_: dict[str, float] = {}
         if n_cal:
-            z = booster.predict(frame.iloc[ca], raw_score=True) - offset
+            z = np.asarray(booster.predict(frame.iloc[ca], raw_score=True)) - offset
             y_ca = y_arr[ca]
             kinds = ["sigmoid", "isotonic"] if self.calibration == "auto" else [self.calibration]
             self.calibration_report_ = {
@@ -389,7 +414,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """The raw boosted score (log-odds, before calibration)."""
         check_is_fitted(self, "booster_")
-        return self.booster_.predict(self.schema_.transform(X), raw_score=True)
+        return np.asarray(self.booster_.predict(self.schema_.transform(X), raw_score=True))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of conversion, as an (n, 2) array like scikit-learn's."""
@@ -426,7 +451,9 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         booster_text = self.booster_.model_to_string()
         (root / "booster.txt").write_text(booster_text, encoding="utf-8")
         params = {k: v for k, v in self.get_params().items() if k != "describer"}
-        params["param_grid"] = None if self.param_grid is None else [dict(s) for s in self.param_grid]
+        params["param_grid"] = (
+            None if self.param_grid is None else [dict(s) for s in self.param_grid]
+        )
         params["params"] = None if self.params is None else dict(self.params)
         labels = self.describer.labels if self.describer is not None else {}
         saved_labels = {
@@ -479,11 +506,17 @@ class LeadModel(ClassifierMixin, BaseEstimator):
             manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
             booster_text = (root / "booster.txt").read_text(encoding="utf-8")
         except FileNotFoundError as exc:
-            raise ModelFileError(f"not a saved model: {exc.filename} is missing", path=str(root)) from exc
+            raise ModelFileError(
+                f"not a saved model: {exc.filename} is missing", path=str(root)
+            ) from exc
         except json.JSONDecodeError as exc:
-            raise ModelFileError(f"manifest.json is not valid JSON ({exc})", path=str(root)) from exc
+            raise ModelFileError(
+                f"manifest.json is not valid JSON ({exc})", path=str(root)
+            ) from exc
         if manifest.get("format") != FORMAT:
-            raise ModelFileError(f"not a LeadModel directory (format {manifest.get('format')!r})", path=str(root))
+            raise ModelFileError(
+                f"not a LeadModel directory (format {manifest.get('format')!r})", path=str(root)
+            )
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise ModelFileError(
                 f"saved with model format {manifest['format_version']}, this version reads up to "
@@ -492,7 +525,9 @@ class LeadModel(ClassifierMixin, BaseEstimator):
             )
         digest = hashlib.sha256(booster_text.encode()).hexdigest()
         if manifest.get("files", {}).get("booster.txt") != digest:
-            raise ModelFileError("booster.txt does not match its hash in manifest.json", path=str(root))
+            raise ModelFileError(
+                "booster.txt does not match its hash in manifest.json", path=str(root)
+            )
         labels = manifest.get("describer_labels") or {}
         if describer is None and labels:
             describer = FeatureDescriber(labels)

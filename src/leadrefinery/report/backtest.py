@@ -61,15 +61,26 @@ def conversions(engine: Engine) -> dict[str, list[datetime]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _grades_at(engine: Engine, model: Model, at: datetime) -> list[tuple[str, str | None, bool, float]]:
+def _grades_at(
+    engine: Engine, model: Model, at: datetime
+) -> list[tuple[str, str | None, bool, float]]:
     plan = build_plan(model, as_of=at)
     q = exp.select("person_id", "grade", "mql", "score").from_(
-        exp.Subquery(this=plan.query, alias=exp.TableAlias(this=exp.to_identifier("q"))))
-    return [(p, g, bool(m), float(s or 0)) for p, g, m, s in engine.query(render(q, engine.dialect, pretty=False))]
+        exp.Subquery(this=plan.query, alias=exp.TableAlias(this=exp.to_identifier("q")))
+    )
+    return [
+        (p, g, bool(m), float(s or 0))
+        for p, g, m, s in engine.query(render(q, engine.dialect, pretty=False))
+    ]
 
 
-def evaluate(engine: Engine, model: Model, cuts: list[datetime], horizon: timedelta,
-             conv: dict[str, list[datetime]]) -> dict[str, Any]:
+def evaluate(
+    engine: Engine,
+    model: Model,
+    cuts: list[datetime],
+    horizon: timedelta,
+    conv: dict[str, list[datetime]],
+) -> dict[str, Any]:
     order = model.spec.grades.names() if model.spec.grades else []
     per_grade: dict[str, dict[str, int]] = defaultdict(lambda: {"leads": 0, "converted": 0})
     weeks = []
@@ -91,44 +102,73 @@ def evaluate(engine: Engine, model: Model, cuts: list[datetime], horizon: timede
             if mql:
                 mql_now.add(pid)
         total_conv += converted_here
-        weeks.append({"cutoff": at.isoformat(sep=" "), "people": len(rows), "mql": len(mql_now),
-                      "new_mql": len(mql_now - prev_mql), "converted_within_horizon": converted_here})
+        weeks.append(
+            {
+                "cutoff": at.isoformat(sep=" "),
+                "people": len(rows),
+                "mql": len(mql_now),
+                "new_mql": len(mql_now - prev_mql),
+                "converted_within_horizon": converted_here,
+            }
+        )
         prev_mql = mql_now
     grades = []
     for g in [*order, *sorted(k for k in per_grade if k not in order)]:
         if g not in per_grade and g not in order:
             continue
         v = per_grade.get(g, {"leads": 0, "converted": 0})
-        grades.append({
-            "grade": g, "leads": v["leads"], "converted": v["converted"],
-            "conversion_rate": v["converted"] / v["leads"] if v["leads"] else None,
-            "share_of_conversions": v["converted"] / total_conv if total_conv else None,
-            "mql": g in (model.spec.grades.mql if model.spec.grades else []),
-        })
+        grades.append(
+            {
+                "grade": g,
+                "leads": v["leads"],
+                "converted": v["converted"],
+                "conversion_rate": v["converted"] / v["leads"] if v["leads"] else None,
+                "share_of_conversions": v["converted"] / total_conv if total_conv else None,
+                "mql": g in (model.spec.grades.mql if model.spec.grades else []),
+            }
+        )
     mql_rows = [g for g in grades if g["mql"]]
     mql_leads = sum(g["leads"] for g in mql_rows)
     mql_conv = sum(g["converted"] for g in mql_rows)
     all_leads = sum(g["leads"] for g in grades)
     return {
-        "model": model.name, "model_version": model.version, "file": model.file,
-        "grades": grades, "weeks": weeks,
-        "mql": {"grades": [g["grade"] for g in mql_rows], "leads": mql_leads, "converted": mql_conv,
-                "conversion_rate": mql_conv / mql_leads if mql_leads else None,
-                "share_of_conversions": mql_conv / total_conv if total_conv else None},
-        "leads": all_leads, "converted": total_conv,
+        "model": model.name,
+        "model_version": model.version,
+        "file": model.file,
+        "grades": grades,
+        "weeks": weeks,
+        "mql": {
+            "grades": [g["grade"] for g in mql_rows],
+            "leads": mql_leads,
+            "converted": mql_conv,
+            "conversion_rate": mql_conv / mql_leads if mql_leads else None,
+            "share_of_conversions": mql_conv / total_conv if total_conv else None,
+        },
+        "leads": all_leads,
+        "converted": total_conv,
         "base_rate": total_conv / all_leads if all_leads else None,
     }
 
 
-def backtest(engine: Engine, model: Model, *, start: datetime, end: datetime,
-             step_days: float = 7, horizon_days: float = 30,
-             baseline: Model | None = None) -> dict[str, Any]:
+def backtest(
+    engine: Engine,
+    model: Model,
+    *,
+    start: datetime,
+    end: datetime,
+    step_days: float = 7,
+    horizon_days: float = 30,
+    baseline: Model | None = None,
+) -> dict[str, Any]:
     cuts = cutoffs(start, end, step_days)
     horizon = timedelta(days=horizon_days)
     conv = conversions(engine)
     out: dict[str, Any] = {
-        "from": cuts[0].isoformat(sep=" "), "to": naive_utc(end).isoformat(sep=" "),
-        "step_days": step_days, "horizon_days": horizon_days, "cutoffs": len(cuts),
+        "from": cuts[0].isoformat(sep=" "),
+        "to": naive_utc(end).isoformat(sep=" "),
+        "step_days": step_days,
+        "horizon_days": horizon_days,
+        "cutoffs": len(cuts),
         "candidate": evaluate(engine, model, cuts, horizon, conv),
     }
     if baseline is not None and baseline.hash != model.hash:
@@ -142,23 +182,31 @@ def _pct(v: float | None) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as plain text: per-grade table(s) side by side, then MQL volume per cut-off."""
-    lines = [f"backtest {report['from']} .. {report['to']}, every {report['step_days']:g} days, "
-             f"conversions within {report['horizon_days']:g} days ({report['cutoffs']} cut-offs)"]
+    lines = [
+        f"backtest {report['from']} .. {report['to']}, every {report['step_days']:g} days, "
+        f"conversions within {report['horizon_days']:g} days ({report['cutoffs']} cut-offs)"
+    ]
     models = [("candidate", report["candidate"])]
     if "published" in report:
         models.append(("published", report["published"]))
     for label, m in models:
         lines.append("")
-        lines.append(f"{label}: {m['model']} {m['model_version']} ({m['file']}) — "
-                     f"{m['leads']:,} leads, {m['converted']:,} converted, base rate {_pct(m['base_rate'])}")
+        lines.append(
+            f"{label}: {m['model']} {m['model_version']} ({m['file']}) — "
+            f"{m['leads']:,} leads, {m['converted']:,} converted, base rate {_pct(m['base_rate'])}"
+        )
         lines.append(f"  {'grade':<8}{'leads':>10}{'converted':>11}{'rate':>9}{'share':>9}")
         for g in m["grades"]:
             star = "*" if g["mql"] else " "
-            lines.append(f"  {g['grade'] + star:<8}{g['leads']:>10,}{g['converted']:>11,}"
-                         f"{_pct(g['conversion_rate']):>9}{_pct(g['share_of_conversions']):>9}")
+            lines.append(
+                f"  {g['grade'] + star:<8}{g['leads']:>10,}{g['converted']:>11,}"
+                f"{_pct(g['conversion_rate']):>9}{_pct(g['share_of_conversions']):>9}"
+            )
         q = m["mql"]
-        lines.append(f"  MQL (*): {q['leads']:,} leads, {q['converted']:,} converted, rate "
-                     f"{_pct(q['conversion_rate'])}, captures {_pct(q['share_of_conversions'])} of conversions")
+        lines.append(
+            f"  MQL (*): {q['leads']:,} leads, {q['converted']:,} converted, rate "
+            f"{_pct(q['conversion_rate'])}, captures {_pct(q['share_of_conversions'])} of conversions"
+        )
     lines.append("")
     head = f"  {'cut-off':<20}" + "".join(f"{label + ' MQL':>16}{'new':>7}" for label, _ in models)
     lines.append("MQL volume per cut-off")
