@@ -94,6 +94,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def shield(pid: int, delta: int = -10) -> bool:
+    """Raise every thread of `pid` by `delta` nice levels (root only; Linux niceness is per
+    thread), keeping their order: the server's loader stays below its event loop."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        for tid in tids:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + delta)
+    except (OSError, PermissionError):
+        return False
+    return True
+
+
 def get_health(port: int) -> dict:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     c.request("GET", "/health")
@@ -183,6 +195,9 @@ def main() -> int:
     ap.add_argument("--people", type=int, default=20_000)
     ap.add_argument("--project", type=Path, help="an existing project (default: a fresh one)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary project")
+    ap.add_argument("--shield", action="store_true",
+                    help="run server and clients 10 nice levels above other work on a shared "
+                         "machine (root only): approximates a machine of their own")
     args = ap.parse_args()
     args.clients = max(1, min(args.clients, 64))
     args.seconds = max(1.0, min(args.seconds, 300.0))
@@ -205,6 +220,9 @@ def main() -> int:
                for i in range(n_req)] for c in range(args.clients)]
     avg = sum(len(b) for b in bodies[0]) / len(bodies[0])
     server = start_server(root, port, work / "server.log")
+    if args.shield and not (shield(server.pid) and shield(os.getpid())):
+        print("--shield needs root; running unshielded")
+        args.shield = False
     try:
         print(f"server pid {server.pid} on :{port}; {args.clients} clients, "
               f"{'closed loop' if not args.rate else f'{args.rate:,.0f} events/s'}, "
@@ -238,8 +256,10 @@ def main() -> int:
           f"({len(lat):,} requests, {len(r['errors'])} errors)")
     print(f"latency (ms):   p50 {pct(0.50):.1f}   p90 {pct(0.90):.1f}   p99 {pct(0.99):.1f}   "
           f"max {lat[-1] * 1000 if lat else float('nan'):.1f}")
+    c = h["log"].get("commit_ms", {})
     print(f"group commits:  {h['log']['group_commits']:,} fsyncs for "
-          f"{h['log']['acknowledged_requests']:,} requests")
+          f"{h['log']['acknowledged_requests']:,} requests; write+fsync ms (recent) "
+          f"p50 {c.get('p50', 0)} p99 {c.get('p99', 0)} max {c.get('max', 0)}")
     mb = 1024 * 1024
     caught = "caught up" if h["log"]["lag_bytes"] == 0 else "NOT caught up"
     print(f"loader lag:     max {max(r['lag_samples'], default=0) / mb:.1f} MB while sending, "
@@ -251,8 +271,10 @@ def main() -> int:
         print(f"server CPU:     {cpu_sending / elapsed:.2f} cores while sending; "
               f"{cpu_total * 1e6 / max(total, 1):.0f} us per event in all (HTTP + log + load)")
     load = os.getloadavg()[0]
-    print(f"machine:        {os.cpu_count()} cores, load average {load:.1f} at the end"
-          + ("  (other work was running: figures are pessimistic)" if load > 3 else ""))
+    busy = "  (other work was running: figures are pessimistic)" if load > 3 else ""
+    if args.shield:
+        busy = "  (--shield: server and clients niced above the other work)"
+    print(f"machine:        {os.cpu_count()} cores, load average {load:.1f} at the end{busy}")
     ok = total / elapsed >= 20_000 and pct(0.99) <= 50
     print(f"target >= 20,000 events/s with p99 <= 50 ms: {'met' if ok else 'NOT met'}")
     argv = " ".join(a for a in sys.argv[1:] if a != "--keep")

@@ -861,8 +861,9 @@ def main() -> None:  # pragma: no cover
 
 # -- dashboard logins and CRM export (api/auth.py, report/export.py) ---------------------------
 
-users_app = typer.Typer(help="Logins of the dashboard and REST API (the users tables of refinery.toml).",
-                        no_args_is_help=True)
+users_app = typer.Typer(
+    help="Logins of the dashboard and REST API (the users tables of refinery.toml).",
+    no_args_is_help=True)
 app.add_typer(users_app, name="users")
 
 

@@ -120,9 +120,9 @@ def login(page, url: str, user: str, password: str = "demo"):
     page.wait_for_load_state("networkidle")
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, full_page: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
 def charts_render(page) -> int:
@@ -161,7 +161,7 @@ def test_leads_filter_page_and_csv(server, page):
     total = int(page.locator("#lead-total").inner_text().replace(",", ""))
     assert total >= PEOPLE * 0.9
     assert page.locator("#leads-table tbody tr").count() == 50
-    shot(page, "leads")
+    shot(page, "leads", full_page=False)
     page.click("#next-page")
     assert "page=2" in page.url
     # filter: grade 3 and 4 from the chips, plus a stage
@@ -170,7 +170,8 @@ def test_leads_filter_page_and_csv(server, page):
     page.click("label.chip:has(input[value='4'])")
     page.click("#apply-filters")
     page.wait_for_load_state("networkidle")
-    grades = page.eval_on_selector_all("#leads-table tbody tr", "rs => rs.map(r => r.dataset.grade)")
+    grades = page.eval_on_selector_all("#leads-table tbody tr",
+                                       "rs => rs.map(r => r.dataset.grade)")
     assert grades and set(grades) <= {"3", "4"}
     filtered = int(page.locator("#lead-total").inner_text().replace(",", ""))
     assert 0 < filtered < total
@@ -179,7 +180,7 @@ def test_leads_filter_page_and_csv(server, page):
     page.wait_for_load_state("networkidle")
     narrowed = int(page.locator("#lead-total").inner_text().replace(",", ""))
     assert 0 < narrowed < filtered
-    shot(page, "leads-filtered")
+    shot(page, "leads-filtered", full_page=False)
     # the CSV of the current view: the same leads, in rank order
     with page.expect_download() as dl:
         page.click("#export-csv")
@@ -198,7 +199,8 @@ def test_leads_filter_page_and_csv(server, page):
     page.fill("input[name=q]", company)
     page.press("input[name=q]", "Enter")
     page.wait_for_load_state("networkidle")
-    subs = page.eval_on_selector_all("#leads-table tbody td.who-cell", "cs => cs.map(c => c.innerText)")
+    subs = page.eval_on_selector_all("#leads-table tbody td.who-cell",
+                                     "cs => cs.map(c => c.innerText)")
     assert subs and all(company.lower() in s.lower() for s in subs)
 
 
@@ -244,14 +246,15 @@ def test_rep_sees_only_their_leads(server, page):
     url, rep_email = server["url"], server["rep_email"]
     login(page, url, server["rep"])
     page.goto(f"{url}/leads")
-    owners = page.eval_on_selector_all("#leads-table tbody tr", "rs => rs.map(r => r.dataset.owner)")
+    owners = page.eval_on_selector_all("#leads-table tbody tr",
+                                       "rs => rs.map(r => r.dataset.owner)")
     assert owners and set(owners) == {rep_email}
     total = int(page.locator("#lead-total").inner_text().replace(",", ""))
     e = server["project"].engine
     assert total == e.scalar(
         "SELECT count(*) FROM latest_scores s JOIN people p ON p.person_id = s.person_id "
         "JOIN accounts a ON a.account_id = p.account_id WHERE a.owner = ?", [rep_email])
-    shot(page, "leads-rep")
+    shot(page, "leads-rep", full_page=False)
     other = server["other_person"]
     resp = page.goto(f"{url}/people/{other}")
     assert resp.status == 404

@@ -239,10 +239,12 @@ class Auth:
 
     def throttled(self, key: str, *, limit: int = 10, window: float = 600) -> bool:
         q = self._failures.get(key)
+        if not q:
+            return False
         now = time.time()
         while q and q[0] < now - window:
             q.popleft()
-        return bool(q) and len(q) >= limit
+        return len(q) >= limit
 
     def _failed(self, key: str) -> None:
         self._failures.setdefault(key, deque()).append(time.time())
@@ -282,9 +284,10 @@ class Auth:
                 name, _, password = base64.b64decode(cred.strip()).decode().partition(":")
             except (ValueError, binascii.Error):
                 return None
-            cfg = self.users().get(name)
-            if cfg is None:
+            found = self.users().get(name)
+            if found is None:
                 return None
+            cfg = found
             # scrypt is slow on purpose: remember a good password briefly (by its hash)
             memo = hashlib.sha256(f"{name}\0{password}\0{cfg.password_hash}".encode()).hexdigest()
             if self._basic_ok.get(memo, 0) > time.time():

@@ -30,7 +30,8 @@ from markupsafe import Markup
 from ..errors import AuthError, InputError, NotFound
 from ..report import abuse as abuse_report
 from ..report import campaigns as campaign_report
-from ..report import model_report, overview as overview_report
+from ..report import model_report
+from ..report import overview as overview_report
 from ..report import person as person_report
 from ..report.common import reference_time, utcnow
 from ..report.export import csv_chunks, export_rows
@@ -123,7 +124,8 @@ def _json(v: Any) -> str:
 def make_env() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(val=_val, num=_num, pct=_pct, money=_money, dt=_dt, ago=_ago, tojson_text=_json)
+    env.filters.update(val=_val, num=_num, pct=_pct, money=_money, dt=_dt, ago=_ago,
+                       tojson_text=_json)
     env.globals.update(chart=_chart, charts=charts)
     return env
 

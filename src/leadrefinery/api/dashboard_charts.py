@@ -11,8 +11,8 @@ from typing import Any
 
 GRADE_COLOURS = ["#0f766e", "#14b8a6", "#5eead4", "#a3e635", "#facc15", "#fb923c", "#f87171",
                  "#cbd5e1", "#94a3b8", "#64748b"]
-CATEGORY_COLOURS = ["#2563eb", "#0d9488", "#d97706", "#7c3aed", "#db2777", "#059669", "#dc2626",
-                    "#0891b2", "#65a30d", "#9333ea", "#ea580c", "#475569"]
+CATEGORY_COLOURS = ["#2563eb", "#0d9488", "#d97706", "#7c3aed", "#db2777", "#84cc16", "#dc2626",
+                    "#0891b2", "#a16207", "#9333ea", "#475569", "#f472b6"]
 SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"  # an identifier; never fetched
 
 CONFIG = {
@@ -46,8 +46,9 @@ def spec(rows: list[dict], *, height: int = 220, **body: Any) -> dict[str, Any]:
 
 def grade_scale(grades: list[str]) -> dict[str, Any]:
     if len(grades) <= len(GRADE_COLOURS):
-        cols = GRADE_COLOURS[:len(grades) - 1] + ["#94a3b8"] if len(grades) > 1 else GRADE_COLOURS[:1]
-        return {"domain": grades, "range": cols}
+        if len(grades) == 1:
+            return {"domain": grades, "range": GRADE_COLOURS[:1]}
+        return {"domain": grades, "range": GRADE_COLOURS[:len(grades) - 1] + ["#94a3b8"]}
     return {"domain": grades, "scheme": "viridis"}
 
 

@@ -31,7 +31,7 @@ class BacktestJob:
 class DashboardState:
     project: Project
     _model: Model | None = None
-    _model_key: tuple | None = None
+    _model_key: tuple[object, ...] | None = None
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     backtest: BacktestJob = field(default_factory=BacktestJob)
@@ -45,7 +45,7 @@ class DashboardState:
         path = self.project.model_path(None)
         try:
             st = path.stat()
-            key = (str(path), st.st_mtime_ns, st.st_size)
+            key: tuple[object, ...] = (str(path), st.st_mtime_ns, st.st_size)
         except OSError:
             key = (str(path), None, None)
         if self._model is None or key != self._model_key:

@@ -17,7 +17,8 @@ from ..errors import AuthError, InputError
 from ..model.explain import explain
 from ..report import abuse as abuse_report
 from ..report import campaigns as campaign_report
-from ..report import model_report, overview as overview_report
+from ..report import model_report
+from ..report import overview as overview_report
 from ..report import person as person_report
 from ..report.export import FORMATS, LAYOUTS, csv_chunks, export_rows
 from ..report.leads import SORTS, LeadFilter, facets, lead_page

@@ -104,3 +104,5 @@ def serve(
         except (OSError, ValueError):
             pass
         project.close()
+        gc.unfreeze()  # let the interpreter's exit clean up what was frozen
+        gc.collect()

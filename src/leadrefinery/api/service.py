@@ -113,6 +113,7 @@ class IngestService:
                 "acknowledged_messages": self.messages,
                 "group_commits": self.log.fsyncs,
                 "torn_bytes_set_aside": self.log.torn_bytes,
+                "commit_ms": _percentiles(self.log.commit_seconds),
             },
             "loader": {
                 "micro_batches": st.batches,
@@ -133,3 +134,15 @@ class IngestService:
                 for t in ("events", "people", "accounts", "quarantine")
             }
         return out
+
+
+def _percentiles(seconds) -> dict[str, float]:
+    """p50/p99/max in milliseconds of recent durations (empty dict if none yet)."""
+    xs = sorted(seconds)
+    if not xs:
+        return {}
+    return {
+        "p50": round(xs[len(xs) // 2] * 1000, 2),
+        "p99": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 2),
+        "max": round(xs[-1] * 1000, 2),
+    }

@@ -29,6 +29,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ class IngestLog:
         self.fsyncs = 0  # group commits
         self.bytes_written = 0
         self.torn_bytes = 0  # bytes moved aside on open
+        self.commit_seconds: deque[float] = deque(maxlen=4096)  # write+fsync time, recent groups
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -236,10 +238,12 @@ class IngestLog:
             if size >= self.segment_bytes:
                 self._rotate()
                 size = 0
+            began = time.perf_counter()
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
             os.fdatasync(self._fd)
+            self.commit_seconds.append(time.perf_counter() - began)
         except OSError as exc:
             log.error("cannot write the ingestion log: %s", exc)
             error = LogWriteError(f"cannot write the ingestion log {self.dir}: {exc}")

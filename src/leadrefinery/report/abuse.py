@@ -1,7 +1,7 @@
 """Free-trial abuse: who is flagged and on what evidence, who is active right now and what they
 are running — so sales can call while it happens.
 
-    abuse(engine, model, scope=None, recent_days=14, active_minutes=30, limit=100) -> dict
+    abuse(engine, model, scope=None, recent_days=14, active_minutes=30, limit=20, page=1)
       flags      flagged leads (newest activity first): rules raised with their evidence;
                  `open` when the person was active within `recent_days`
       alerts     abuse / unusual-usage alerts from the outbox
@@ -22,7 +22,7 @@ ABUSE_KINDS = ("abuse", "abuse_flag", "unusual_usage", "unusual")
 
 
 def abuse(engine: Engine, model: Model, *, scope: Scope | None = None, recent_days: int = 14,
-          active_minutes: float = 30, limit: int = 25, page: int = 1) -> dict[str, Any]:
+          active_minutes: float = 30, limit: int = 20, page: int = 1) -> dict[str, Any]:
     ref = reference_time(engine)
     cond, cp = scope_sql(scope, person="s.person_id")
     descs = {a.id: a.description or a.id for a in model.spec.abuse}
@@ -42,7 +42,8 @@ def abuse(engine: Engine, model: Model, *, scope: Scope | None = None, recent_da
         ev = loads(r.pop("abuse")) or {}
         r["rules"] = [{"rule": k, "description": descs.get(k, k), "evidence": v}
                       for k, v in ev.items()]
-        r["open"] = r["last_seen"] is not None and r["last_seen"] >= ref - timedelta(days=recent_days)
+        seen = r["last_seen"]
+        r["open"] = seen is not None and seen >= ref - timedelta(days=recent_days)
         flags.append(r)
     kinds = ", ".join(f"'{k}'" for k in ABUSE_KINDS)
     acond, ap = scope_sql(scope, person="al.person_id")

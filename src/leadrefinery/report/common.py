@@ -93,7 +93,8 @@ def converted_sql() -> str:
     return (
         "(SELECT o.person_id FROM outcomes o WHERE (o.won OR o.kind = 'conversion') "
         "AND o.person_id IS NOT NULL "
-        "UNION SELECT p2.person_id FROM outcomes o2 JOIN people p2 ON p2.account_id = o2.account_id "
+        "UNION SELECT p2.person_id FROM outcomes o2 "
+        "JOIN people p2 ON p2.account_id = o2.account_id "
         "WHERE (o2.won OR o2.kind = 'conversion') AND o2.person_id IS NULL)"
     )
 

@@ -154,9 +154,7 @@ def export_rows(engine: Engine, model: Model, *, layout: str = "generic",
         raise InputError(f"unknown layout {layout!r}; use {' or '.join(LAYOUTS)}",
                          field="layout")
     extra = changed_since(engine, model, since) if since else None
-    rank = 0
-    for r in _leads(engine, model, flt, scope, extra, limit):
-        rank += 1
+    for rank, r in enumerate(_leads(engine, model, flt, scope, extra, limit), 1):
         yield generic_row(rank, r) if layout == "generic" else salesforce_row(r, model)
 
 
@@ -202,10 +200,8 @@ def csv_chunks(rows: Iterable[dict[str, Any]], layout: str, every: int = 500) ->
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
-    n = 0
-    for r in rows:
+    for n, r in enumerate(rows, 1):
         w.writerow({k: _cell(r.get(k), " | ") for k in cols})
-        n += 1
         if n % every == 0:
             yield buf.getvalue()
             buf.seek(0)

@@ -111,7 +111,8 @@ def _from(pred_sql: str | None) -> str:
 
 def _where(model: Model, f: LeadFilter, scope: Scope | None,
            extra: str | None = None) -> tuple[str, Params]:
-    conds, params = ["s.model = ?"], [model.name]
+    conds: list[str] = ["s.model = ?"]
+    params: Params = [model.name]
     if extra:  # a trusted condition built by our own code (e.g. export --since)
         conds.append(extra)
 

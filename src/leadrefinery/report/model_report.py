@@ -33,7 +33,8 @@ def model_summary(model: Model) -> dict[str, Any]:
     s = model.spec
     cats: dict[str, int] = {}
     for r in s.rules:
-        cats[r.category] = cats.get(r.category, 0) + 1
+        cat = str(r.category)
+        cats[cat] = cats.get(cat, 0) + 1
     return {
         "name": model.name, "version": model.version, "file": str(model.file),
         "description": getattr(s, "description", None),

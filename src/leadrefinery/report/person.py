@@ -176,7 +176,8 @@ def _factor(f: Any, sign: str | None) -> dict[str, Any]:
 def timeline(engine: Engine, person_id: str, *, before: datetime | None = None,
              limit: int = 50) -> list[dict[str, Any]]:
     """The person's newest events (older ones page with `before`)."""
-    cond, params = "person_id = ?", [person_id]
+    cond = "person_id = ?"
+    params: list[Any] = [person_id]
     if before is not None:
         cond += " AND ts < ?"
         params.append(before)
