@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from leadrefinery.predict import (
     HGBBaseline,
@@ -34,8 +35,10 @@ from leadrefinery.predict import (
 from leadrefinery.predict.datasets import LOADERS, Dataset
 from leadrefinery.predict.metrics import roc_auc
 
+THREADS = {"n": 1}
+
 MODELS = {
-    "LeadModel (ours)": lambda: LeadModel(),
+    "LeadModel (ours)": lambda: LeadModel(n_jobs=THREADS["n"]),
     "HistGradientBoosting (default)": lambda: HGBBaseline(),
     "logistic regression": lambda: LogisticBaseline(),
     "Odoo naive Bayes": lambda: OdooNaiveBayes(),
@@ -153,7 +156,7 @@ def speed(n: int = 200_000, k: int = 60, seed: int = 0) -> None:
     )
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     started = time.perf_counter()
-    model = LeadModel().fit(X, y)
+    model = LeadModel(n_jobs=THREADS["n"]).fit(X, y)
     took = time.perf_counter() - started
     print(
         f"\n== speed: LeadModel.fit on {n} rows x {k} features: {took:.1f} s "
@@ -174,7 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cards", type=Path, help="write each dataset's model card here")
     parser.add_argument("--speed", action="store_true", help="only time training on 200k x 60")
     parser.add_argument("--data-dir", help="datasets folder (default: ../shared/datasets)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per model (default 1: every model gets the same, and OpenMP does not "
+        "spin against other work on a shared box)",
+    )
     args = parser.parse_args(argv)
+    THREADS["n"] = args.threads
+    with threadpool_limits(args.threads):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(
         "reproduce: PYTHONPATH=src .venv/bin/python bench/predictive_quality.py "
         + " ".join(argv or sys.argv[1:])

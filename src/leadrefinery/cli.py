@@ -276,18 +276,21 @@ def serve_project(
 @handle_errors
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Interface to listen on (default: [server].host).")
+        str | None, typer.Option(help="Interface to listen on (default: server.host in "
+                                      "refinery.toml).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: [server].port).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: server.port in refinery.toml).")
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
     project: ProjectOpt = None,
 ) -> None:
     """Run the HTTP server: Segment-compatible event ingestion (/v1/track, /v1/batch, ...).
 
     Point Segment or RudderStack client libraries at it with a write key from
-    [server].write_keys. An event is acknowledged once it is in the fsync'd log under
-    log/; it reaches the store a moment later (GET /health shows the lag). While the server
-    runs it owns the store.
+    server.write_keys in refinery.toml. An event is acknowledged once it is in the fsync'd
+    log under log/; it reaches the store a moment later (GET /health shows the lag).
+    While the server runs it owns the store.
     """
     serve_project(project, host=host, port=port, access_log=access_log)
 

@@ -29,7 +29,7 @@ class ProjectSection(Section):
 
 
 class StoreSection(Section):
-    engine: Literal["duckdb", "postgres"] = "duckdb"
+    engine: Literal["duckdb", "postgres", "spark"] = "duckdb"
     path: str = "store.duckdb"
     # PostgreSQL DSN: prefer LEADREFINERY_PG_DSN (a secret); allowed here for local set-ups.
     dsn: str | None = None
@@ -364,6 +364,35 @@ class DashboardSection(Section):
     active_minutes: float = Field(30.0, gt=0)  # "logged in now": an event this recently
 
 
+class TriggersSection(Section):
+    """`[triggers]`: real-time rescoring and triggers inside `serve` (act/realtime.py).
+
+    The triggers themselves are declared in `file` (YAML beside the model, see act/triggers.py);
+    this section says how often the sweeps run. Durations are in seconds.
+    """
+
+    enabled: bool = True  # rescore live in `serve` (when the model and trigger files exist)
+    file: str = "triggers.yaml"  # relative to the project folder
+    model: str | None = None  # the scoring model whose state is compared (default: published)
+    # every person is rescored this often (decay, expiring stages and windows); 0 = never
+    sweep_seconds: float = Field(900.0, ge=0)
+    # people who may have a session running past its limit are re-checked this often; 0 = never
+    abuse_sweep_seconds: float = Field(60.0, ge=0)
+    # the unusual-usage detector is refitted on the population and run this often; 0 = never
+    unusual_seconds: float = Field(3600.0, ge=0)
+    # how far back the abuse sweep looks for sessions that may still be open (when a session
+    # rule's limit is an expression, so the longest allowed session is not known)
+    abuse_lookback_hours: float = Field(24.0, gt=0)
+    # the sweep stores (and compares) a person whose score moved at least this much, or whose
+    # grade, stage, segments, abuse flags or predictive bucket changed
+    min_score_change: float = Field(1.0, ge=0)
+    # the first evaluation of a trigger (an empty store, or a trigger just added) records who
+    # is already in its condition without alerting: "silent"; or alerts them all: "fire"
+    first_run: Literal["silent", "fire"] = "silent"
+    # buy-readiness actions older than this (e.g. from an imported history) do not alert
+    action_recent_hours: float = Field(48.0, gt=0)
+
+
 class Settings(Section):
     project: ProjectSection = Field(default_factory=ProjectSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -379,6 +408,7 @@ class Settings(Section):
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     users: dict[str, UserConfig] = Field(default_factory=dict)
     dashboard: DashboardSection = Field(default_factory=DashboardSection)
+    triggers: TriggersSection = Field(default_factory=TriggersSection)
 
 
 # environment variable -> dotted settings key

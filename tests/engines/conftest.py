@@ -39,18 +39,6 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # DuckDBEngine.query_arrow calls to_arrow_table() on a DB-API result, which DuckDB >= 2.0
-    # answers with a UserWarning (an extra copy), an error under our `filterwarnings = error`.
-    # The fix belongs in duckdb_engine.py (`self.cur.sql(sql, params=params).to_arrow_table()`);
-    # remove this filter with it.
-    here = os.path.dirname(__file__)
-    mark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
-    for item in items:
-        if str(item.path).startswith(here):
-            item.add_marker(mark)
-
-
 # -- DuckDB ---------------------------------------------------------------------------------
 
 

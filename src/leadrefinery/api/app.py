@@ -9,6 +9,7 @@ HTTP status (one mapping, here), which is what Segment clients expect from a tra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -68,9 +69,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ingest_service.start()  # no-op when `serve` already started it
+        monitor = asyncio.create_task(ingest_service.watch_event_loop())
         try:
             yield
         finally:
+            monitor.cancel()
             await run_in_threadpool(ingest_service.stop)
 
     app = FastAPI(

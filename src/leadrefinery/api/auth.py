@@ -49,6 +49,13 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 
 
+class Forbidden(AuthError):
+    """Logged in, but the role may not read this (HTTP 403)."""
+
+    http_status = 403
+    code = "forbidden"
+
+
 # -- passwords and tokens ---------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import zlib
 from datetime import UTC, datetime
 from typing import Any
@@ -212,6 +213,7 @@ def encode_lines(source: str, messages: list[dict[str, Any]]) -> bytes:
 
 
 async def handle(request: Request, kind: str) -> Response:
+    began = time.perf_counter()
     service: IngestService = request.app.state.ingest
     cfg = request.app.state.project.settings.server
     header_key = write_key_from_header(request.headers.get("authorization"))
@@ -239,6 +241,7 @@ async def handle(request: Request, kind: str) -> Response:
         lines, n = prepare_lines(obj, kind, **args)
     if n:
         await service.append(lines, n)
+    service.request_seconds.append(time.perf_counter() - began)
     return Response(SUCCESS, media_type="application/json")
 
 

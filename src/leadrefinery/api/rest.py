@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import AuthError, InputError
+from ..errors import InputError
 from ..model.explain import explain
 from ..report import abuse as abuse_report
 from ..report import campaigns as campaign_report
@@ -22,7 +22,7 @@ from ..report import overview as overview_report
 from ..report import person as person_report
 from ..report.export import FORMATS, LAYOUTS, csv_chunks, export_rows
 from ..report.leads import SORTS, LeadFilter, facets, lead_page
-from .auth import User, require_api_user
+from .auth import Forbidden, User, require_api_user
 from .dashboard_state import DashboardState
 
 router = APIRouter(prefix="/api", tags=["REST API (dashboard data)"])
@@ -35,9 +35,7 @@ def _st(request: Request) -> DashboardState:
 
 def _require(user: User, what: str) -> None:
     if not user.can(what):
-        err = AuthError(f"your role ({user.role}) cannot read {what}")
-        err.http_status = 403
-        raise err
+        raise Forbidden(f"your role ({user.role}) cannot read {what}")
 
 
 def _filter(grade, bucket, stage, segment, owner, source, since, until, q, abuse, mql,

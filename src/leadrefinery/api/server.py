@@ -20,7 +20,8 @@ from ..project import SERVE_LOCK
 from .app import create_app
 from .loader_thread import lower_priority, other_threads
 
-LOADER_NICE = 10
+LOADER_NICE = 10  # the loader and DuckDB's threads run this much nicer than the event loop
+SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits (default 5 ms)
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -74,6 +75,10 @@ def serve(
     # full passes, which would otherwise pause request handling now and then
     gc.collect()
     gc.freeze()
+    # The log writer (fsync, then acknowledge) and the loader each need the GIL for a moment
+    # between their system calls; with the default 5 ms switch interval they can wait that
+    # long behind request parsing on the event loop. Acknowledgements are latency-bound.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if announce:
         announce(url, service)
     try:

@@ -10,9 +10,11 @@ each micro-batch commits — the place for real-time rescoring to plug in:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .loader_thread import LogLoader, OnLoaded
@@ -54,6 +56,8 @@ class IngestService:
         self.started_at: float | None = None
         self.stopped = False
         self.messages = 0  # messages acknowledged by this process
+        self.loop_lag: deque[float] = deque(maxlen=4096)
+        self.request_seconds: deque[float] = deque(maxlen=4096)  # accepted requests, in server
 
     def _durable(self) -> None:
         self.loader.wake()
@@ -78,6 +82,15 @@ class IngestService:
         self.stopped = True
         self.log.close()
         self.loader.stop(timeout)
+
+    async def watch_event_loop(self, every: float = 0.01) -> None:
+        """Record how late the event loop wakes up (`/health` loop_lag_ms): the time a
+        request can wait before its handler even starts (CPU or GIL contention)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(every)
+            self.loop_lag.append(max(0.0, loop.time() - t - every))
 
     def source_for(self, write_key: str | None) -> str | None:
         return self.write_keys.get(write_key) if write_key else None
@@ -114,6 +127,8 @@ class IngestService:
                 "group_commits": self.log.fsyncs,
                 "torn_bytes_set_aside": self.log.torn_bytes,
                 "commit_ms": _percentiles(self.log.commit_seconds),
+                "loop_lag_ms": _percentiles(self.loop_lag),
+                "request_ms": _percentiles(self.request_seconds),
             },
             "loader": {
                 "micro_batches": st.batches,

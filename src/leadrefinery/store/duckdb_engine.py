@@ -81,7 +81,11 @@ class DuckDBEngine(Engine):
         return self._run(sql, params).fetchall()
 
     def query_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        return self._run(sql, params).to_arrow_table()
+        # the relation API streams straight into Arrow (a DB-API result would copy the rows)
+        try:
+            return self.cur.sql(sql, params=params).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}\n-- while running:\n{sql[:2000]}") from exc
 
     def query_df(self, sql: str, params: Sequence[Any] | None = None):  # -> pandas.DataFrame
         return self._run(sql, params).df()

@@ -387,5 +387,41 @@ TABLES: dict[str, Table] = {
             ("best_stage_rank", BIGINT),
             ("flagged_people", BIGINT),
         ),
+        _t(
+            "person_state",
+            "The last state of each person that triggers compared (act/realtime.py), per model.",
+            ("model", TEXT),
+            ("person_id", TEXT),
+            ("as_of", TIMESTAMP),  # the evaluation this state comes from
+            ("run_id", TEXT),  # its score run (scores.run_id)
+            ("score", DOUBLE),
+            ("grade", TEXT),
+            ("stage", TEXT),
+            ("stage_rank", BIGINT),
+            ("segments", JSON),  # ["commercial", ...]
+            ("flags", JSON),  # raised abuse rule ids, sorted
+            ("bucket", TEXT),  # predictive bucket, when predictions are published
+            ("categories", JSON),  # {"engagement": 31.5, ...}
+            ("memo", JSON),  # per trigger: surge samples, last buy-readiness action seen
+            ("updated_at", TIMESTAMP),
+        ),
+        _t(
+            "trigger_episodes",
+            "Each time a person entered a trigger's condition (and left it); alerts fire once "
+            "per episode, and not again within the trigger's cool-down.",
+            ("episode_id", TEXT),
+            ("model", TEXT),
+            ("trigger_id", TEXT),
+            ("person_id", TEXT),
+            ("key", TEXT),  # what inside the trigger: segment, abuse rule, stage ("" = none)
+            ("status", TEXT),  # open | closed
+            ("opened_at", TIMESTAMP),
+            ("closed_at", TIMESTAMP),
+            ("fired_at", TIMESTAMP),  # when it alerted on entering (null: it did not)
+            ("leave_fired_at", TIMESTAMP),  # when it alerted on leaving (null: it did not)
+            ("outcome", TEXT),  # fired | cooled_down | baseline | edge | ...
+            ("alert_key", TEXT),  # AlertIn.key of its alert(s)
+            ("detail", JSON),  # what changed, as in the alert
+        ),
     ]
 }

@@ -1,0 +1,948 @@
+"""Real time: rescore the people each loaded micro-batch touched, fire triggers, send alerts.
+
+    rt = Realtime.for_project(project)          # what `serve` runs (api/app.py wires it in)
+    service.on_loaded.append(rt.on_loaded)      # ids of the people a micro-batch touched
+    rt.start() ... rt.stop()                    # the rescoring thread and the alert deliverer
+
+    rt.scorer.process(person_ids)               # or by hand: one rescore, in one transaction
+    rt.scorer.sweep()                           # everyone (decay): `leadrefinery sweep`
+
+One path, two sizes of input
+----------------------------
+`process(ids)` runs the *same* compiled model as a batch rescore (`model.scoring.score`, with
+`restrict=` a table of the ids), so a person's live score equals a batch rescore at the same
+time. In **one transaction** it then
+
+1. compares each new state (score, grade, stage, segments, abuse flags, predictive bucket) with
+   the last one kept in `person_state` and evaluates the triggers (act/triggers.py): episodes
+   opened or closed in `trigger_episodes`, a cool-down per trigger, person and key;
+2. writes the new `person_state`, the episodes and the alert rows (act/outbox.py `enqueue`),
+   and fast-tracks buy-ready leads to a rep (act/routing.py, with its alerts);
+
+and after the commit wakes the deliverer. A crash therefore leaves either all of it or none.
+
+Time passes without events: scores decay, stages expire, a lab session runs past its limit.
+The **sweeps** catch that, in the server and from `leadrefinery sweep` (cron):
+
+* `sweep()` evaluates everyone (without storing) and processes those whose state changed
+  (grade, stage, segments, flags, bucket, a score threshold side, or the score by
+  `[triggers] min_score_change`) — every `[triggers] sweep_seconds`;
+* `abuse_sweep()` does the same for people active within the longest allowed session — every
+  `abuse_sweep_seconds` — so a session still open past its limit is flagged *while it runs*
+  (the model's session rules count an open session up to the as-of time);
+* the unusual-usage detector (act/live_abuse.py) — every `unusual_seconds`.
+
+The first thing the thread does is a sweep, which is also the recovery: people whose micro-batch
+committed but whose rescore a `kill -9` interrupted are in it (their stored state is old), and so
+is anyone with events received since the newest stored state. Triggers never evaluated before (a
+new store, a trigger just added) first record who already meets them, silently
+(`[triggers] first_run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+from sqlglot import exp
+
+from ..config import Settings
+from ..errors import LeadRefineryError
+from ..model.compile import build_plan
+from ..model.dialects import DIALECTS, render
+from ..model.explain import reason as reason_text
+from ..model.load import Model
+from ..model.scoring import latest_cutoffs, score
+from ..store.engine import Engine
+from .clock import Clock, SystemClock
+from .outbox import AlertIn, enqueue, resolve_recipient
+from .triggers import (
+    Action,
+    Episode,
+    Firing,
+    LeadState,
+    TriggerSet,
+    evaluate,
+)
+
+if TYPE_CHECKING:
+    from ..project import Project
+    from .delivery import Deliverer
+
+log = logging.getLogger("leadrefinery.realtime")
+
+IDS_TABLE = "lr_rt_ids"  # a temp table (per connection) of the people being processed
+CHUNK = 20_000  # people per transaction in a sweep
+STATE_COLUMNS = ("model", "person_id", "as_of", "run_id", "score", "grade", "stage",
+                 "stage_rank", "segments", "flags", "bucket", "categories", "memo", "updated_at")
+EPISODE_COLUMNS = ("episode_id", "model", "trigger_id", "person_id", "key", "status",
+                   "opened_at", "closed_at", "fired_at", "leave_fired_at", "outcome",
+                   "alert_key", "detail")
+ALERT_KINDS = {  # trigger kind (+ direction) -> alerts.trigger_kind
+    ("grade", "enter"): "grade_reached", ("grade", "leave"): "grade_left",
+    ("bucket", "enter"): "bucket_reached", ("bucket", "leave"): "bucket_left",
+    ("score", "enter"): "score_crossed", ("score", "leave"): "score_crossed",
+    ("segment", "enter"): "segment_joined", ("segment", "leave"): "segment_left",
+    ("abuse", "enter"): "abuse", ("stage", "moment"): "stage_forward",
+    ("action", "moment"): "buy_readiness", ("surge", "moment"): "surge",
+    ("unusual_usage", "enter"): "unusual_usage",
+}  # fmt: skip
+KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated at least once
+_TS = pa.timestamp("us")
+
+
+def _loads(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, str | bytes):
+        try:
+            return orjson.loads(v)
+        except orjson.JSONDecodeError:
+            return None
+    return v
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v, default=str).decode()
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _lower_priority(nice: int) -> None:
+    """Run the calling thread below the request handlers (Linux: niceness is per thread)."""
+    if nice > 0:
+        with contextlib.suppress(OSError, AttributeError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+
+
+@dataclass
+class BatchResult:
+    people: int = 0  # people rescored
+    firings: int = 0  # triggers that fired
+    alerts: int = 0  # alert rows enqueued (a firing may go to several recipients)
+    suppressed: int = 0  # firings held back by a cool-down
+    fast_tracked: int = 0
+    run_id: str | None = None
+    seconds: float = 0.0
+
+    def __iadd__(self, other: BatchResult) -> BatchResult:
+        for k in ("people", "firings", "alerts", "suppressed", "fast_tracked", "seconds"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.run_id = other.run_id or self.run_id
+        return self
+
+
+@dataclass
+class SweepResult:
+    kind: str  # startup | decay | abuse
+    evaluated: int = 0  # people evaluated
+    changed: int = 0  # of which the state changed (processed)
+    batch: BatchResult = field(default_factory=BatchResult)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "evaluated": self.evaluated, "changed": self.changed,
+                "firings": self.batch.firings, "alerts": self.batch.alerts,
+                "suppressed": self.batch.suppressed, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class RealtimeStats:
+    batches: int = 0
+    people: int = 0
+    firings: int = 0
+    alerts: int = 0
+    suppressed: int = 0
+    fast_tracked: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_batch_seconds: float = 0.0
+    last_processed_at: float | None = None
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> last result
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+
+
+# -- the scorer: one transaction per batch of people ------------------------------------------
+
+
+class Scorer:
+    """Rescores people with the published model and evaluates the triggers; no threads."""
+
+    def __init__(self, engine: Engine, settings: Settings, model: Model,
+                 triggers: TriggerSet | None = None, *, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.cfg = settings.triggers
+        self.model = model
+        self.triggers = triggers
+        self.clock = clock or SystemClock()
+        self._local = threading.local()
+        self._predictions_checked = 0.0
+        self._predictions: Any = None
+        self.session_rules = [a for a in model.spec.abuse if a.kind == "session"]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _ids_table(self, ids: Sequence[str]) -> None:
+        e = self.engine
+        if not getattr(self._local, "tmp", False):
+            e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} (person_id VARCHAR)")
+            self._local.tmp = True
+        e.execute(f"DELETE FROM {IDS_TABLE}")
+        if ids:
+            e.append(IDS_TABLE, pa.table({"person_id": pa.array(list(ids), pa.string())}))
+
+    def _in_ids(self, column: str = "person_id") -> str:
+        return f"{column} IN (SELECT person_id FROM {IDS_TABLE})"
+
+    def known_triggers(self) -> set[str]:
+        v = self.engine.scalar("SELECT value FROM meta WHERE key = ?",
+                               [KNOWN_KEY + self.model.name])
+        return set(_loads(v) or [])
+
+    def _remember_triggers(self, ids: Iterable[str]) -> None:
+        known = sorted(self.known_triggers() | set(ids))
+        self.engine.execute("DELETE FROM meta WHERE key = ?", [KNOWN_KEY + self.model.name])
+        self.engine.execute("INSERT INTO meta VALUES (?, ?)",
+                            [KNOWN_KEY + self.model.name, _json(known)])
+
+    def new_triggers(self) -> set[str]:
+        """Triggers never evaluated on this store: evaluated silently first (`first_run`)."""
+        if self.triggers is None or self.cfg.first_run == "fire":
+            return set()
+        return {t.id for t in self.triggers.triggers} - self.known_triggers()
+
+    def predictions(self) -> Any:
+        """The published predictive scores (report/common.py), re-checked every minute."""
+        if time.monotonic() - self._predictions_checked > 60:
+            self._predictions_checked = time.monotonic()
+            try:
+                from ..report.common import predictions
+
+                self._predictions = predictions(self.engine)
+            except Exception:  # noqa: BLE001 - no predictive model: no buckets
+                self._predictions = None
+        p = self._predictions
+        return p if p is not None and p.bucket else None
+
+    def _buckets(self, restricted: bool) -> dict[str, str | None]:
+        p = self.predictions()
+        if p is None:
+            return {}
+        where = f" WHERE {self._in_ids()}" if restricted else ""
+        try:
+            return dict(self.engine.query(f"SELECT person_id, bucket FROM {p.subquery()} _b"
+                                          f"{where}"))
+        except LeadRefineryError:
+            return {}
+
+    def state_of(self, row: dict[str, Any], bucket: str | None, as_of: datetime) -> LeadState:
+        flags: dict[str, dict[str, Any]] = {}
+        abuse = row.get("abuse")
+        if abuse and abuse not in ("{}", {}):
+            flags = {k: dict(v or {}) for k, v in (_loads(abuse) or {}).items()}
+            for rule in self.session_rules:
+                ev = flags.get(rule.id)
+                if ev and ev.get("start") and ev.get("minutes") is not None:
+                    try:
+                        start = datetime.fromisoformat(str(ev["start"]).replace("Z", ""))
+                        elapsed = (as_of - start).total_seconds() / 60
+                        ev["still_running"] = abs(elapsed - float(ev["minutes"])) < 0.02
+                    except ValueError:
+                        pass
+        cats = row.get("categories")
+        return LeadState(
+            score=_num(row.get("score")), grade=row.get("grade"), stage=row.get("stage"),
+            stage_rank=int(row.get("stage_rank") or 0),
+            segments=frozenset(_loads(row.get("segments")) or ()), flags=flags, bucket=bucket,
+            categories={k: float(v) for k, v in (_loads(cats) or {}).items() if v is not None},
+        )
+
+    def _old_states(self, restricted: bool = True) -> dict[str, tuple[LeadState, dict, Any]]:
+        where = f" AND {self._in_ids()}" if restricted else ""
+        rows = self.engine.query(
+            "SELECT person_id, score, grade, stage, stage_rank, segments, flags, bucket, "
+            f"categories, memo, as_of FROM person_state WHERE model = ?{where}",
+            [self.model.name])
+        out = {}
+        for pid, sc, gr, st, rank, segs, flags, bucket, cats, memo, as_of in rows:
+            out[pid] = (LeadState(
+                score=_num(sc), grade=gr, stage=st, stage_rank=int(rank or 0),
+                segments=frozenset(_loads(segs) or ()),
+                flags={f: {} for f in _loads(flags) or ()}, bucket=bucket,
+                categories={k: float(v) for k, v in (_loads(cats) or {}).items()
+                            if v is not None}), _loads(memo) or {}, as_of)
+        return out
+
+    def _episodes(self, now: datetime, restricted: bool = True
+                  ) -> tuple[dict[str, dict[tuple[str, str], Episode]],
+                             dict[str, dict[tuple[str, str, str], datetime]]]:
+        """Open episodes and the last alert per (trigger, key, direction), per person."""
+        assert self.triggers is not None
+        since = now - self.triggers.max_cooldown()
+        where = f" AND {self._in_ids()}" if restricted else ""
+        rows = self.engine.query(
+            "SELECT person_id, episode_id, trigger_id, key, status, opened_at, fired_at, "
+            "leave_fired_at, outcome FROM trigger_episodes WHERE model = ? AND "
+            f"(status = 'open' OR fired_at >= ? OR leave_fired_at >= ?){where}",
+            [self.model.name, since, since])
+        open_: dict[str, dict[tuple[str, str], Episode]] = {}
+        last: dict[str, dict[tuple[str, str, str], datetime]] = {}
+        kinds = {t.id: t.kind for t in self.triggers.spec.triggers}
+        for pid, eid, tid, key, status, opened, fired, left, outcome in rows:
+            key = key or ""
+            if status == "open":
+                open_.setdefault(pid, {})[(tid, key)] = Episode(eid, tid, key, opened, fired,
+                                                                outcome or "")
+            moment = kinds.get(tid) in ("stage", "action", "surge")
+            for direction, at in (("moment" if moment else "enter", fired), ("leave", left)):
+                if at is not None:
+                    d = last.setdefault(pid, {})
+                    if d.get((tid, key, direction)) is None or at > d[(tid, key, direction)]:
+                        d[(tid, key, direction)] = at
+        return open_, last
+
+    def _actions(self, now: datetime) -> dict[str, list[Action]]:
+        """Recent buy-readiness events of the people being processed (action triggers)."""
+        assert self.triggers is not None
+        ts = self.triggers.of_kind("action")
+        if not ts:
+            return {}
+        d = DIALECTS[self.engine.dialect]
+        path = exp.Coalesce(this=d.json_text(exp.column("properties"), ["path"]),
+                            expressions=[d.json_text(exp.column("context"), ["page", "path"])])
+        names = sorted({n for t in ts for n in t.events})
+        pages = sorted({p for t in ts for p in t.pages})
+        conds: list[exp.Expression] = []
+        if names:
+            conds.append(exp.In(this=exp.column("event"),
+                                expressions=[exp.Literal.string(n) for n in names]))
+        for p in pages:  # a LIKE that admits at least the glob's matches; exact check in Python
+            like = p.replace("*", "%").replace("?", "_")
+            conds.append(exp.and_(exp.EQ(this=exp.column("type"), expression=exp.Literal.string(
+                "page")), exp.Like(this=path.copy(), expression=exp.Literal.string(like))))
+        since = now - timedelta(hours=self.cfg.action_recent_hours)
+
+        def ts_lit(t: datetime) -> exp.Expression:
+            return exp.cast(exp.Literal.string(t.strftime("%Y-%m-%d %H:%M:%S.%f")),
+                            exp.DataType.build("TIMESTAMP"))
+
+        q = (exp.select("person_id", "message_id", "ts", "type", "event",
+                        exp.alias_(path, "path"))
+             .from_("events")
+             .where(exp.condition(self._in_ids()))
+             .where(exp.GTE(this=exp.column("ts"), expression=ts_lit(since)))
+             .where(exp.LTE(this=exp.column("ts"), expression=ts_lit(now)))
+             .where(exp.or_(*conds)))
+        out: dict[str, list[Action]] = {}
+        for pid, mid, t, typ, ev, p in self.engine.query(render(q, self.engine.dialect,
+                                                                  pretty=False)):
+            out.setdefault(pid, []).append(Action(mid, t, typ, ev, p))
+        return out
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def process(self, person_ids: Iterable[str], now: datetime | None = None, *,
+                silent: Iterable[str] = (), full: bool = False) -> BatchResult:
+        """Rescore `person_ids` (everyone with `full`) as of `now`, evaluate the triggers and
+        write state, episodes and alerts — all in one transaction."""
+        began = time.perf_counter()
+        ids = sorted({p for p in person_ids if p})
+        res = BatchResult()
+        if not ids and not full:
+            return res
+        now = now or self.clock.now()
+        silent_ = frozenset(silent)
+        e = self.engine
+        with e.transaction():
+            if not full:
+                self._ids_table(ids)
+            run = score(e, self.model, as_of=now, restrict=None if full else IDS_TABLE)
+            res.run_id, res.people = run.run_id, run.people
+            if self.triggers is not None:
+                self._evaluate(run.run_id, now, silent_, restricted=not full, res=res)
+                if silent_:
+                    self._remember_triggers(silent_)
+        res.seconds = time.perf_counter() - began
+        return res
+
+    def _evaluate(self, run_id: str, now: datetime, silent: frozenset[str], *,
+                  restricted: bool, res: BatchResult) -> None:
+        ts = self.triggers
+        assert ts is not None
+        e = self.engine
+        cols = ("person_id", "account_id", "score", "grade", "stage", "stage_rank",
+                "categories", "segments", "abuse")
+        rows = [dict(zip(cols, r, strict=True)) for r in e.query(
+            f"SELECT {', '.join(cols)} FROM scores WHERE run_id = ?", [run_id])]
+        if not rows:
+            return
+        olds = self._old_states(restricted)
+        open_eps, last_fired = self._episodes(now, restricted)
+        actions = self._actions(now) if restricted else {}
+        buckets = self._buckets(restricted)
+        recent = timedelta(hours=self.cfg.action_recent_hours)
+        states: dict[str, list[Any]] = {c: [] for c in STATE_COLUMNS}
+        opened: list[dict[str, Any]] = []
+        closed: list[tuple[Episode, dict[str, Any]]] = []
+        fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
+        fast: list[str] = []
+        for row in rows:
+            pid = row["person_id"]
+            new = self.state_of(row, buckets.get(pid), now)
+            old, memo, _ = olds.get(pid, (None, {}, None))
+            out = evaluate(ts, pid, old, new, memo=memo, open_episodes=open_eps.get(pid, {}),
+                           last_fired=last_fired.get(pid, {}), now=now,
+                           actions=actions.get(pid, ()), silent=silent, recent=recent)
+            for o in out.opened:
+                opened.append({**o, "person_id": pid})
+            closed += out.closed
+            for f in out.firings:
+                fired.append((pid, row, new, old, f))
+            res.suppressed += out.suppressed
+            if out.fast_track:
+                fast.append(pid)
+            for c, v in (("model", self.model.name), ("person_id", pid), ("as_of", now),
+                         ("run_id", run_id), ("score", new.score), ("grade", new.grade),
+                         ("stage", new.stage), ("stage_rank", new.stage_rank),
+                         ("segments", _json(sorted(new.segments))),
+                         ("flags", _json(sorted(new.flags))), ("bucket", new.bucket),
+                         ("categories", row.get("categories") or "{}"),
+                         ("memo", _json(out.memo)), ("updated_at", now)):
+                states[c].append(v)
+        # the new states replace the old ones
+        marks = f"WHERE model = ? AND {self._in_ids()}" if restricted else "WHERE model = ?"
+        e.execute(f"DELETE FROM person_state {marks}", [self.model.name])
+        e.append("person_state", pa.table({
+            c: pa.array(v, _TS if c in ("as_of", "updated_at") else
+                        pa.int64() if c == "stage_rank" else
+                        pa.float64() if c == "score" else pa.string())
+            for c, v in states.items()}))
+        self._write_episodes(opened, closed)
+        comps = dict(e.query(
+            "SELECT person_id, components FROM scores WHERE run_id = ? AND person_id = ANY(?)",
+            [run_id, sorted({f[0] for f in fired})])) if fired else {}
+        alerts = self._alerts(fired, now, comps)
+        res.firings += len(fired)
+        if alerts:
+            enqueue(e, alerts, now=now)
+            res.alerts += len(alerts)
+        if fast:
+            res.fast_tracked += self._fast_track(fast, now)
+
+    def _write_episodes(self, opened: list[dict[str, Any]],
+                        closed: list[tuple[Episode, dict[str, Any]]]) -> None:
+        e = self.engine
+        if closed:
+            ids = [ep.episode_id for ep, _ in closed]
+            by_id = {ep.episode_id: ch for ep, ch in closed}
+            cols = ", ".join(EPISODE_COLUMNS)
+            rows = e.query(f"SELECT {cols} FROM trigger_episodes WHERE episode_id = ANY(?)",
+                           [ids])
+            e.execute("DELETE FROM trigger_episodes WHERE episode_id = ANY(?)", [ids])
+            for r in rows:
+                d = dict(zip(EPISODE_COLUMNS, r, strict=True))
+                ch = by_id[d["episode_id"]]
+                d.update(status="closed", closed_at=ch["closed_at"])
+                if ch.get("leave_fired_at"):
+                    d["leave_fired_at"] = ch["leave_fired_at"]
+                    d["alert_key"] = ch["alert_key"]
+                    d["outcome"] = f"{d['outcome']}+fired_on_leave"
+                opened.append({**d, "_keep": True})
+        if not opened:
+            return
+        cols: dict[str, list[Any]] = {c: [] for c in EPISODE_COLUMNS}
+        for o in opened:
+            keep = o.get("_keep")
+            for c in EPISODE_COLUMNS:
+                v = o.get(c)
+                if c == "model" and not keep:
+                    v = self.model.name
+                elif c == "status" and v is None:
+                    v = "open"
+                elif c == "detail" and not isinstance(v, str | None):
+                    v = _json(v)
+                cols[c].append(v)
+        ts_cols = ("opened_at", "closed_at", "fired_at", "leave_fired_at")
+        e.append("trigger_episodes", pa.table({
+            c: pa.array(v, _TS if c in ts_cols else pa.string()) for c, v in cols.items()}))
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    def profiles(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = self.engine.query(
+            "SELECT p.person_id, p.email, p.name, p.company, p.title, p.country, p.owner, "
+            "p.account_id, a.name, a.domain, a.size, a.industry, a.owner FROM people p "
+            "LEFT JOIN accounts a ON a.account_id = p.account_id WHERE p.person_id = ANY(?)",
+            [list(ids)])
+        out = {}
+        for (pid, email, name, company, title, country, owner, acct, aname, adomain, asize,
+             aind, aowner) in rows:
+            out[pid] = {
+                "person": {k: v for k, v in (("email", email), ("name", name),
+                                             ("company", company), ("title", title),
+                                             ("country", country), ("owner", owner))
+                           if v is not None},
+                "account": {k: v for k, v in (("name", aname), ("domain", adomain),
+                                              ("size", asize), ("industry", aind),
+                                              ("owner", aowner)) if v is not None},
+                "account_id": acct, "owner": owner, "account_owner": aowner,
+            }
+        return out
+
+    def reasons(self, components: Any, top: int = 5) -> list[dict[str, Any]]:
+        comps = _loads(components) or {}
+        items = sorted(comps.items(), key=lambda kv: -abs(float(kv[1].get("points") or 0)))
+        return [{"rule": rid, "points": round(float(c.get("points") or 0), 3),
+                 "n": int(float(c.get("n") or 0)), "detail": reason_text(self.model, rid, c)}
+                for rid, c in items[:top] if float(c.get("points") or 0) != 0]
+
+    def _alerts(self, fired: list[tuple[str, dict, LeadState, LeadState | None, Firing]],
+                now: datetime, comps: dict[str, Any]) -> list[AlertIn]:
+        """The outbox rows of what fired: one per recipient (the owner, else the trigger's
+        `to`; plus its `also`), with who, what changed, why and the evidence."""
+        if not fired:
+            return []
+        ts = self.triggers
+        assert ts is not None
+        pids = sorted({f[0] for f in fired})
+        profiles = self.profiles(pids)
+        directory = self.settings.alerts.recipients
+        out = []
+        for pid, row, new, old, f in fired:
+            t = f.trigger
+            prof = profiles.get(pid, {"person": {}, "account": {}})
+            person = prof["person"]
+            who = person.get("name") or person.get("email") or pid
+            if person.get("company"):
+                who = f"{who} ({person['company']})"
+            recipients = [resolve_recipient(prof.get("owner"), prof.get("account_owner"),
+                                            ts.to(t), directory=directory)]
+            for extra in ts.also(t):
+                r = resolve_recipient(None, None, extra, directory=directory)
+                if r not in recipients:
+                    recipients.append(r)
+            change = {**f.change}
+            if old is not None:
+                change.setdefault("previous", old.brief())
+            kind = ALERT_KINDS.get((t.kind, f.direction), t.kind)
+            for r in recipients:
+                out.append(AlertIn.to(
+                    r, trigger_id=t.id, trigger_kind=kind, title=f.title.replace("{who}", who),
+                    person_id=pid, account_id=row.get("account_id") or prof.get("account_id"),
+                    severity=ts.severity(t), person=person, account=prof["account"],
+                    change=change, reasons=self.reasons(comps.get(pid)), evidence=f.evidence,
+                    data={**f.data, "model": self.model.name, "model_version": self.model.version,
+                          "episode_id": f.episode_id, "as_of": now.isoformat(),
+                          "recipient_via": r.via, "state": new.brief()},
+                    key=f.alert_key, created_at=now))
+        return out
+
+    def _fast_track(self, pids: list[str], now: datetime) -> int:
+        """Route buy-ready leads at once (act/routing.py) and enqueue its alerts."""
+        from .routing import Router
+
+        router = Router(self.engine, self.settings, clock=self.clock)
+        try:
+            plan = router.plan([{"person_id": p, "trigger": "fast_track"} for p in pids],
+                               trigger="fast_track", now=now)
+        except LeadRefineryError as exc:  # e.g. routing rules naming an unknown team
+            log.warning("fast-track routing skipped: %s", exc)
+            return 0
+        if not plan.assignments and not plan.waiting:
+            return 0
+        router.apply(plan)
+        alerts = plan.alerts(waiting_to=self.settings.alerts.default_recipient)
+        if alerts:
+            enqueue(self.engine, alerts, now=now)
+        return len(plan.assignments)
+
+    # -- sweeps -----------------------------------------------------------------------------
+
+    def _evaluate_all(self, now: datetime, restricted: bool) -> pa.Table:
+        cutoffs = None
+        g = self.model.spec.grades
+        if g is not None and g.method == "volume":
+            cutoffs = latest_cutoffs(self.engine, self.model) or None
+        plan = build_plan(self.model, as_of=now, restrict=IDS_TABLE if restricted else None,
+                          volume_cutoffs=cutoffs)
+        return self.engine.query_arrow(plan.sql(self.engine.dialect, snapshot=True,
+                                                pretty=False))
+
+    def changed(self, table: pa.Table, now: datetime, restricted: bool) -> list[str]:
+        """People whose evaluated state differs from their stored one (or who have none)."""
+        old = {}
+        where = f" AND {self._in_ids()}" if restricted else ""
+        for pid, sc, gr, st, segs, flags, bucket in self.engine.query(
+                "SELECT person_id, score, grade, stage, segments, flags, bucket "
+                f"FROM person_state WHERE model = ?{where}", [self.model.name]):
+            old[pid] = (_num(sc), gr, st, segs, flags, bucket)
+        buckets = self._buckets(restricted)
+        lines: list[float] = []
+        if self.triggers is not None:
+            for t in self.triggers.of_kind("score"):
+                lines += [t.threshold, t.threshold - t.hysteresis]
+        eps = self.cfg.min_score_change
+        cols = table.select(["person_id", "score", "grade", "stage", "segments", "abuse"])
+        out = []
+        for pid, sc, gr, st, segs, abuse in zip(*(c.to_pylist() for c in cols.columns),
+                                                strict=True):
+            o = old.get(pid)
+            if o is None:
+                out.append(pid)
+                continue
+            osc, ogr, ost, osegs, oflags, obucket = o
+            sc = _num(sc)
+            if gr != ogr or st != ost or buckets.get(pid, obucket) != obucket:
+                out.append(pid)
+            elif (sc is None) != (osc is None) or (
+                    sc is not None and osc is not None and (
+                        abs(sc - osc) >= eps or any((sc >= x) != (osc >= x) for x in lines))):
+                out.append(pid)
+            elif sorted(_loads(segs) or ()) != (_loads(osegs) or []):
+                out.append(pid)
+            elif sorted((_loads(abuse) or {}) if abuse not in (None, "{}") else ()) != (
+                    _loads(oflags) or []):
+                out.append(pid)
+        return out
+
+    def sweep(self, now: datetime | None = None, *, kind: str = "decay",
+              people: Sequence[str] | None = None, extra: Iterable[str] = ()) -> SweepResult:
+        """Evaluate everyone (or `people`) as of `now`; process those whose state changed,
+        plus `extra`. Triggers never evaluated before are evaluated for everyone, silently."""
+        began = time.perf_counter()
+        now = now or self.clock.now()
+        res = SweepResult(kind)
+        new = self.new_triggers()
+        if new and people is None:  # record who already meets them, without alerting
+            res.batch += self.process((), now, silent=new, full=True)
+            res.evaluated = res.changed = res.batch.people
+            res.seconds = time.perf_counter() - began
+            return res
+        with self.engine.transaction():  # one consistent read of the store
+            restricted = people is not None
+            if restricted:
+                self._ids_table(list(people or ()))
+            table = self._evaluate_all(now, restricted)
+            res.evaluated = table.num_rows
+            changed = self.changed(table, now, restricted)
+        todo = sorted(set(changed) | set(extra))
+        res.changed = len(todo)
+        for i in range(0, len(todo), CHUNK):
+            res.batch += self.process(todo[i:i + CHUNK], now)
+        res.seconds = time.perf_counter() - began
+        return res
+
+    def session_candidates(self, now: datetime) -> list[str] | None:
+        """People who may have a lab session running past its limit (None: no session rules)."""
+        if not self.session_rules:
+            return None
+        if any(r.max_minutes is None or r.limit is not None for r in self.session_rules):
+            back = timedelta(hours=self.cfg.abuse_lookback_hours)
+        else:
+            longest = max(float(r.max_minutes or 0) for r in self.session_rules)
+            back = timedelta(minutes=longest) + timedelta(seconds=3 * self.cfg.abuse_sweep_seconds)
+        rows = self.engine.query(
+            "SELECT DISTINCT person_id FROM events WHERE ts >= ? AND ts <= ? "
+            "AND person_id IS NOT NULL", [now - back, now])
+        return [r[0] for r in rows]
+
+    def abuse_sweep(self, now: datetime | None = None) -> SweepResult:
+        now = now or self.clock.now()
+        people = self.session_candidates(now)
+        if not people:
+            return SweepResult("abuse")
+        return self.sweep(now, kind="abuse", people=people)
+
+    def unprocessed(self, margin: timedelta = timedelta(minutes=10)) -> list[str]:
+        """People with events received after the newest stored state (less `margin`): what a
+        crash between a micro-batch's commit and its rescore may have left unprocessed."""
+        newest = self.engine.scalar("SELECT max(updated_at) FROM person_state WHERE model = ?",
+                                    [self.model.name])
+        if newest is None:
+            return []
+        rows = self.engine.query(
+            "SELECT DISTINCT person_id FROM events WHERE received_at >= ? "
+            "AND person_id IS NOT NULL", [newest - margin])
+        return [r[0] for r in rows]
+
+
+# -- the thread and the deliverer, as `serve` runs them --------------------------------------
+
+
+class Realtime:
+    """The live path inside `serve`: the `on_loaded` hook, the rescoring thread (batches and
+    sweeps) and the alert deliverer. Without a model the hook does nothing; without a trigger
+    file people are still rescored live, but nothing is compared or swept."""
+
+    def __init__(self, scorer: Scorer | None, *, deliverer: Deliverer | None = None,
+                 settings: Settings, nice: int = 0, clock: Clock | None = None) -> None:
+        self.scorer = scorer
+        self.deliverer = deliverer
+        self.cfg = settings.triggers
+        self.nice = nice
+        self.clock = clock or (scorer.clock if scorer else SystemClock())
+        self.stats = RealtimeStats()
+        self._pending: set[str] = set()
+        self._pending_since: float | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._next: dict[str, float] = {}
+        self.lag_seconds: deque[float] = deque(maxlen=4096)  # hook -> committed, per batch
+
+    @classmethod
+    def for_project(cls, project: Project, *, clock: Clock | None = None,
+                    deliverer: bool | None = None, nice: int = 0) -> Realtime:
+        """The project's live path. A model or trigger file that fails validation is an error
+        here (at start), not a surprise later."""
+        settings = project.settings
+        cfg = settings.triggers
+        scorer = None
+        if cfg.enabled and project.model_path(cfg.model).is_file():
+            from .triggers import for_project as triggers_for
+
+            model = project.model(cfg.model)
+            scorer = Scorer(project.engine, settings, model, triggers_for(project, model),
+                            clock=clock)
+        d = None
+        if settings.alerts.enabled if deliverer is None else deliverer:
+            from .delivery import Deliverer
+
+            d = Deliverer.for_project(project)
+        return cls(scorer, deliverer=d, settings=settings, nice=nice, clock=clock)
+
+    @property
+    def triggers(self) -> TriggerSet | None:
+        return self.scorer.triggers if self.scorer else None
+
+    # -- the hook (the loader thread calls it after each committed micro-batch) -------------
+
+    def on_loaded(self, person_ids: list[str], report: Any = None) -> None:
+        if self.scorer is None or not person_ids:
+            return
+        with self._lock:
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.update(person_ids)
+            self._idle.clear()
+        self._wake.set()
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.deliverer is not None and not self.deliverer.running:
+            self.deliverer.start()
+        if self.scorer is None or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="realtime-triggers", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Process what is pending (up to `timeout`), stop the thread, then the deliverer."""
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("real-time rescoring did not finish within %.0fs; the next start's "
+                            "sweep catches up", timeout)
+            self._thread = None
+        if self.deliverer is not None and self.deliverer.running:
+            self.deliverer.stop()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until nothing is pending or being processed (tests, benchmarks)."""
+        return self._idle.wait(timeout)
+
+    def health(self) -> dict[str, Any]:
+        st = self.stats
+        with self._lock:
+            pending = len(self._pending)
+        lag = sorted(self.lag_seconds)
+        out: dict[str, Any] = {
+            "enabled": self.scorer is not None,
+            "model": self.scorer.model.name if self.scorer else None,
+            "triggers": [t.id for t in self.triggers.triggers] if self.triggers else [],
+            "running": self._thread is not None and self._thread.is_alive(),
+            "idle": self._idle.is_set(), "pending_people": pending,
+            "batches": st.batches, "people": st.people, "firings": st.firings,
+            "alerts": st.alerts, "suppressed": st.suppressed, "fast_tracked": st.fast_tracked,
+            "errors": st.errors, "last_error": st.last_error,
+            "last_batch_seconds": round(st.last_batch_seconds, 4),
+            "last_processed_at": st.last_processed_at, "sweeps": st.sweeps,
+            "batch_lag_ms": ({"p50": round(lag[len(lag) // 2] * 1000, 1),
+                              "p99": round(lag[min(len(lag) - 1, int(len(lag) * .99))] * 1000, 1),
+                              "max": round(lag[-1] * 1000, 1)} if lag else {}),
+        }
+        if self.deliverer is not None:
+            ds = self.deliverer.stats
+            out["delivery"] = {"delivered": ds.delivered, "failed": ds.failed, "dead": ds.dead,
+                               "errors": ds.errors, "last_error": ds.last_error}
+        return out
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _due(self, kind: str, every: float) -> bool:
+        return every > 0 and time.monotonic() >= self._next.get(kind, 0.0)
+
+    def _schedule(self, kind: str, every: float) -> None:
+        self._next[kind] = time.monotonic() + every
+
+    def _run(self) -> None:
+        _lower_priority(self.nice)
+        scorer = self.scorer
+        assert scorer is not None
+        has_triggers = scorer.triggers is not None
+        if has_triggers:
+            self._guard("startup", lambda: self._startup())
+            self._schedule("decay", self.cfg.sweep_seconds)
+            self._schedule("abuse", self.cfg.abuse_sweep_seconds)
+        backoff = 0.5
+        while True:
+            with self._lock:
+                ids, self._pending = self._pending, set()
+                since, self._pending_since = self._pending_since, None
+            if ids:
+                ok = self._guard("batch", lambda: self._batch(ids, since))
+                if not ok:
+                    with self._lock:  # back in the queue; retried after a pause
+                        self._pending |= ids
+                        self._pending_since = since
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                backoff = 0.5
+                continue  # more may have arrived meanwhile
+            if self._stop.is_set():
+                self._idle.set()
+                return
+            if has_triggers:
+                for kind, every, job in (
+                        ("abuse", self.cfg.abuse_sweep_seconds, scorer.abuse_sweep),
+                        ("decay", self.cfg.sweep_seconds, scorer.sweep),
+                        ("unusual", self.cfg.unusual_seconds, self._unusual)):
+                    if self._due(kind, every):
+                        self._schedule(kind, every)
+                        self._guard(kind, lambda job=job, kind=kind: self._sweep(kind, job))
+            with self._lock:
+                if not self._pending:
+                    self._idle.set()
+            waits = [t - time.monotonic() for t in self._next.values()] or [1.0]
+            self._wake.wait(max(0.01, min(1.0, *waits)))
+            self._wake.clear()
+
+    def _guard(self, what: str, fn: Any) -> bool:
+        try:
+            fn()
+            return True
+        except Exception as exc:  # noqa: BLE001 - keep running; retry; say so in health
+            self.stats.errors += 1
+            self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"[:1000]
+            log.exception("real-time %s failed", what)
+            return False
+
+    def _batch(self, ids: set[str], since: float | None) -> None:
+        scorer = self.scorer
+        assert scorer is not None
+        res = scorer.process(ids)
+        self._count(res)
+        if since is not None:
+            self.lag_seconds.append(time.monotonic() - since)
+        if res.alerts and self.deliverer is not None:
+            self.deliverer.wake()
+
+    def _count(self, res: BatchResult) -> None:
+        st = self.stats
+        st.batches += 1
+        st.people += res.people
+        st.firings += res.firings
+        st.alerts += res.alerts
+        st.suppressed += res.suppressed
+        st.fast_tracked += res.fast_tracked
+        st.last_batch_seconds = res.seconds
+        st.batch_seconds.append(res.seconds)
+        st.last_processed_at = time.time()
+
+    def _startup(self) -> None:
+        scorer = self.scorer
+        assert scorer is not None
+        extra = scorer.unprocessed()
+        res = scorer.sweep(kind="startup", extra=extra)
+        self._after_sweep(res)
+
+    def _sweep(self, kind: str, job: Any) -> None:
+        res = job()
+        if res is not None:
+            self._after_sweep(res)
+
+    def _after_sweep(self, res: SweepResult) -> None:
+        self.stats.sweeps[res.kind] = {**res.as_dict(), "at": time.time()}
+        if res.batch.people:
+            self._count(res.batch)
+        if res.batch.alerts and self.deliverer is not None:
+            self.deliverer.wake()
+        if res.changed or res.batch.firings:
+            log.info("%s sweep: %d evaluated, %d changed, %d alert(s)", res.kind, res.evaluated,
+                     res.changed, res.batch.alerts)
+
+    def _unusual(self) -> SweepResult | None:
+        from .live_abuse import run_unusual
+
+        scorer = self.scorer
+        assert scorer is not None
+        res = run_unusual(scorer)
+        return res
+
+
+def run_sweep(project: Project, *, now: datetime | None = None, kind: str = "decay",
+              deliver: bool = False) -> dict[str, Any]:
+    """`leadrefinery sweep`: one sweep from the command line (cron), then optionally send the
+    alerts due. Needs the store (the server must not be running)."""
+    settings = project.settings
+    cfg = settings.triggers
+    model = project.model(cfg.model)
+    from .triggers import for_project as triggers_for
+
+    ts = triggers_for(project, model)
+    scorer = Scorer(project.engine, settings, model, ts)
+    out: dict[str, Any] = {"model": model.name, "triggers": len(ts.triggers) if ts else 0}
+    if kind in ("decay", "all"):
+        out["decay"] = scorer.sweep(now, extra=scorer.unprocessed() if ts else ()).as_dict()
+    if kind in ("abuse", "all") and ts:
+        out["abuse"] = scorer.abuse_sweep(now).as_dict()
+    if kind in ("unusual", "all") and ts:
+        from .live_abuse import run_unusual
+
+        r = run_unusual(scorer, now)
+        out["unusual"] = r.as_dict() if r else None
+    if deliver:
+        from .delivery import Deliverer
+
+        d = Deliverer.for_project(project)
+        try:
+            d.run_once()
+        finally:
+            d.close()
+        out["delivered"] = d.stats.delivered
+        out["failed"] = d.stats.failed
+    return out
