@@ -995,3 +995,94 @@ def export(
             ids = push_changes(p.engine, m, p.settings, webhook=push, since=t, limit=limit)
             err.print(f"queued {len(ids):,} score_changed alert(s) for webhook {push!r}; `serve` "
                       "delivers them (or `leadrefinery alerts --deliver`)")
+
+
+# -- real time: triggers and sweeps (act/triggers.py, act/realtime.py) --------------------------
+
+triggers_app = typer.Typer(help="Real-time triggers: check the trigger file, see episodes.",
+                           no_args_is_help=True)
+app.add_typer(triggers_app, name="triggers")
+
+
+@triggers_app.command("list")
+@handle_errors
+def triggers_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Validate the trigger file ([triggers] file, beside the model) and list its triggers."""
+    from .act.triggers import for_project
+
+    p = open_project(project)  # the engine is not opened: works while `serve` runs
+    ts = for_project(p)
+    if ts is None:
+        err.print(f"no trigger file {p.settings.triggers.file} in {p.root}; see "
+                  "act/triggers.py for the syntax")
+        raise typer.Exit(1)
+    rows = ts.describe()
+    if as_json:
+        _print_json({"file": ts.file, "model": ts.model.name, "triggers": rows})
+        return
+    t = Table(title=f"triggers of {ts.file} (model {ts.model.name})")
+    for c in ("id", "kind", "settings", "cool-down", "to", "severity"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()
+                             if k not in ("cooldown", "to", "severity"))
+        t.add_row(r["id"] + ("" if r["enabled"] else " (off)"), r["kind"], settings,
+                  f"{r['cooldown_hours']:g} h", r["to"], r["severity"])
+    console.print(t)
+
+
+@triggers_app.command("episodes")
+@handle_errors
+def triggers_episodes(
+    person: Annotated[str | None, typer.Option(help="Only this person id.")] = None,
+    trigger: Annotated[str | None, typer.Option(help="Only this trigger id.")] = None,
+    limit: Annotated[int, typer.Option(help="How many rows at most.")] = 50,
+    project: ProjectOpt = None,
+) -> None:
+    """Recent trigger episodes: who entered which condition, and whether it alerted."""
+    cols = ("opened_at", "person_id", "trigger_id", "key", "status", "outcome", "fired_at",
+            "closed_at")
+    where, params = ["1 = 1"], []
+    if person:
+        where.append("person_id = ?")
+        params.append(person)
+    if trigger:
+        where.append("trigger_id = ?")
+        params.append(trigger)
+    with open_project(project, read_only=True) as p:
+        rows = p.engine.query(
+            f"SELECT {', '.join(cols)} FROM trigger_episodes WHERE {' AND '.join(where)} "
+            "ORDER BY opened_at DESC LIMIT ?", [*params, limit])
+    t = Table(title="trigger episodes (newest first)")
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*("" if v is None else str(v)[:19] if hasattr(v, "isoformat") else str(v)
+                    for v in r))
+    console.print(t)
+
+
+@app.command("sweep")
+@handle_errors
+def sweep_cmd(
+    kind: Annotated[str, typer.Option(
+        help="decay (rescore everyone, store and alert on changes) | abuse (sessions open "
+             "past their limit) | unusual (the unusual-usage detector) | all")] = "all",
+    now: NowOpt = None,
+    deliver: Annotated[bool, typer.Option(
+        "--deliver", help="Send the alerts due afterwards (else the next `serve` does).")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Rescore everyone and fire the triggers that time alone crossed (decay, expiring
+    stages, sessions running past their limit) — what `serve` does periodically; run it from
+    cron when the server is not running."""
+    from .act.realtime import run_sweep
+
+    if kind not in ("decay", "abuse", "unusual", "all"):
+        raise typer.BadParameter("--kind must be decay, abuse, unusual or all")
+    with open_project(project) as p:
+        out = run_sweep(p, now=_now(now) if now else None, kind=kind, deliver=deliver)
+    _print_json(out)

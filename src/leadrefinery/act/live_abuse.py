@@ -98,7 +98,7 @@ def run_unusual(scorer: Scorer, now: datetime | None = None) -> SweepResult | No
     now = now or scorer.clock.now()
     e = scorer.engine
     res = SweepResult("unusual")
-    new_ids = scorer.new_triggers()
+    new_ids = scorer.new_triggers(unusual=True)
     for t in triggers:
         det, X = fit_usage(e, scorer.model, t, now)
         res.evaluated += len(X)

@@ -219,11 +219,13 @@ class Scorer:
         self.engine.execute("INSERT INTO meta VALUES (?, ?)",
                             [KNOWN_KEY + self.model.name, _json(known)])
 
-    def new_triggers(self) -> set[str]:
-        """Triggers never evaluated on this store: evaluated silently first (`first_run`)."""
+    def new_triggers(self, *, unusual: bool = False) -> set[str]:
+        """Triggers never evaluated on this store: evaluated silently first (`first_run`).
+        Those of kind unusual_usage (`unusual=True`) are run by act/live_abuse.py."""
         if self.triggers is None or self.cfg.first_run == "fire":
             return set()
-        return {t.id for t in self.triggers.triggers} - self.known_triggers()
+        ids = {t.id for t in self.triggers.triggers if (t.kind == "unusual_usage") == unusual}
+        return ids - self.known_triggers()
 
     def predictions(self) -> Any:
         """The published predictive scores (report/common.py), re-checked every minute."""

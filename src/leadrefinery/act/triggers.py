@@ -52,13 +52,14 @@ Evaluation here is pure (no store): `act/realtime.py` reads the old state and ep
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -223,6 +224,11 @@ Trigger = Annotated[
 ]
 
 
+KINDS.update({get_args(c.model_fields["kind"].annotation)[0]: c for c in (
+    GradeTrigger, BucketTrigger, ScoreTrigger, StageTrigger, SegmentTrigger, ActionTrigger,
+    AbuseTrigger, SurgeTrigger, UnusualTrigger)})
+
+
 class TriggerFile(Strict):
     version: int | str = 1
     defaults: Defaults = Field(default_factory=Defaults)
@@ -291,11 +297,26 @@ class TriggerSet:
         return out
 
 
-def _message(err: dict, path: tuple) -> str:
+KINDS: dict[str, type[TriggerBase]] = {}  # kind -> its schema class (filled below)
+
+
+def _message(err: dict, path: tuple, data: Any) -> str:
     what = ".".join(str(p) for p in path if not isinstance(p, int)) or "the file"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key {str(path[-1])!r} — see the kinds and their keys in act/triggers.py"
+        key = str(path[-1])
+        allowed: list[str] = []
+        if path[0] == "defaults":
+            allowed = list(Defaults.model_fields)
+        elif path[0] == "triggers" and len(path) == 3:
+            item = data["triggers"][path[1]]
+            cls = KINDS.get(item.get("kind")) if isinstance(item, dict) else None
+            allowed = list(cls.model_fields) if cls else []
+        else:
+            allowed = list(TriggerFile.model_fields)
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed here: {', '.join(allowed)}"
+        return f"unknown key {key!r} — {hint}"
     if kind == "missing":
         return f"missing required key {str(path[-1])!r} — add it"
     if kind == "union_tag_invalid":
@@ -340,9 +361,10 @@ def parse_triggers(text: str, model: Model, *, file: str = "<triggers>",
     try:
         spec = TriggerFile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()  # a misspelt key first: it usually explains a missing one
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         path = data_path(data, tuple(first["loc"]))
-        raise TriggerError(_message(first, path), file=file, line=lines.line(path),
+        raise TriggerError(_message(first, path, data), file=file, line=lines.line(path),
                            trigger=_trigger_id(data, path)) from None
 
     def fail(i: int | None, key: str | None, message: str) -> TriggerError:

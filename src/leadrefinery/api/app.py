@@ -69,12 +69,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ingest_service.start()  # no-op when `serve` already started it
+        app.state.realtime.start()  # live rescoring, triggers, alert delivery (act/realtime.py)
         monitor = asyncio.create_task(ingest_service.watch_event_loop())
         try:
             yield
         finally:
             monitor.cancel()
             await run_in_threadpool(ingest_service.stop)
+            await run_in_threadpool(app.state.realtime.stop)  # after the log's tail is loaded
 
     app = FastAPI(
         title="Lead Refinery",
@@ -119,4 +121,7 @@ def create_app(
     from .dashboard import install as install_dashboard  # the web dashboard and /api
 
     install_dashboard(app, project)
+    from ..act.routes import install as install_act  # forms, activities, unsubscribe, triggers
+
+    install_act(app, project, ingest_service)
     return app
