@@ -7,8 +7,9 @@ Builds the store once into --dir (generate, ingest, score at three weekly cut-of
 history has points, demo logins) and reuses it on later runs (--rebuild to start over). Then it
 serves the real app in-process (Starlette's TestClient: the same ASGI app `serve` runs, no
 network) logged in as the admin and as a rep, requests every page a few times and prints the
-server time of each (the `Server-Timing: app;dur=` header pages set; wall time for /api), the
-median and the worst, against the 300 ms target.
+server time of each (the `Server-Timing: app;dur=` header pages set; wall time for /api): the
+first request (cold caches: filter values, "now"), then the median and the worst of the next
+ones, against the 300 ms target.
 """
 
 from __future__ import annotations
@@ -108,11 +109,11 @@ def main() -> int:
                                        "next": "/"}, follow_redirects=False)
             assert r.status_code == 303, (user, r.status_code, r.text[:300])
             cookies[user] = dict(c.cookies)
-        print(f"{'page':<48}{'as':<10}{'median ms':>10}{'max ms':>9}  ok")
+        print(f"{'page':<48}{'as':<10}{'first ms':>9}{'median ms':>10}{'max ms':>9}  ok")
         for path, user in pages:
             client.cookies.clear()
             client.cookies.update(cookies[user])
-            times = []
+            times, first = [], 0.0
             for i in range(args.repeat + 1):
                 t = time.perf_counter()
                 r = client.get(path)
@@ -122,9 +123,11 @@ def main() -> int:
                 ms = float(timing.split("dur=")[1]) if "dur=" in timing else wall
                 if i:
                     times.append(ms)
+                else:
+                    first = ms
             med, worst = statistics.median(times), max(times)
             results.append((path, user, med, worst))
-            print(f"{path[:47]:<48}{user:<10}{med:>10.1f}{worst:>9.1f}  "
+            print(f"{path[:47]:<48}{user:<10}{first:>9.1f}{med:>10.1f}{worst:>9.1f}  "
                   f"{'yes' if worst < TARGET_MS else 'NO'}", flush=True)
     project.close()
     slow = [r for r in results if r[3] >= TARGET_MS]

@@ -213,3 +213,13 @@ def test_unseen_category_and_missing_column(fitted) -> None:
     assert np.isfinite(model.predict_proba(X)).all()
     with pytest.raises(TrainingDataError, match="lacks"):
         model.predict_proba(X.drop(columns=["source"]))
+
+
+@pytest.mark.parametrize("refit", ["all", "train+valid", "none"])
+def test_refit_modes_all_score_honestly(refit: str) -> None:
+    X, y = leads(1500, seed=8)
+    model = LeadModel(**FAST, refit=refit, param_grid=[{"num_leaves": 7}]).fit(X, y)
+    X_test, y_test = leads(800, seed=9)
+    assert roc_auc(y_test, model.predict_proba(X_test)[:, 1]) > 0.7
+    with pytest.raises(ValueError, match="refit"):
+        LeadModel(refit="sometimes").fit(X, y)

@@ -189,7 +189,7 @@ class Scorer:
         self.model = model
         self.triggers = triggers
         self.clock = clock or SystemClock()
-        self._local = threading.local()
+        self._last_abuse_sweep: datetime | None = None
         self._predictions_checked = 0.0
         self._predictions: Any = None
         self.session_rules = [a for a in model.spec.abuse if a.kind == "session"]
@@ -198,9 +198,8 @@ class Scorer:
 
     def _ids_table(self, ids: Sequence[str]) -> None:
         e = self.engine
-        if not getattr(self._local, "tmp", False):
-            e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} (person_id VARCHAR)")
-            self._local.tmp = True
+        # (every time: a rolled-back transaction takes a table it created with it)
+        e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} (person_id VARCHAR)")
         e.execute(f"DELETE FROM {IDS_TABLE}")
         if ids:
             e.append(IDS_TABLE, pa.table({"person_id": pa.array(list(ids), pa.string())}))
@@ -374,22 +373,46 @@ class Scorer:
                 self._ids_table(ids)
             run = score(e, self.model, as_of=now, restrict=None if full else IDS_TABLE)
             res.run_id, res.people = run.run_id, run.people
+            gone = set() if full else self._forget_merged()
             if self.triggers is not None:
-                self._evaluate(run.run_id, now, silent_, restricted=not full, res=res)
+                self._evaluate(run.run_id, now, silent_, restricted=not full, res=res,
+                               skip=gone)
                 if silent_:
                     self._remember_triggers(silent_)
         res.seconds = time.perf_counter() - began
         return res
 
+    def _forget_merged(self) -> set[str]:
+        """People merged into one being processed (an anonymous visitor who identified, an old
+        user id aliased) no longer exist: drop their latest score and state, close their
+        episodes — as a batch rescore, which knows only the merged person, would have it."""
+        e = self.engine
+        gone = [r[0] for r in e.query(
+            "SELECT old_id FROM (SELECT alias_id AS old_id, person_id FROM identities WHERE "
+            f"{self._in_ids()} UNION SELECT 'anon:' || alias_id, person_id FROM identities "
+            f"WHERE {self._in_ids()}) o WHERE old_id <> person_id "
+            "AND old_id IN (SELECT person_id FROM latest_scores WHERE model = ?)",
+            [self.model.name])]
+        if not gone:
+            return set()
+        for table in ("latest_scores", "person_state"):
+            e.execute(f"DELETE FROM {table} WHERE model = ? AND person_id = ANY(?)",
+                      [self.model.name, gone])
+        e.execute("UPDATE trigger_episodes SET status = 'closed', closed_at = now(), "
+                  "outcome = outcome || '+merged' WHERE model = ? AND status = 'open' AND "
+                  "person_id = ANY(?)", [self.model.name, gone])
+        return set(gone)
+
     def _evaluate(self, run_id: str, now: datetime, silent: frozenset[str], *,
-                  restricted: bool, res: BatchResult) -> None:
+                  restricted: bool, res: BatchResult, skip: set[str] = frozenset()) -> None:
         ts = self.triggers
         assert ts is not None
         e = self.engine
         cols = ("person_id", "account_id", "score", "grade", "stage", "stage_rank",
                 "categories", "segments", "abuse")
         rows = [dict(zip(cols, r, strict=True)) for r in e.query(
-            f"SELECT {', '.join(cols)} FROM scores WHERE run_id = ?", [run_id])]
+            f"SELECT {', '.join(cols)} FROM scores WHERE run_id = ?", [run_id])
+            if r[0] not in skip]
         if not rows:
             return
         olds = self._old_states(restricted)
@@ -397,6 +420,7 @@ class Scorer:
         actions = self._actions(now) if restricted else {}
         buckets = self._buckets(restricted)
         recent = timedelta(hours=self.cfg.action_recent_hours)
+        written = SystemClock().now()  # wall clock, like events.received_at (see unprocessed)
         states: dict[str, list[Any]] = {c: [] for c in STATE_COLUMNS}
         opened: list[dict[str, Any]] = []
         closed: list[tuple[Episode, dict[str, Any]]] = []
@@ -423,7 +447,7 @@ class Scorer:
                          ("segments", _json(sorted(new.segments))),
                          ("flags", _json(sorted(new.flags))), ("bucket", new.bucket),
                          ("categories", row.get("categories") or "{}"),
-                         ("memo", _json(out.memo)), ("updated_at", now)):
+                         ("memo", _json(out.memo)), ("updated_at", written)):
                 states[c].append(v)
         # the new states replace the old ones
         marks = f"WHERE model = ? AND {self._in_ids()}" if restricted else "WHERE model = ?"
@@ -654,11 +678,13 @@ class Scorer:
         """People who may have a lab session running past its limit (None: no session rules)."""
         if not self.session_rules:
             return None
-        if any(r.max_minutes is None or r.limit is not None for r in self.session_rules):
+        last, self._last_abuse_sweep = self._last_abuse_sweep, now
+        if last is None or last > now or any(r.max_minutes is None or r.limit is not None
+                                             for r in self.session_rules):
             back = timedelta(hours=self.cfg.abuse_lookback_hours)
-        else:
+        else:  # a session crossing its limit since the last sweep started this long ago
             longest = max(float(r.max_minutes or 0) for r in self.session_rules)
-            back = timedelta(minutes=longest) + timedelta(seconds=3 * self.cfg.abuse_sweep_seconds)
+            back = timedelta(minutes=longest) + (now - last) + timedelta(minutes=5)
         rows = self.engine.query(
             "SELECT DISTINCT person_id FROM events WHERE ts >= ? AND ts <= ? "
             "AND person_id IS NOT NULL", [now - back, now])
@@ -672,8 +698,9 @@ class Scorer:
         return self.sweep(now, kind="abuse", people=people)
 
     def unprocessed(self, margin: timedelta = timedelta(minutes=10)) -> list[str]:
-        """People with events received after the newest stored state (less `margin`): what a
-        crash between a micro-batch's commit and its rescore may have left unprocessed."""
+        """People with events received after the newest stored state was written (less
+        `margin`; both wall-clock times): what a crash between a micro-batch's commit and its
+        rescore may have left unprocessed."""
         newest = self.engine.scalar("SELECT max(updated_at) FROM person_state WHERE model = ?",
                                     [self.model.name])
         if newest is None:

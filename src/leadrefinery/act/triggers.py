@@ -224,9 +224,10 @@ Trigger = Annotated[
 ]
 
 
-KINDS.update({get_args(c.model_fields["kind"].annotation)[0]: c for c in (
-    GradeTrigger, BucketTrigger, ScoreTrigger, StageTrigger, SegmentTrigger, ActionTrigger,
-    AbuseTrigger, SurgeTrigger, UnusualTrigger)})
+KINDS: dict[str, type[TriggerBase]] = {  # kind -> its schema
+    get_args(c.model_fields["kind"].annotation)[0]: c for c in (
+        GradeTrigger, BucketTrigger, ScoreTrigger, StageTrigger, SegmentTrigger, ActionTrigger,
+        AbuseTrigger, SurgeTrigger, UnusualTrigger)}
 
 
 class TriggerFile(Strict):
@@ -295,9 +296,6 @@ class TriggerSet:
                         "to": self.to(t), "severity": self.severity(t),
                         "description": t.description or "", "settings": d})
         return out
-
-
-KINDS: dict[str, type[TriggerBase]] = {}  # kind -> its schema class (filled below)
 
 
 def _message(err: dict, path: tuple, data: Any) -> str:
@@ -759,7 +757,7 @@ def evaluate(
                              "at": _iso(a.ts), "message_id": a.message_id,
                              "detail": f"{a.event or a.type}"
                                        + (f" {a.path}" if a.path else "") + f" at {a.ts:%H:%M}"}
-                            for a in fresh[-5:]]
+                            for a in reversed(fresh[-5:])]  # newest first
                 before = len(out.firings)
                 moment(t, "", Firing(
                     t, "", "moment", f"{{who}} is ready to buy: {what}",

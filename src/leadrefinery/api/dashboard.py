@@ -376,9 +376,13 @@ def campaigns_page(request: Request, by: str = "campaign", days: int = 0):
     ref = st.cached("ref", 10, lambda: reference_time(st.engine))
     since, until = campaign_report.window(days, ref)
     dash = st.project.settings.dashboard
-    c = campaign_report.campaigns(st.engine, model, by=by, since=since, until=until,
-                                  good_grades=dash.good_grades, good_buckets=dash.good_buckets,
-                                  scope=user.scope)
+    # a marketing report over slowly-changing data: kept for two minutes (the page says so)
+    scope_key = ",".join(user.scope.owners or ()) if user.limited else "*"
+    c = st.cached(f"campaigns:{model.name}:{by}:{days}:{scope_key}", 120, lambda: {
+        **campaign_report.campaigns(st.engine, model, by=by, since=since, until=until,
+                                    good_grades=dash.good_grades,
+                                    good_buckets=dash.good_buckets, scope=user.scope),
+        "computed_at": utcnow()})
     return render(request, "campaigns.html", user=user, started=started, c=c, by=by, days=days,
                   dims=list(campaign_report.DIMENSIONS), ref=ref)
 

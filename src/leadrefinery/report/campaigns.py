@@ -23,10 +23,10 @@ from ..store.engine import Engine
 from .common import Scope, converted_sql, predictions, rate, scope_sql
 
 DIMENSIONS = {
-    "source": "coalesce(p.source, ft.utm_source)",
+    "source": "p.source",  # the first-touch source (utm source / referral source)
     "medium": "coalesce(ft.utm_medium, cm.medium)",
     "campaign": "coalesce(ft.utm_name, p.campaign)",
-    "referral_code": "json_extract_string(p.traits, '$.referralCode')",
+    "referral_code": "rc.code",
 }
 COST_KEY = {"source": "source", "medium": "medium", "campaign": "campaign",
             "referral_code": "campaign"}
@@ -61,25 +61,34 @@ def campaigns(engine: Engine, model: Model, *, by: str = "campaign",
     if until:
         conds.append("p.first_seen < ?")
         params.append(until)
-    good = []
+    # good leads, MQLs and conversions are small sets: semi-joins against them are far
+    # cheaper than joining every person's score row
+    good, good_params = [], []
     if good_grades:
-        good.append(f"s.grade IN ({', '.join('?' for _ in good_grades)})")
+        good.append("SELECT person_id FROM latest_scores WHERE model = ? AND grade IN "
+                    f"({', '.join('?' for _ in good_grades)})")
+        good_params += [model.name, *good_grades]
     if pred and pred.bucket and good_buckets:
-        good.append(f"pr.bucket IN ({', '.join('?' for _ in good_buckets)})")
-    good_sql = " OR ".join(good) or "false"
-    good_params = list(good_grades) + (list(good_buckets) if pred and pred.bucket
-                                       and good_buckets else [])
-    pred_join = f"LEFT JOIN {pred.subquery()} pr ON pr.person_id = p.person_id" if pred else ""
+        good.append(f"SELECT person_id FROM {pred.subquery()} pr WHERE bucket IN "
+                    f"({', '.join('?' for _ in good_buckets)})")
+        good_params += good_buckets
+    good_sql = f"p.person_id IN ({' UNION '.join(good)})" if good else "false"
+    joins = ""
+    if "ft." in key:  # the first-touch UTM values: only when the key needs them
+        joins += f"LEFT JOIN {FIRST_TOUCH} ft ON ft.person_id = p.person_id "
+    if "rc." in key:  # the newest referralCode trait (cheaper than parsing every profile)
+        joins += ("LEFT JOIN (SELECT person_id, arg_max(json_extract_string(value, '$'), ts) "
+                  "AS code FROM trait_history WHERE key = 'referralCode' GROUP BY person_id) rc "
+                  "ON rc.person_id = p.person_id ")
+    if "cm." in key:
+        joins += ("LEFT JOIN (SELECT campaign, min(medium) AS medium FROM campaigns "
+                  "GROUP BY campaign) cm ON cm.campaign = p.campaign ")
     data = engine.query(
         f"SELECT coalesce({key}, '(none)') AS k, count(*), count(*) FILTER (WHERE {good_sql}), "
         f"count(*) FILTER (WHERE p.person_id IN {converted_sql()}), "
-        f"count(*) FILTER (WHERE s.mql) "
-        "FROM people p LEFT JOIN accounts a ON a.account_id = p.account_id "
-        "LEFT JOIN latest_scores s ON s.person_id = p.person_id AND s.model = ? "
-        f"LEFT JOIN {FIRST_TOUCH} ft ON ft.person_id = p.person_id "
-        "LEFT JOIN (SELECT campaign, min(medium) AS medium FROM campaigns GROUP BY campaign) cm "
-        "ON cm.campaign = p.campaign "
-        f"{pred_join} WHERE {' AND '.join(conds)} GROUP BY 1",
+        "count(*) FILTER (WHERE p.person_id IN (SELECT person_id FROM latest_scores "
+        f"WHERE model = ? AND mql)) FROM people p {joins}"
+        f"WHERE {' AND '.join(conds)} GROUP BY 1",
         [*good_params, model.name, *params])
     costs = cost_by(engine, COST_KEY[by], since=since, until=until)
     out = []

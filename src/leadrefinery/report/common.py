@@ -14,6 +14,7 @@ the dashboard pages and the CRM export all call them, so they always agree.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,17 +60,19 @@ def owner_sql(p: str = "p", a: str = "a", asg: str = "asg") -> str:
     return f"coalesce({p}.owner, {a}.owner, {asg}.rep)"
 
 
-def scope_sql(scope: Scope | None, *, person: str = "p.person_id", p: str = "p",
-              a: str = "a") -> tuple[str, Params]:
-    """A WHERE condition limiting rows to the scope (`1 = 1` for everyone)."""
+def scope_sql(scope: Scope | None, *, person: str = "p.person_id") -> tuple[str, Params]:
+    """A WHERE condition on the column `person` limiting rows to the scope (`1 = 1` for
+    everyone). A semi-join against the (small) set of the owner's people, so callers need no
+    join to people or accounts for it."""
     if scope is None or not scope.limited:
         return "1 = 1", []
     if not scope.owners:
         return "1 = 0", []
     marks = ", ".join("?" for _ in scope.owners)
     own = list(scope.owners)
-    cond = (f"(lower({p}.owner) IN ({marks}) OR lower({a}.owner) IN ({marks}) OR {person} IN "
-            f"(SELECT person_id FROM assignments WHERE lower(rep) IN ({marks})))")
+    cond = (f"{person} IN (SELECT person_id FROM people WHERE lower(owner) IN ({marks}) OR "
+            f"account_id IN (SELECT account_id FROM accounts WHERE lower(owner) IN ({marks})) "
+            f"UNION SELECT person_id FROM assignments WHERE lower(rep) IN ({marks}))")
     return cond, own * 3
 
 
@@ -129,7 +132,21 @@ def _first(have: set[str], *names: str) -> str | None:
     return next((n for n in names if n in have), None)
 
 
-def predictions(engine: Engine) -> Predictions | None:
+_PRED_CACHE: dict[int, tuple[float, Predictions | None]] = {}
+
+
+def predictions(engine: Engine, *, ttl: float = 15.0) -> Predictions | None:
+    """The predictions table (looked up at most every `ttl` seconds per engine)."""
+    now = time.monotonic()
+    hit = _PRED_CACHE.get(id(engine))
+    if hit and hit[0] > now:
+        return hit[1]
+    found = _find_predictions(engine)
+    _PRED_CACHE[id(engine)] = (now + ttl, found)
+    return found
+
+
+def _find_predictions(engine: Engine) -> Predictions | None:
     for table in ("latest_predictions", "predictions"):
         try:
             have = set(engine.existing_columns(table))
@@ -148,6 +165,32 @@ def predictions(engine: Engine) -> Predictions | None:
         if p.probability or p.bucket:
             return p
     return None
+
+
+# engines whose tables expose a physical row locator usable as `col = ANY(list)`: fetching a
+# page's rows by it reads only those rows, where `person_id IN (...)` decompresses whole
+# columns (such as the JSON components) of a 200 k-row table
+ROW_LOCATOR = {"duckdb": "rowid"}
+
+
+def fetch(engine: Engine, table: str, cols: str, key: str, ids: Sequence[Any],
+          where: str = "1 = 1", params: Sequence[Any] = ()) -> dict[Any, tuple]:
+    """Rows of `table` whose `key` is in `ids`, as {key: (cols...)}; `cols` starts with `key`.
+    Reads only those rows: the key column is filtered first, then the rows fetched by locator.
+    `where` (with `params`) may narrow further (our own SQL, never user text)."""
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    loc = ROW_LOCATOR.get(engine.name)
+    if loc:
+        locs = [r[0] for r in engine.query(
+            f"SELECT {loc} FROM {table} WHERE {key} IN ({marks}) AND {where}",
+            [*ids, *params])]
+        got = engine.query(f"SELECT {cols} FROM {table} WHERE {loc} = ANY(?)", [locs])
+    else:
+        got = engine.query(f"SELECT {cols} FROM {table} WHERE {key} IN ({marks}) AND {where}",
+                           [*ids, *params])
+    return {r[0]: r[1:] for r in got}
 
 
 def loads(v: Any) -> Any:

@@ -23,9 +23,11 @@ from ..model.load import Model
 from ..store.engine import Engine
 from .common import (
     LAST_ASSIGNMENT,
+    ROW_LOCATOR,
     Params,
     Scope,
     converted_sql,
+    fetch,
     loads,
     num,
     owner_sql,
@@ -140,22 +142,29 @@ def _where(model: Model, f: LeadFilter, scope: Scope | None,
     elif f.owner:
         conds.append(f"lower({owner_sql()}) = ?")
         params.append(f.owner.lower())
+    # profile filters: one semi-join against the matching people (no join of every row)
+    pconds: list[str] = []
+    pparams: Params = []
     if f.source == "-":
-        conds.append("p.source IS NULL")
+        pconds.append("source IS NULL")
     elif f.source:
-        conds.append("p.source = ?")
-        params.append(f.source)
+        pconds.append("source = ?")
+        pparams.append(f.source)
     if f.since:
-        conds.append("p.first_seen >= ?")
-        params.append(f.since)
+        pconds.append("first_seen >= ?")
+        pparams.append(f.since)
     if f.until:
-        conds.append("p.first_seen < ?")
-        params.append(f.until)
+        pconds.append("first_seen < ?")
+        pparams.append(f.until)
     if f.q and f.q.strip():
-        like = f"%{f.q.strip().lower()}%"
-        conds.append("(lower(p.email) LIKE ? OR lower(p.company) LIKE ? OR lower(p.name) LIKE ?"
-                     " OR s.person_id = ?)")
-        params += [like, like, like, f.q.strip()]
+        text = f.q.strip()
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pconds.append("(email ILIKE ? ESCAPE '\\' OR company ILIKE ? ESCAPE '\\' OR "
+                      "name ILIKE ? ESCAPE '\\' OR person_id = ?)")
+        pparams += [like, like, like, text]
+    if pconds:
+        conds.append(f"s.person_id IN (SELECT person_id FROM people WHERE {' AND '.join(pconds)})")
+        params += pparams
     if f.abuse is not None:
         conds.append("s.flagged" if f.abuse else "NOT coalesce(s.flagged, false)")
     if f.mql is not None:
@@ -196,22 +205,116 @@ def _shape(model: Model, r: tuple, reasons: int) -> dict[str, Any]:
     return row
 
 
+def _lean_from(f: LeadFilter, scope: Scope | None, pred_sql: str | None,
+               extra: str | None) -> str:
+    """FROM for counting and ranking: only the joins the filters, scope and sort need (each
+    join of two 200 k-row tables costs tens of milliseconds)."""
+    need_a = bool(f.owner)
+    need_p = need_a or bool(extra) or f.sort in ("recent", "new")
+    out = "FROM latest_scores s "
+    if need_p:
+        out += "LEFT JOIN people p ON p.person_id = s.person_id "
+    if need_a:
+        out += "LEFT JOIN accounts a ON a.account_id = p.account_id "
+    if f.owner:
+        out += f"LEFT JOIN {LAST_ASSIGNMENT} asg ON asg.person_id = s.person_id "
+    if pred_sql and (f.bucket or f.sort == "probability"):
+        out += f"LEFT JOIN {pred_sql} pr ON pr.person_id = s.person_id "
+    elif f.bucket or f.sort == "probability":
+        out += ("LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS person_id, CAST(NULL AS DOUBLE) AS "
+                "probability, CAST(NULL AS VARCHAR) AS bucket) pr ON 1 = 0 ")
+    return out
+
+
+def _details(engine: Engine, model: Model, ids: list[str], pred_sql: str | None,
+             reasons: int, locators: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The full rows of `ids` (one page), in the order given: a few small queries, each cut
+    to those people, put together here."""
+    if not ids:
+        return []
+    m = ", ".join("?" for _ in ids)
+    score_cols = ("person_id, score, grade, stage, stage_rank, mql, flagged, segments, "
+                  "components, abuse, as_of")
+    loc = ROW_LOCATOR.get(engine.name)
+    got: dict[str, tuple] = {}
+    if loc and locators:
+        for r in engine.query(f"SELECT {score_cols} FROM latest_scores WHERE {loc} = ANY(?)",
+                              [list(locators)]):
+            got[r[0]] = r
+    missing = [i for i in ids if i not in got]  # moved meanwhile (a rescore), or no locator
+    if missing:
+        mm = ", ".join("?" for _ in missing)
+        for r in engine.query(f"SELECT {score_cols} FROM latest_scores WHERE model = ? AND "
+                              f"person_id IN ({mm})", [model.name, *missing]):
+            got[r[0]] = r
+    people = fetch(engine, "people", "person_id, email, name, first_name, last_name, company, "
+                   "title, phone, country, source, campaign, first_seen, last_seen, account_id, "
+                   "owner", "person_id", ids)
+    acc_ids = sorted({p[12] for p in people.values() if p[12]})
+    accounts = fetch(engine, "accounts", "account_id, name, owner", "account_id", acc_ids)
+    reps: dict[str, str] = {}
+    for pid, rep in engine.query(
+            f"SELECT person_id, rep FROM assignments WHERE person_id IN ({m}) "
+            "ORDER BY assigned_at", ids):
+        reps[pid] = rep  # the newest wins
+    converted = {r[0] for r in engine.query(
+        "SELECT person_id FROM outcomes WHERE (won OR kind = 'conversion') "
+        f"AND person_id IN ({m})", ids)}
+    if acc_ids:  # account-level wins count for every person of the account
+        am = ", ".join("?" for _ in acc_ids)
+        won = {r[0] for r in engine.query(
+            "SELECT account_id FROM outcomes WHERE (won OR kind = 'conversion') AND "
+            f"person_id IS NULL AND account_id IN ({am})", acc_ids)}
+        converted |= {pid for pid, pp in people.items() if pp[12] in won}
+    preds: dict[str, tuple] = {}
+    if pred_sql:
+        preds = {r[0]: r[1:] for r in engine.query(
+            f"SELECT person_id, probability, bucket FROM {pred_sql} x "
+            f"WHERE person_id IN ({m})", ids)}
+    out = []
+    for pid in ids:
+        sc = got.get(pid)
+        if sc is None:
+            continue
+        pp = people.get(pid) or (None,) * 14
+        acc = accounts.get(pp[12]) if pp[12] else None
+        owner = pp[13] or (acc[1] if acc else None) or reps.get(pid)
+        pr = preds.get(pid, (None, None))
+        row = (*sc, *pp[:13], acc[0] if acc else None, owner, pid in converted, *pr)
+        out.append(_shape(model, row, reasons))
+    return out
+
+
 def lead_page(engine: Engine, model: Model, f: LeadFilter | None = None, *, page: int = 1,
               per_page: int = 50, scope: Scope | None = None, reasons: int = 3) -> LeadPage:
+    """One page of the ranked list: count and rank over the lean join, then the full rows of
+    just that page."""
     f = f or LeadFilter()
     pred = predictions(engine)
     pred_sql = pred.subquery() if pred else None
     where, params = _where(model, f, scope)
-    total = int(engine.scalar(f"SELECT count(*) {_from(pred_sql)} WHERE {where}", params) or 0)
+    lean = _lean_from(f, scope, pred_sql, None)
     page = max(1, int(page))
     per_page = max(1, min(int(per_page), 1000))
     order = SORTS.get(f.sort, SORTS["score"])
-    data = engine.query(
-        f"{_select(pred_sql)} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-        [*params, per_page, (page - 1) * per_page],
-    )
-    return LeadPage([_shape(model, r, reasons) for r in data], total, page, per_page,
-                    pred is not None)
+    loc = ROW_LOCATOR.get(engine.name)
+    cols = f"s.person_id{f', s.{loc}' if loc else ''}"
+    limit = [per_page, (page - 1) * per_page]
+    if "(SELECT" in where:
+        # costly filters (search, profile fields, a rep's scope): evaluate them once, counting
+        # the matches with a window over the same scan that ranks them
+        got = engine.query(f"SELECT {cols}, count(*) OVER () {lean} WHERE {where} "
+                           f"ORDER BY {order} LIMIT ? OFFSET ?", [*params, *limit])
+        total = int(got[0][-1]) if got else int(engine.scalar(
+            f"SELECT count(*) {lean} WHERE {where}", params) or 0)
+    else:
+        total = int(engine.scalar(f"SELECT count(*) {lean} WHERE {where}", params) or 0)
+        got = engine.query(f"SELECT {cols} {lean} WHERE {where} ORDER BY {order} "
+                           "LIMIT ? OFFSET ?", [*params, *limit])
+    ids = [r[0] for r in got]
+    locators = [r[1] for r in got] if loc else None
+    return LeadPage(_details(engine, model, ids, pred_sql, reasons, locators), total, page,
+                    per_page, pred is not None)
 
 
 def iter_leads(engine: Engine, model: Model, f: LeadFilter | None = None, *,

@@ -39,25 +39,53 @@ def overview(engine: Engine, model: Model, *, scope: Scope | None = None, days: 
     signups = min(ref, newest) if newest is not None else ref
     week_ago = signups - timedelta(days=7)
 
-    k = engine.query(
-        f"SELECT count(*), count(*) FILTER (WHERE s.mql), count(*) FILTER (WHERE s.flagged), "
-        f"count(*) FILTER (WHERE s.person_id IN {converted_sql()}), "
-        f"count(*) FILTER (WHERE p.first_seen >= ?), "
-        f"count(*) FILTER (WHERE p.first_seen >= ? AND s.mql), max(s.as_of) {BASE} WHERE {where}",
-        [week_ago, week_ago, *wp])[0]
-    kpis = {"people": k[0], "mql": k[1], "flagged": k[2], "converted": k[3],
-            "new_last_week": k[4], "new_mql_last_week": k[5], "scored_as_of": k[6],
+    # totals, grades and stages: the score rows alone (conversions are a small semi-join)
+    parts: dict[str, list[tuple]] = {"all": [], "g": [], "sr": [], "day": [], "wk": [], "lw": []}
+    for r in engine.query(
+            f"SELECT GROUPING(g, sr), g, sr, count(*), count(*) FILTER (WHERE mql), "
+            "count(*) FILTER (WHERE flagged), count(*) FILTER (WHERE conv), max(as_of) FROM ("
+            "SELECT coalesce(s.grade, '-') AS g, coalesce(s.stage_rank, 0) AS sr, "
+            "coalesce(s.mql, false) AS mql, coalesce(s.flagged, false) AS flagged, s.as_of, "
+            f"s.person_id IN {converted_sql()} AS conv FROM latest_scores s "
+            f"WHERE {where}) x GROUP BY GROUPING SETS ((), (g), (sr))", wp):
+        parts[{3: "all", 1: "g", 2: "sr"}[r[0]]].append(r[1:])
+    # sign-up breakdowns: only the people who signed up in the window, joined to their scores
+    day_from, wk_from = signups - timedelta(days=days), signups - timedelta(weeks=weeks)
+    start = min(day_from, wk_from, week_ago)
+    got = engine.query(
+        f"""
+        WITH c AS (
+          SELECT coalesce(s.grade, '-') AS g, coalesce(s.mql, false) AS mql,
+                 coalesce(p.source, '(none)') AS src,
+                 CASE WHEN p.first_seen >= ? THEN CAST(p.first_seen AS DATE) END AS day,
+                 CASE WHEN s.mql AND p.first_seen >= ?
+                      THEN CAST(date_trunc('week', p.first_seen) AS DATE) END AS wk,
+                 p.first_seen >= ? AS lw
+          FROM (SELECT person_id, first_seen, source, owner, account_id FROM people
+                WHERE first_seen >= ? AND first_seen <= ?) p
+          JOIN latest_scores s ON s.person_id = p.person_id
+          WHERE {where}
+        )
+        SELECT GROUPING(g, day, wk, src, lw), g, day, wk, src, lw, count(*),
+               count(*) FILTER (WHERE mql)
+        FROM c GROUP BY GROUPING SETS ((day, g), (wk, src), (lw, src))
+        """,
+        [day_from, wk_from, week_ago, start, signups, *wp])
+    # GROUPING(g, day, wk, src, lw): a bit per column, 1 = not grouped by it
+    for r in got:
+        parts[{0b00111: "day", 0b11001: "wk", 0b11100: "lw"}[r[0]]].append(r[1:])
+    tot = parts["all"][0] if parts["all"] else (None, None, 0, 0, 0, 0, None)
+    lw_rows = [r for r in parts["lw"] if r[4]]
+    kpis = {"people": tot[2] or 0, "mql": tot[3] or 0, "flagged": tot[4] or 0,
+            "converted": tot[5] or 0, "new_last_week": sum(r[5] for r in lw_rows),
+            "new_mql_last_week": sum(r[6] for r in lw_rows), "scored_as_of": tot[6],
             "reference_time": ref, "signups_to": signups}
-
-    new_by_grade = rows(("day", "grade", "leads"), engine.query(
-        f"SELECT CAST(p.first_seen AS DATE) AS day, coalesce(s.grade, '-') AS g, count(*) {BASE} "
-        f"WHERE {where} AND p.first_seen >= ? AND p.first_seen <= ? GROUP BY 1, 2 ORDER BY 1, 2",
-        [*wp, signups - timedelta(days=days), signups]))
+    new_by_grade = sorted(({"day": r[1], "grade": r[0], "leads": r[5]} for r in parts["day"]
+                           if r[1] is not None), key=lambda x: (x["day"], x["grade"]))
 
     # the grade distribution per full (not real-time partial) scoring run: the history
     hist_scope = "" if scope is None or not scope.limited else (
-        " AND s.person_id IN (SELECT p.person_id FROM people p LEFT JOIN accounts a "
-        f"ON a.account_id = p.account_id WHERE {scope_sql(scope)[0]})")
+        f" AND {scope_sql(scope, person='s.person_id')[0]}")
     runs = engine.query(
         "SELECT run_id FROM score_runs WHERE model = ? AND NOT coalesce(restricted, false) "
         "ORDER BY as_of DESC LIMIT 60", [model.name])
@@ -70,22 +98,12 @@ def overview(engine: Engine, model: Model, *, scope: Scope | None = None, days: 
             f"WHERE s.run_id IN ({marks}){hist_scope} GROUP BY 1, 2 ORDER BY 1, 2",
             [*ids, *(scope_sql(scope)[1] if hist_scope else [])]))
 
-    mql_by_source_week = rows(("week", "source", "mql"), engine.query(
-        f"SELECT CAST(date_trunc('week', p.first_seen) AS DATE), coalesce(p.source, '(none)'), "
-        f"count(*) {BASE} WHERE {where} AND s.mql AND p.first_seen >= ? AND p.first_seen <= ? "
-        "GROUP BY 1, 2 ORDER BY 1, 2", [*wp, signups - timedelta(weeks=weeks), signups]))
-
-    lw = engine.query(
-        f"SELECT coalesce(p.source, '(none)'), count(*), count(*) FILTER (WHERE s.mql) {BASE} "
-        f"WHERE {where} AND p.first_seen >= ? AND p.first_seen <= ? GROUP BY 1 "
-        "ORDER BY 3 DESC, 2 DESC", [*wp, week_ago, signups])
-    last_week = [{"source": s, "leads": n, "mql": m, "mql_rate": rate(m, n)} for s, n, m in lw]
-
-    conv = engine.query(
-        f"SELECT coalesce(s.grade, '-'), count(*), "
-        f"count(*) FILTER (WHERE s.person_id IN {converted_sql()}) {BASE} WHERE {where} "
-        "GROUP BY 1", wp)
-    by_grade = {g: (n, c) for g, n, c in conv}
+    mql_by_source_week = sorted(({"week": r[2], "source": r[3], "mql": r[5]}
+                                 for r in parts["wk"] if r[2] is not None),
+                                key=lambda x: (x["week"], x["source"]))
+    last_week = sorted(({"source": r[3], "leads": r[5], "mql": r[6], "mql_rate": rate(r[6], r[5])}
+                        for r in lw_rows), key=lambda x: (-x["mql"], -x["leads"]))
+    by_grade = {r[0]: (r[2], r[5]) for r in parts["g"]}
     order = [*grades, *sorted(g for g in by_grade if g not in grades)]
     mql = set(spec.grades.mql) if spec.grades else set()
     conversion_by_grade = [
@@ -95,8 +113,7 @@ def overview(engine: Engine, model: Model, *, scope: Scope | None = None, days: 
 
     funnel = []
     if spec.stages:
-        ranks = dict(engine.query(
-            f"SELECT coalesce(s.stage_rank, 0), count(*) {BASE} WHERE {where} GROUP BY 1", wp))
+        ranks = {r[1]: r[2] for r in parts["sr"]}
         total = sum(ranks.values())
         for i, stage in enumerate(spec.stages.order, 1):
             reached = sum(n for r, n in ranks.items() if (r or 0) >= i)

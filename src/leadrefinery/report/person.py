@@ -19,12 +19,9 @@ from ..model.explain import reason
 from ..model.load import Model
 from ..store.engine import Engine
 from .common import (
-    LAST_ASSIGNMENT,
     Scope,
-    converted_sql,
     loads,
     num,
-    owner_sql,
     predictions,
     rows,
     scope_sql,
@@ -41,11 +38,16 @@ SCORE_COLS = ("run_id", "model_version", "as_of", "score", "grade", "mql", "stag
 def find(engine: Engine, person: str, scope: Scope | None = None) -> str:
     """The person id for an id or e-mail the viewer may see; NotFound otherwise (a rep gets
     the same answer for someone else's lead as for nobody, so ids cannot be probed)."""
-    cond, params = scope_sql(scope)
-    got = engine.query(
-        "SELECT p.person_id FROM people p LEFT JOIN accounts a ON a.account_id = p.account_id "
-        f"WHERE (p.person_id = ? OR p.email = ?) AND {cond} ORDER BY p.person_id LIMIT 1",
-        [person, person.strip().lower(), *params])
+    got = engine.query("SELECT person_id FROM people WHERE person_id = ?", [person])
+    if not got:
+        got = engine.query("SELECT person_id FROM people WHERE email = ? ORDER BY person_id "
+                           "LIMIT 1", [person.strip().lower()])
+    if got and scope is not None and scope.limited:
+        cond, params = scope_sql(scope)
+        got = engine.query(
+            "SELECT p.person_id FROM (SELECT * FROM people WHERE person_id = ?) p "
+            f"LEFT JOIN accounts a ON a.account_id = p.account_id WHERE {cond}",
+            [got[0][0], *params])
     if not got:
         raise NotFound(f"no lead {person!r} that you can see")
     return got[0][0]
@@ -57,10 +59,11 @@ def person_report(engine: Engine, model: Model, person: str, *, scope: Scope | N
     prof = rows(PEOPLE_COLS, engine.query(
         f"SELECT {', '.join(PEOPLE_COLS)} FROM people WHERE person_id = ?", [pid]))[0]
     prof["traits"] = loads(prof["traits"]) or {}
-    owner = engine.query(
-        f"SELECT {owner_sql()} FROM people p LEFT JOIN accounts a ON a.account_id = p.account_id "
-        f"LEFT JOIN {LAST_ASSIGNMENT} asg ON asg.person_id = p.person_id WHERE p.person_id = ?",
-        [pid])[0][0]
+    rep = engine.scalar("SELECT rep FROM assignments WHERE person_id = ? "
+                        "ORDER BY assigned_at DESC LIMIT 1", [pid])
+    acc_owner = engine.scalar("SELECT owner FROM accounts WHERE account_id = ?",
+                              [prof["account_id"]]) if prof["account_id"] else None
+    owner = prof["owner"] or acc_owner or rep
     account = None
     if prof["account_id"]:
         acc = engine.query(
@@ -127,8 +130,9 @@ def person_report(engine: Engine, model: Model, person: str, *, scope: Scope | N
     assignments = rows(("assigned_at", "rep", "team", "rule", "trigger", "grade"), engine.query(
         "SELECT assigned_at, rep, team, rule, trigger, grade FROM assignments "
         "WHERE person_id = ? ORDER BY assigned_at DESC LIMIT 10", [pid]))
-    converted = bool(engine.scalar(f"SELECT count(*) FROM {converted_sql()} c "
-                                   "WHERE person_id = ?", [pid]))
+    converted = bool(engine.scalar(
+        "SELECT count(*) FROM outcomes WHERE (won OR kind = 'conversion') AND (person_id = ? "
+        "OR (person_id IS NULL AND account_id = ?))", [pid, prof["account_id"]]))
     outcomes = rows(("kind", "created_at", "stage", "won", "amount", "closed_at", "owner"),
                     engine.query(
         "SELECT kind, created_at, stage, won, amount, closed_at, owner FROM outcomes "

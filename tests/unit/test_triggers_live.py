@@ -1,0 +1,371 @@
+"""The live path on a real (embedded DuckDB) store: rescoring with the compiled model, state,
+episodes and alerts in one transaction, fast-track routing, the sweeps (decay, abuse on an open
+session, unusual usage), recovery after a crash, and batch == incremental on a replayed stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from leadrefinery import Project
+from leadrefinery.act import realtime as realtime_mod
+from leadrefinery.act.clock import ManualClock
+from leadrefinery.act.live_abuse import run_unusual, usage_features
+from leadrefinery.act.realtime import Realtime, Scorer
+from leadrefinery.act.triggers import for_project
+
+from .test_triggers import MODEL, TRIGGERS
+
+pytestmark = pytest.mark.timeout(600)
+
+T0 = datetime(2026, 3, 2, 12, 0)
+SETTINGS = """
+[alerts.webhooks.sales]
+url = "http://127.0.0.1:9/hooks"
+"""
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds") + "Z"
+
+
+def identify(uid: str, at: datetime, **traits) -> dict:
+    return {"type": "identify", "userId": uid, "timestamp": iso(at), "messageId": uuid.uuid4().hex,
+            "traits": {"email": f"{uid}@acme-{uid}.com", "company": f"Acme {uid}", **traits}}
+
+
+def track(uid: str, event: str, at: datetime, **props) -> dict:
+    return {"type": "track", "userId": uid, "event": event, "timestamp": iso(at),
+            "messageId": uuid.uuid4().hex, "properties": props}
+
+
+def page(uid: str, path: str, at: datetime) -> dict:
+    return {"type": "page", "userId": uid, "name": path, "timestamp": iso(at),
+            "messageId": uuid.uuid4().hex, "properties": {"path": path}}
+
+
+def make_project(root: Path, *, model: str = MODEL, triggers: str | None = TRIGGERS,
+                 settings: str = SETTINGS) -> Project:
+    p = Project.init(root, name="rt", write_key="k")
+    with (p.root / "refinery.toml").open("a") as f:
+        f.write(settings)
+    p.close()
+    (root / "model.yaml").write_text(model)
+    if triggers is not None:
+        (root / "triggers.yaml").write_text(triggers)
+    return Project(root)
+
+
+def ingest(p: Project, events: list[dict]) -> None:
+    path = p.root / f"batch-{uuid.uuid4().hex[:8]}.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    report = p.ingest([path])
+    assert report.quarantined == 0, report.reasons
+
+
+def scorer_for(p: Project, clock=None) -> Scorer:
+    model = p.model()
+    return Scorer(p.engine, p.settings, model, for_project(p, model), clock=clock)
+
+
+def alerts(p: Project) -> list[dict]:
+    cols = ("alert_id", "person_id", "trigger_id", "trigger_kind", "severity", "title",
+            "payload", "channel", "recipient")
+    rows = p.engine.query(f"SELECT {', '.join(cols)} FROM alerts ORDER BY created_at, alert_id")
+    out = []
+    for r in rows:
+        d = dict(zip(cols, r, strict=True))
+        d["payload"] = json.loads(d["payload"])
+        out.append(d)
+    return out
+
+
+@pytest.fixture
+def proj(tmp_path: Path):
+    p = make_project(tmp_path / "proj")
+    yield p
+    p.close()
+
+
+# -- one batch, one transaction -------------------------------------------------------------
+
+
+def test_process_writes_state_episodes_and_alerts_together(proj: Project):
+    ingest(proj, [identify("ann", T0 - timedelta(hours=2), owner="rep@example.com"),
+                  page("ann", "/pricing", T0 - timedelta(hours=1)),
+                  track("ann", "Contact Sales Requested", T0 - timedelta(minutes=5)),
+                  track("ann", "Logged In", T0 - timedelta(minutes=6)),
+                  identify("bob", T0 - timedelta(hours=2)),
+                  track("bob", "Logged In", T0 - timedelta(hours=1))])
+    sc = scorer_for(proj)
+    sc.sweep(T0 - timedelta(days=1), kind="startup")  # first run: an empty baseline
+    res = sc.process(["ann", "bob"], T0)
+    assert res.people == 2
+    got = alerts(proj)
+    by = {(a["person_id"], a["trigger_id"]) for a in got}
+    # ann: 10 (company) + 10 (pricing) + 30 (contact sales) + 5 (login), a little decayed:
+    # about 55 -> grade B, score over 50, buy-ready
+    assert ("ann", "hot") in by and ("ann", "ready") in by and ("ann", "s50") in by
+    assert not any(a["person_id"] == "bob" for a in got)  # bob crossed no line
+    hot = next(a for a in got if a["trigger_id"] == "hot")
+    assert hot["channel"] == "email" and hot["recipient"] == "rep@example.com"  # the owner
+    assert hot["trigger_kind"] == "grade_reached" and "reached grade B" in hot["title"]
+    reasons = {r["rule"]: r for r in hot["payload"]["reasons"]}
+    assert reasons["contact_sales"]["points"] == pytest.approx(30, abs=0.01)
+    assert "Contact Sales Requested" in reasons["contact_sales"]["detail"]
+    assert hot["payload"]["change"]["to"] == "B"
+    assert hot["payload"]["person"]["email"] == "ann@acme-ann.com"
+    ready = next(a for a in got if a["trigger_id"] == "ready")
+    assert ready["trigger_kind"] == "buy_readiness"
+    assert ready["payload"]["evidence"][0]["event"] == "Contact Sales Requested"
+    # state and episodes
+    st = dict(proj.engine.query("SELECT person_id, grade FROM person_state WHERE model = 't'"))
+    assert st == {"ann": "B", "bob": "D"}
+    eps = proj.engine.query("SELECT trigger_id, status, outcome FROM trigger_episodes "
+                            "WHERE person_id = 'ann' ORDER BY trigger_id")
+    assert ("hot", "open", "fired") in eps and ("ready", "closed", "fired") in eps
+    # processing the same people again changes nothing and alerts nobody
+    n = len(got)
+    sc.process(["ann", "bob"], T0 + timedelta(minutes=1))
+    assert len(alerts(proj)) == n
+
+
+def test_a_failure_rolls_back_state_episodes_and_alerts(proj: Project, monkeypatch):
+    ingest(proj, [identify("ann", T0 - timedelta(hours=2)),
+                  track("ann", "Logged In", T0 - timedelta(minutes=6)),
+                  track("ann", "Contact Sales Requested", T0 - timedelta(minutes=5))])
+    sc = scorer_for(proj)
+    sc.sweep(T0 - timedelta(days=1), kind="startup")
+
+    def broken(*a, **k):
+        raise RuntimeError("the outbox is on fire")
+
+    monkeypatch.setattr(realtime_mod, "enqueue", broken)
+    runs = proj.engine.scalar("SELECT count(*) FROM score_runs")
+    with pytest.raises(RuntimeError):
+        sc.process(["ann"], T0)
+    e = proj.engine
+    assert e.scalar("SELECT count(*) FROM person_state") == 0
+    assert e.scalar("SELECT count(*) FROM trigger_episodes") == 0
+    assert e.scalar("SELECT count(*) FROM alerts") == 0
+    assert e.scalar("SELECT count(*) FROM score_runs") == runs
+    monkeypatch.undo()
+    sc.process(["ann"], T0)  # the retry does it all, once
+    assert {a["trigger_id"] for a in alerts(proj)} >= {"hot", "ready"}
+
+
+def test_buy_readiness_fast_tracks_to_a_rep(tmp_path: Path):
+    settings = SETTINGS + """
+[[reps]]
+email = "sam@example.com"
+team = "inside"
+
+[routing]
+default_team = "inside"
+"""
+    p = make_project(tmp_path / "proj", settings=settings)
+    try:
+        ingest(p, [identify("cat", T0 - timedelta(days=1))])
+        sc = scorer_for(p)
+        sc.sweep(T0 - timedelta(hours=1), kind="startup")
+        ingest(p, [track("cat", "Documentation Purchased", T0 - timedelta(minutes=1))])
+        res = sc.process(["cat"], T0)
+        assert res.fast_tracked == 1
+        rows = p.engine.query("SELECT person_id, rep, trigger FROM assignments")
+        assert rows == [("cat", "sam@example.com", "fast_track")]
+        got = {(a["trigger_id"], a["recipient"]) for a in alerts(p)}
+        assert ("ready", "sales") in got  # the buy-readiness alert (no owner yet: default)
+        assert ("routing.assigned", "sam@example.com") in got  # the rep hears it at once
+    finally:
+        p.close()
+
+
+# -- time passes: the sweeps ----------------------------------------------------------------
+
+
+def test_decay_sweep_catches_a_grade_decaying_across_a_line(proj: Project):
+    ingest(proj, [identify("dan", T0 - timedelta(days=1)),
+                  page("dan", "/pricing", T0 - timedelta(hours=3)),
+                  *[track("dan", "Logged In", T0 - timedelta(hours=h)) for h in range(1, 8)]])
+    sc = scorer_for(proj)
+    sc.sweep(T0 - timedelta(days=2), kind="startup")
+    sc.process(["dan"], T0)
+    # 10 + 10 + 7 x 5 = 55, a little decayed: grade B, over 50
+    assert proj.engine.scalar("SELECT grade FROM person_state") == "B"
+    before = {a["trigger_id"] for a in alerts(proj)}
+    assert {"hot", "s50"} <= before
+    # nothing happens for two weeks; the points halve every 7 days
+    res = sc.sweep(T0 + timedelta(days=14))
+    assert res.changed == 1
+    after = [a for a in alerts(proj) if a["trigger_id"] in ("cold", "s50")]
+    assert sorted((a["trigger_id"], a["payload"]["change"].get("direction")) for a in after) == [
+        ("cold", None), ("s50", "down"), ("s50", "up")]
+    cold = next(a for a in after if a["trigger_id"] == "cold")
+    assert cold["trigger_kind"] == "grade_left" and cold["payload"]["change"]["to"] == "C"
+    # a sweep with nothing new changes nothing
+    assert sc.sweep(T0 + timedelta(days=14, minutes=5)).changed == 0
+
+
+def test_abuse_flagged_while_the_session_is_still_running(proj: Project):
+    launched = T0 - timedelta(minutes=200)
+    ingest(proj, [identify("eve", T0 - timedelta(days=1)),
+                  track("eve", "Environment Launched", launched, environment_id="env-7",
+                        guests=4, template="windows-lab")])
+    sc = scorer_for(proj)
+    sc.sweep(T0 - timedelta(days=2), kind="startup")
+    sc.process(["eve"], T0)  # 200 minutes in: within the 240 allowed
+    assert not [a for a in alerts(proj) if a["trigger_id"] == "abuse"]
+    # nothing arrives; the abuse sweep re-evaluates open sessions with "now"
+    res = sc.abuse_sweep(T0 + timedelta(minutes=50))  # 250 minutes, no stop event yet
+    assert res.evaluated == 1 and res.changed == 1
+    got = [a for a in alerts(proj) if a["trigger_id"] == "abuse"]
+    assert {a["recipient"] for a in got} == {"sales", "trust@example.com"}  # to + also
+    a = got[0]
+    assert a["severity"] == "critical" and a["trigger_kind"] == "abuse"
+    assert "still running" in a["title"]
+    ev = a["payload"]["evidence"][0]
+    assert ev["rule"] == "session_too_long" and ev["key"] == "env-7"
+    assert ev["still_running"] is True and ev["allowed_minutes"] == 240
+    assert 249 < ev["minutes"] < 251
+    # later sweeps: the same episode, no second alert
+    sc.abuse_sweep(T0 + timedelta(minutes=80))
+    assert len([a for a in alerts(proj) if a["trigger_id"] == "abuse"]) == 2
+
+
+def test_unusual_usage_flags_what_no_rule_describes(tmp_path: Path):
+    trig = TRIGGERS + ("  - {id: odd, kind: unusual_usage, contamination: 0.02, "
+                       "min_population: 20, features: [facts.launches, facts.max_guests, "
+                       "facts.logins]}\n")
+    p = make_project(tmp_path / "proj", triggers=trig)
+    try:
+        evs = []
+        for i in range(60):
+            u = f"u{i:02d}"
+            evs.append(identify(u, T0 - timedelta(days=3)))
+            for k in range(1 + i % 3):
+                evs.append(track(u, "Logged In", T0 - timedelta(days=2, hours=k)))
+                evs.append(track(u, "Environment Launched", T0 - timedelta(days=2, hours=k),
+                                 environment_id=f"{u}-{k}", guests=2 + (i + k) % 4))
+        ingest(p, evs)
+        sc = scorer_for(p)
+        sc.sweep(T0, kind="startup")
+        first = run_unusual(sc, T0)  # the first run records the flagged few, silently
+        assert first is not None and first.evaluated == 60 and first.batch.alerts == 0
+        heavy = [identify("zed", T0 - timedelta(days=2))]
+        for k in range(40):
+            heavy.append(track("zed", "Environment Launched", T0 - timedelta(hours=30 - k / 2),
+                               environment_id=f"z{k}", guests=9))
+        heavy.append(track("zed", "Logged In", T0 - timedelta(hours=20)))
+        ingest(p, heavy)
+        run_unusual(sc, T0 + timedelta(hours=1))
+        odd = [a for a in alerts(p) if a["trigger_id"] == "odd"]
+        assert [a["person_id"] for a in odd] == ["zed"]
+        ev = odd[0]["payload"]["evidence"]
+        assert ev[0]["feature"] == "facts.launches" and ev[0]["value"] == 40
+        assert odd[0]["trigger_kind"] == "unusual_usage"
+        X = usage_features(p.engine, sc.model, T0, ["facts.launches", "rules.login"])
+        assert X.loc["zed", "facts.launches"] == 40 and X.loc["u01", "rules.login"] == 2
+    finally:
+        p.close()
+
+
+def test_startup_sweep_recovers_a_batch_whose_rescore_was_lost(proj: Project):
+    clock = ManualClock(T0 - timedelta(hours=1))
+    sc = scorer_for(proj, clock)
+    ingest(proj, [identify("fay", T0 - timedelta(days=1))])
+    sc.sweep(T0 - timedelta(hours=2), kind="startup")
+    sc.process(["fay"], T0 - timedelta(hours=1))
+    # a micro-batch commits, then the process dies before rescoring it (kill -9)
+    ingest(proj, [page("fay", "/pricing", T0 - timedelta(minutes=3)),
+                  track("fay", "Contact Sales Requested", T0 - timedelta(minutes=2))])
+    assert not alerts(proj)
+    # the next start: its first sweep includes people with events received since
+    rt = Realtime(sc, settings=proj.settings)
+    assert "fay" in sc.unprocessed()
+    clock.set(T0)
+    rt._startup()
+    assert {"hot", "ready"} <= {a["trigger_id"] for a in alerts(proj)}
+    n = len(alerts(proj))
+    rt._startup()  # and again: nothing twice
+    assert len(alerts(proj)) == n
+
+
+def test_a_new_trigger_is_baselined_silently(proj: Project):
+    ingest(proj, [identify("gus", T0 - timedelta(days=1)),
+                  track("gus", "Contact Sales Requested", T0 - timedelta(hours=1)),
+                  page("gus", "/pricing", T0 - timedelta(hours=1))])
+    sc = scorer_for(proj)
+    sc.sweep(T0, kind="startup")  # gus already meets `hot`: recorded, not alerted
+    assert not alerts(proj)
+    assert sc.new_triggers() == set()
+    (proj.root / "triggers.yaml").write_text(
+        TRIGGERS + "  - {id: hot2, kind: grade, grades: [B]}\n")
+    sc2 = scorer_for(proj)
+    assert sc2.new_triggers() == {"hot2"}
+    sc2.sweep(T0 + timedelta(minutes=1), kind="startup")
+    assert not alerts(proj)
+    assert proj.engine.scalar("SELECT outcome FROM trigger_episodes WHERE trigger_id = 'hot2'"
+                              ) == "baseline"
+
+
+# -- batch == incremental -------------------------------------------------------------------
+
+
+def test_incremental_rescoring_equals_a_batch_rescore(tmp_path: Path):
+    """A generated event stream replayed through the live path (the ingestion log, its loader
+    thread, the on_loaded hook, the rescoring thread) gives, person by person, the scores,
+    grades and stages a batch rescore of the same events gives at the same time."""
+    from leadrefinery.api.ingest import prepare_lines
+    from leadrefinery.api.service import IngestService
+    from leadrefinery.sample import generate
+
+    biz = generate(tmp_path / "data", people=250, months=1, seed=11)
+    sample_model = Path(__file__).parents[2] / "src/leadrefinery/sample/model.yaml"
+    lines = biz.events_path.read_text().splitlines()
+    as_of = datetime.fromisoformat(json.loads(lines[-1])["timestamp"].replace("Z", "")) \
+        + timedelta(hours=1)
+    live = make_project(tmp_path / "live", model=sample_model.read_text(), triggers=None)
+    batch = make_project(tmp_path / "batch", model=sample_model.read_text(), triggers=None)
+    try:
+        model = live.model()
+        rt = Realtime(Scorer(live.engine, live.settings, model, None, clock=ManualClock(as_of)),
+                      settings=live.settings)
+        service = IngestService(live, load_interval=0.02)
+        service.on_loaded.append(rt.on_loaded)
+        service.start()
+        rt.start()
+        try:
+            for i in range(0, len(lines), 150):  # requests of 150 events, loaded as they come
+                msgs = [json.loads(x) for x in lines[i:i + 150]]
+                data, n = prepare_lines({"batch": msgs}, "batch", source="web",
+                                        body_bytes=0, max_message_bytes=1 << 20,
+                                        received_at=iso(as_of))
+                service.log.append(data)
+                if i % 3000 == 0:
+                    time.sleep(0.3)  # let some micro-batches be rescored while more arrive
+        finally:
+            service.stop()  # loads the tail; every on_loaded hook has run
+            rt.stop()  # processes what is pending
+        assert rt.stats.batches >= 3 and rt.stats.errors == 0, rt.stats.last_error
+        batch.ingest([biz.events_path])
+        batch.score(as_of=as_of)
+        cols = "person_id, score, grade, stage, stage_rank, segments, abuse"
+        q = f"SELECT {cols} FROM latest_scores ORDER BY person_id"
+        got = {r[0]: r[1:] for r in live.engine.query(q)}
+        want = {r[0]: r[1:] for r in batch.engine.query(q)}
+        assert len(want) > 200
+        missing = sorted(set(want) - set(got))
+        assert not missing, missing[:5]
+        differ = [(p, got[p], want[p]) for p in want if got[p] != want[p]]
+        assert not differ, differ[:3]
+        # nobody else: people merged into others (an anonymous visitor who signed up) are gone
+        assert set(got) == set(want)
+    finally:
+        live.close()
+        batch.close()
