@@ -96,8 +96,11 @@ def main() -> int:
     ]
     if rep:
         pages += [("/leads", rep), ("/overview", rep), ("/abuse", rep)]
+    import os
+
     print(f"\nstore: {people:,} people, {events:,} events; {args.repeat} requests per page "
-          f"after one warm-up; target {TARGET_MS:.0f} ms server time\n")
+          f"after one warm-up; target {TARGET_MS:.0f} ms server time; machine load "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work inflates times)\n")
     results = []
     with TestClient(create_app(project)) as client:
         cookies = {}
@@ -131,6 +134,7 @@ def main() -> int:
                   f"{'yes' if worst < TARGET_MS else 'NO'}", flush=True)
     project.close()
     slow = [r for r in results if r[3] >= TARGET_MS]
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
     print(f"\n{len(results) - len(slow)}/{len(results)} pages under {TARGET_MS:.0f} ms "
           f"(worst request); slowest median {max(r[2] for r in results):.1f} ms")
     return 0

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_rescore.py            # 20 k people (~1 M events), a minute or two
     .venv/bin/python bench/bench_rescore.py --full     # 200 k people (~10 M events)
     options: --people N  --no-spark  --python-events N  --rebuild  --data DIR
+    (the generated store is kept in $TMPDIR/leadrefinery-bench/ and reused; --rebuild redoes it)
 
 What runs, each measurement in a fresh subprocess (so its peak RSS, VmHWM, is its own), on the
 same DuckDB store (2 threads, memory_limit 1536MB):
@@ -31,6 +32,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -455,7 +457,7 @@ def main() -> None:
         print(json.dumps(child(kind, store, as_of, extra), default=str))
         return
     people = args.people or (200_000 if args.full else 20_000)
-    data = args.data or ROOT / "bench" / ".data" / f"rescore-{people}"
+    data = args.data or Path(tempfile.gettempdir()) / "leadrefinery-bench" / f"rescore-{people}"
     cmd = f"{Path(sys.executable).name} bench/bench_rescore.py " + " ".join(sys.argv[1:])
     print(f"bench_rescore: {people:,} people, DuckDB {THREADS} threads, memory_limit {MEMORY}")
     store = build(data, people, args.rebuild)

@@ -737,6 +737,10 @@ class Realtime:
         self._thread: threading.Thread | None = None
         self._next: dict[str, float] = {}
         self.lag_seconds: deque[float] = deque(maxlen=4096)  # hook -> committed, per batch
+        # how far ingestion has loaded (e.g. the loader's line count), set by whoever wires
+        # the hook in: `caught_up` in health() says every loaded micro-batch was handed over
+        self.progress: Any = None
+        self._hooked: Any = None
 
     @classmethod
     def for_project(cls, project: Project, *, clock: Clock | None = None,
@@ -766,6 +770,8 @@ class Realtime:
     # -- the hook (the loader thread calls it after each committed micro-batch) -------------
 
     def on_loaded(self, person_ids: list[str], report: Any = None) -> None:
+        if self.progress is not None:
+            self._hooked = self.progress()
         if self.scorer is None or not person_ids:
             return
         with self._lock:
@@ -813,7 +819,8 @@ class Realtime:
             "model": self.scorer.model.name if self.scorer else None,
             "triggers": [t.id for t in self.triggers.triggers] if self.triggers else [],
             "running": self._thread is not None and self._thread.is_alive(),
-            "idle": self._idle.is_set(), "pending_people": pending,
+            "idle": self._idle.is_set() and not pending, "pending_people": pending,
+            "caught_up": self.progress is None or self.progress() == self._hooked,
             "batches": st.batches, "people": st.people, "firings": st.firings,
             "alerts": st.alerts, "suppressed": st.suppressed, "fast_tracked": st.fast_tracked,
             "errors": st.errors, "last_error": st.last_error,

@@ -159,6 +159,9 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     from .realtime import Realtime
 
     realtime = Realtime.for_project(project, nice=getattr(ingest_service.loader, "nice", 0))
+    loader = ingest_service.loader
+    realtime.progress = lambda: (loader.stats.batches, loader.stats.lines)
+    realtime._hooked = realtime.progress()  # nothing loaded yet: caught up
     ingest_service.on_loaded.append(realtime.on_loaded)
     app.state.realtime = realtime
     app.include_router(router)

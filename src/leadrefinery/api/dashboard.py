@@ -15,6 +15,7 @@ specs rendered by the vendored bundle in /static/vendor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import datetime, timedelta
@@ -27,7 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from ..errors import AuthError, InputError, NotFound
+from ..errors import AuthError, InputError, LeadRefineryError, NotFound
 from ..report import abuse as abuse_report
 from ..report import campaigns as campaign_report
 from ..report import model_report
@@ -170,6 +171,17 @@ def page_user(request: Request, what: str) -> User | Response:
     return user
 
 
+def page_model(request: Request, user: User):
+    """The published model, or an explanatory page when there is none (or it is invalid)."""
+    try:
+        return state(request).model(), None
+    except LeadRefineryError as exc:
+        return None, render(request, "error.html", user=user, status=503,
+                            title="No scoring model yet",
+                            message=f"{exc} — write model.yaml (see `leadrefinery validate`), "
+                                    "then `leadrefinery score`.")
+
+
 def _forbidden(request: Request, user: User) -> HTMLResponse:
     return render(request, "error.html", user=user, status=403, title="Not allowed",
                   message=f"Your role ({user.role}) cannot open this page.")
@@ -288,7 +300,9 @@ def leads_page(request: Request, page: int = 1):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     try:
         f = lead_filter(request)
     except InputError as exc:
@@ -297,7 +311,7 @@ def leads_page(request: Request, page: int = 1):
     per_page = st.project.settings.dashboard.page_size
     result = lead_page(st.engine, model, f, page=page, per_page=per_page, scope=user.scope)
     scope_key = ",".join(user.scope.owners or ()) if user.limited else "*"
-    opts = st.cached(f"facets:{model.name}:{scope_key}", 60,
+    opts = st.cached(f"facets:{model.name}:{scope_key}", 300,
                      lambda: facets(st.engine, model, user.scope))
     ref = st.cached("ref", 10, lambda: reference_time(st.engine))
     grades = opts["grade"]
@@ -314,7 +328,9 @@ def leads_csv(request: Request, layout: str = "generic"):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     f = lead_filter(request)
     rows = export_rows(st.engine, model, layout=layout, flt=f, scope=user.scope)
     name = f"leads-{datetime.now():%Y%m%d-%H%M}.csv"
@@ -333,7 +349,9 @@ def person_page(request: Request, person_id: str, before: str | None = None):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     try:
         r = person_report.person_report(st.engine, model, person_id, scope=user.scope)
     except NotFound as exc:
@@ -357,7 +375,9 @@ def overview_page(request: Request, days: int = 90):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     days = max(7, min(days, 730))
     o = overview_report.overview(st.engine, model, scope=user.scope, days=days)
     return render(request, "overview.html", user=user, started=started, o=o, days=days)
@@ -370,7 +390,9 @@ def campaigns_page(request: Request, by: str = "campaign", days: int = 0):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     if by not in campaign_report.DIMENSIONS:
         by = "campaign"
     ref = st.cached("ref", 10, lambda: reference_time(st.engine))
@@ -394,7 +416,9 @@ def abuse_page(request: Request, page: int = 1):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     a = abuse_report.abuse(st.engine, model, scope=user.scope,
                            active_minutes=st.project.settings.dashboard.active_minutes,
                            page=page)
@@ -408,7 +432,9 @@ def model_page(request: Request):
     if not isinstance(user, User):
         return user
     st = state(request)
-    model = st.model()
+    model, problem = page_model(request, user)
+    if problem is not None:
+        return problem
     bt = model_report.cached_backtest(st.project.root)
     card = model_report.predictive_card(st.project, st.engine)
     alerts = model_report.alerts_status(st.engine)
@@ -440,6 +466,11 @@ def install(app, project) -> None:
     app.state.auth = Auth(project.root, session_hours=dash.session_hours,
                           secure_cookies=dash.secure_cookies)
     app.state.dashboard = DashboardState(project)
+    with contextlib.suppress(LeadRefineryError):  # no model yet: the pages explain it
+        app.state.dashboard.model()  # parse and validate it now, not in the first request
+    for name in ("leads.html", "person.html", "overview.html", "campaigns.html", "abuse.html",
+                 "model.html", "login.html", "error.html"):
+        ENV.get_template(name)  # compile now, not in the first visitor's request
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(rest_router)
     app.include_router(router)

@@ -7,16 +7,17 @@ How `fit(X, y, order=...)` uses the rows, oldest to newest (`order` is the time 
 
 1. Each setting of a small grid (`param_grid`) is trained on *train* with early stopping on
    *valid*; the setting with the best validation AUC wins (ties: fewer rounds).
-2. The winner, which has never seen the calibration slice, scores it; Platt scaling and
+2. The winner is retrained on train + valid for the early-stopping rounds scaled by the row
+   ratio (`refit="none"` keeps the tuned model instead).
+3. That model, which has never seen the calibration slice, scores it; Platt scaling and
    isotonic regression compete there by a two-fold cross-fitted Brier score and the better map
    is fitted on the whole slice. Being the newest rows, the slice also re-anchors probabilities
    to the recent conversion rate. The map reads the raw score minus the log-odds of the base
    rate the booster was trained on, so it carries over to a booster retrained on more rows.
-3. `refit="all"` (default): the winning setting is retrained on every row - the newest ones
-   matter most when behaviour drifts - for the early-stopping rounds scaled by the row ratio,
-   and the map from step 2 is kept (as scikit-learn's `CalibratedClassifierCV(ensemble=False)`
-   does). `refit="train+valid"` retrains on train + valid *before* step 2, so the ranker never
-   sees the calibration slice; `refit="none"` keeps the tuned model.
+4. `refit="all"` (default): the winning setting is retrained once more on every row - the
+   newest ones matter most when behaviour drifts - and the map from step 3 is kept (as
+   scikit-learn's `CalibratedClassifierCV(ensemble=False)` does). With `refit="train+valid"`
+   the ranker never sees the calibration slice.
 
 Nothing here ever looks at a test set; evaluate the fitted model on rows newer than all of these.
 
@@ -177,8 +178,8 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         "auto" (choose Platt or isotonic on the calibration slice), "sigmoid", "isotonic" or
         "none" (no calibration slice is held out).
     refit
-        "all" (retrain on every row after calibrating), "train+valid" (retrain before
-        calibrating) or "none"; see the module docstring.
+        "all" (retrain on train + valid, calibrate, retrain on every row), "train+valid"
+        (retrain on train + valid, calibrate) or "none"; see the module docstring.
     n_jobs
         LightGBM threads (0 = its default, all cores).
     describer
@@ -348,9 +349,8 @@ class LeadModel(ClassifierMixin, BaseEstimator):
 
         self.timings_ = {"tuning": time.perf_counter() - started}
 
-        # 2. refit on train + valid (refit="all" skips this: it calibrates the tuned model and
-        # refits on everything afterwards)
-        if self.refit == "train+valid":
+        # 2. refit on train + valid
+        if self.refit in ("all", "train+valid"):
             fit_rows = slice(0, n_tr + n_val)
             rounds = max(1, int(round(self.best_iteration_ * (n_tr + n_val) / n_tr)))
             booster = lgb.train(
@@ -362,7 +362,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
             rounds = self.best_iteration_
             booster = lgb.Booster(model_str=boosters[best_i].model_to_string(num_iteration=rounds))
 
-        offset = _logit_rate(y_arr[: n_tr + n_val] if self.refit == "train+valid" else y_arr[tr])
+        offset = _logit_rate(y_arr[: n_tr + n_val] if self.refit != "none" else y_arr[tr])
 
         # 3. calibrate on the newest slice, which no step above has seen
         self.calibration_report_: dict[str, float] = {}
@@ -384,7 +384,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         # 4. refit="all": the final model also learns from the newest rows; the calibration map
         # stays the one fitted on predictions for rows its model had not seen (like
         # scikit-learn's CalibratedClassifierCV(ensemble=False))
-        if self.refit == "all":
+        if self.refit == "all" and n_cal:  # (without a calibration slice, step 2 used all rows)
             rounds = max(1, int(round(self.best_iteration_ * n / n_tr)))
             booster = lgb.train(
                 self._lgb_params(self.best_params_),

@@ -1,0 +1,350 @@
+"""Real time under load: `/v1/batch` ingestion with incremental rescoring on vs off (the floor),
+and how long an event takes to become a delivered webhook alert.
+
+    .venv/bin/python bench/bench_realtime.py [--clients 6] [--seconds 20] [--batch 100]
+                        [--people 20000] [--history 1500] [--probes-per-s 5] [--modes off,on]
+
+For each mode, on a fresh project with the demo scoring model (`sample/model.yaml`) and
+`--history` generated trial users already ingested:
+
+* `off`: `[triggers] enabled = false` — the server only acknowledges and loads (the floor);
+* `on`:  a trigger file beside the model; every loaded micro-batch's people are rescored with
+  the compiled model, compared with their last state, triggers fire into the outbox, the
+  deliverer POSTs them to a webhook receiver in this process.
+
+`--clients` keep-alive connections (threads in one client process) send `/v1/batch` requests of
+`--batch` events in a closed loop for `--seconds`. About `--probes-per-s` times a second a client
+puts a *probe* in its batch: a new trial user who asks to talk to sales (`Contact Sales
+Requested`, a buy-readiness trigger that fires once per person). Event -> webhook latency is
+from the acknowledgement of the request carrying the probe to its alert reaching the receiver.
+
+Reports per mode: events/s acknowledged, client p50/p99 request latency, the server's own
+p99 (handler to acknowledgement), rescoring batches and their p99 duration, event -> webhook
+p50/p99/max and probes lost, and the load average. Targets (DESIGN.md, issue 5): >= 20k
+events/s with rescoring on, p99 request <= 50 ms, event -> webhook p99 <= 1 s, on 2 cores. The
+clients and the receiver share the machine with the server: figures are a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+
+WRITE_KEY = "bench-key"
+SAMPLE_MODEL = Path(__file__).parents[1] / "src" / "leadrefinery" / "sample" / "model.yaml"
+TRIGGERS = """\
+version: 1
+defaults: {cooldown: 24h, to: "webhook:bench"}
+triggers:
+  - {id: hot_lead, kind: grade, at_least: "2"}
+  - {id: moved_on, kind: stage, min_stage: Test}
+  - id: buy_ready
+    kind: action
+    events: [Contact Sales Requested, Documentation Purchased, Training Registered]
+    fast_track: false
+  - {id: abuse, kind: abuse, severity: critical}
+"""
+PAGES = ["/", "/blog/labs", "/product", "/features/classes", "/docs/getting-started",
+         "/docs/api/envs", "/pricing", "/docs/security"]
+EVENTS = ["Logged In", "Environment Launched", "Environment Stopped", "Email Clicked"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def make_batch(rng: random.Random, size: int, people: int, probe: str | None) -> bytes:
+    now = time.time()
+    msgs = []
+    for _ in range(size - (2 if probe else 0)):
+        p = rng.randrange(people)
+        uid = f"user-{p}"
+        base = {"messageId": str(uuid.uuid4()), "userId": uid, "timestamp": iso(now),
+                "context": {"library": {"name": "bench", "version": "1"},
+                            "ip": f"10.0.{p % 255}.{p % 199}"}}
+        r = rng.random()
+        if r < 0.05:
+            base |= {"type": "identify", "traits": {
+                "email": f"{uid}@example{p % 97}.com", "company": f"Co {p % 97}",
+                "title": rng.choice(["Engineer", "Trainer", "CTO", "Student"])}}
+        elif r < 0.45:
+            base |= {"type": "page", "name": "Page",
+                     "properties": {"path": rng.choice(PAGES)}}
+        else:
+            base |= {"type": "track", "event": rng.choice(EVENTS), "properties": {
+                "environment_id": f"env-{p}-{rng.randrange(3)}", "guests": rng.randrange(6),
+                "template": "linux-lab"}}
+        msgs.append(base)
+    if probe:
+        msgs.append({"messageId": str(uuid.uuid4()), "userId": probe, "type": "identify",
+                     "timestamp": iso(now), "traits": {"email": f"{probe}@probe.example",
+                                                       "company": "Probe Inc"}})
+        msgs.append({"messageId": str(uuid.uuid4()), "userId": probe, "type": "track",
+                     "event": "Contact Sales Requested", "timestamp": iso(now),
+                     "properties": {"topic": "bench"}})
+    return orjson.dumps({"batch": msgs, "sentAt": iso(now)})
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrived: dict[str, float] = {}  # probe user -> first arrival
+        self.count = 0
+        self.lock = threading.Lock()
+        rx = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                now = time.time()
+                with rx.lock:
+                    rx.count += 1
+                    pid = (body.get("person") or {}).get("id", "")
+                    if body["trigger"]["id"] == "buy_ready" and pid.startswith("probe-"):
+                        rx.arrived.setdefault(pid, now)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def get(port: int, path: str) -> dict:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", path)
+    out = json.loads(c.getresponse().read())
+    c.close()
+    return out
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+def prepare(work: Path, mode: str, args, receiver: Receiver) -> Path:
+    from leadrefinery import Project
+
+    root = work / f"proj-{mode}"
+    Project.init(root, name=f"bench-rt-{mode}", write_key=WRITE_KEY).close()
+    with (root / "refinery.toml").open("a") as f:
+        f.write(f"""
+[alerts]
+poll_seconds = 0.5
+
+[alerts.webhooks.bench]
+url = "http://127.0.0.1:{receiver.port}/hook"
+
+[triggers]
+enabled = {"true" if mode == "on" else "false"}
+sweep_seconds = 0
+abuse_sweep_seconds = 0
+unusual_seconds = 0
+""")
+    shutil.copy(SAMPLE_MODEL, root / "model.yaml")
+    (root / "triggers.yaml").write_text(TRIGGERS)
+    if args.history:
+        from leadrefinery.sample import generate
+
+        data = work / "history"
+        if not (data / "events.jsonl").exists():
+            generate(data, people=args.history, months=2, seed=5)
+        with Project(root) as p:
+            p.ingest([data / "events.jsonl"])
+            p.score()  # a full run, as a deployment would have
+    return root
+
+
+def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
+    root = prepare(work, mode, args, receiver)
+    port = free_port()
+    exe = Path(sys.executable).with_name("leadrefinery")
+    log = work / f"server-{mode}.log"
+    proc = subprocess.Popen([str(exe), "serve", "--project", str(root), "--port", str(port)],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                rt = get(port, "/v1/realtime")
+                if mode == "off" or rt.get("running") and rt.get("sweeps", {}).get("startup"):
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        load0 = os.getloadavg()
+        rng = random.Random(7)
+        auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+        stop_at = time.perf_counter() + args.seconds
+        lat: list[float] = []
+        acked: dict[str, float] = {}  # probe -> ack (wall clock)
+        sent = [0]
+        errors: list[str] = []
+        lock = threading.Lock()
+        probe_every = max(1.0 / args.probes_per_s, 0.01) if mode == "on" else None
+        next_probe = [time.perf_counter()]
+        nprobe = [0]
+
+        def client(c: int) -> None:
+            r = random.Random(c)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            headers = {"Content-Type": "application/json", "Authorization": auth}
+            while time.perf_counter() < stop_at:
+                probe = None
+                if probe_every is not None:
+                    with lock:
+                        if time.perf_counter() >= next_probe[0]:
+                            next_probe[0] += probe_every
+                            nprobe[0] += 1
+                            probe = f"probe-{mode}-{nprobe[0]}"
+                body = make_batch(r, args.batch, args.people, probe)
+                t = time.perf_counter()
+                conn.request("POST", "/v1/batch", body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                done = time.perf_counter()
+                if resp.status != 200:
+                    errors.append(str(resp.status))
+                    continue
+                with lock:
+                    lat.append(done - t)
+                    sent[0] += args.batch
+                    if probe:
+                        acked[probe] = time.time()
+            conn.close()
+
+        began = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - began
+        load1 = os.getloadavg()
+        # wait for the store to catch up and for the probes' alerts
+        deadline = time.time() + args.drain
+        while time.time() < deadline:
+            h = get(port, "/health")
+            with receiver.lock:
+                arrived = sum(1 for p in acked if p in receiver.arrived)
+            if h["log"]["lag_bytes"] == 0 and arrived == len(acked):
+                break
+            time.sleep(0.25)
+        health = get(port, "/health")
+        rt = get(port, "/v1/realtime")
+        with receiver.lock:
+            e2w = [receiver.arrived[p] - t for p, t in acked.items() if p in receiver.arrived]
+            lost = [p for p in acked if p not in receiver.arrived]
+        return {
+            "mode": mode,
+            "events_per_s": sent[0] / elapsed,
+            "events": sent[0],
+            "errors": len(errors),
+            "req_p50_ms": 1000 * pct(lat, 0.5),
+            "req_p99_ms": 1000 * pct(lat, 0.99),
+            "server_req_ms": health["log"].get("request_ms", {}),
+            "rescore_batches": rt.get("batches", 0),
+            "rescore_people": rt.get("people", 0),
+            "rescore_lag_ms": rt.get("batch_lag_ms", {}),
+            "probes": len(acked),
+            "e2w_p50_s": pct(e2w, 0.5),
+            "e2w_p99_s": pct(e2w, 0.99),
+            "e2w_max_s": max(e2w) if e2w else None,
+            "probes_lost": len(lost),
+            "load_before": load0,
+            "load_after": load1,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def fmt(v, unit="", nd=1) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.{nd}f}{unit}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--people", type=int, default=20_000, help="distinct users in the load")
+    ap.add_argument("--history", type=int, default=1500,
+                    help="generated trial users ingested before the run (0 = empty store)")
+    ap.add_argument("--probes-per-s", type=float, default=5.0)
+    ap.add_argument("--drain", type=float, default=120.0,
+                    help="seconds to wait for the store and the alerts to catch up")
+    ap.add_argument("--modes", default="off,on")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lr-bench-rt-"))
+    receiver = Receiver()
+    results = []
+    try:
+        for mode in args.modes.split(","):
+            r = run_mode(work, mode.strip(), args, receiver)
+            results.append(r)
+            print(json.dumps(r, default=str), flush=True)
+    finally:
+        receiver.server.shutdown()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.clients} clients x /v1/batch of {args.batch}, {args.seconds:g} s per mode, "
+          f"{os.cpu_count()} cores; history {args.history} users")
+    print(f"{'mode':<5} {'events/s':>10} {'req p50':>9} {'req p99':>9} {'srv p99':>9} "
+          f"{'batches':>8} {'lag p99':>9} {'e2w p50':>8} {'e2w p99':>8} {'lost':>5}  load")
+    for r in results:
+        srv = r["server_req_ms"].get("p99") if r["server_req_ms"] else None
+        lag = r["rescore_lag_ms"].get("p99") if r["rescore_lag_ms"] else None
+        print(f"{r['mode']:<5} {fmt(r['events_per_s'], nd=0):>10} "
+              f"{fmt(r['req_p50_ms'], ' ms'):>9} {fmt(r['req_p99_ms'], ' ms'):>9} "
+              f"{fmt(srv, ' ms'):>9} {r['rescore_batches']:>8} {fmt(lag, ' ms', 0):>9} "
+              f"{fmt(r['e2w_p50_s'], ' s', 2):>8} {fmt(r['e2w_p99_s'], ' s', 2):>8} "
+              f"{r['probes_lost']:>5}  {r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}")
+    if len(results) == 2 and results[0]["events_per_s"]:
+        off, on = results
+        print(f"rescoring on / off: {on['events_per_s'] / off['events_per_s']:.2f}x events/s, "
+              f"p99 request {on['req_p99_ms'] / off['req_p99_ms']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
