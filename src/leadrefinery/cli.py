@@ -236,18 +236,14 @@ def demo(
                       say=lambda m: console.print(f"[bold cyan]>[/] {m}"))
     print_report(result.ingest)
     p = result.project
-    if hasattr(p, "leads"):
-        show_leads(p.leads(top=15), title="top leads")
-    from .api.auth import ensure_demo_users  # dashboard logins, all with password "demo"
-
-    logins = ensure_demo_users(p.root, p.engine)
+    show_leads(p.leads(top=15), title="top leads")
     console.print("dashboard logins: " + ", ".join(f"[bold]{u}[/] / {pw} ({r})"
-                                                   for u, pw, r in logins), highlight=False)
+                                                   for u, pw, r in result.logins), highlight=False)
     url = f"http://{p.settings.server.host}:{p.settings.server.port}/"
-    if serve and "serve" in {c.name for c in app.registered_commands}:
+    if serve:
         console.print(f"\n[bold green]open {url}[/] (Ctrl-C stops the server)")
         p.close()
-        serve_project(p.root)  # noqa: F821 - defined with the serve command
+        serve_project(p.root)
     else:
         console.print(f"\nproject: {p.root}\nstart the dashboard with "
                       f"`leadrefinery serve --project {p.root}` and open {url}")
