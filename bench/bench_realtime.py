@@ -2,7 +2,8 @@
 and how long an event takes to become a delivered webhook alert.
 
     .venv/bin/python bench/bench_realtime.py [--clients 6] [--seconds 20] [--batch 100]
-                        [--people 20000] [--history 1500] [--probes-per-s 5] [--modes off,on]
+                        [--rate 20000] [--people 20000] [--history 1500] [--probes-per-s 5]
+                        [--modes off,on]
 
 For each mode, on a fresh project with the demo scoring model (`sample/model.yaml`) and
 `--history` generated trial users already ingested:
@@ -13,7 +14,8 @@ For each mode, on a fresh project with the demo scoring model (`sample/model.yam
   deliverer POSTs them to a webhook receiver in this process.
 
 `--clients` keep-alive connections (threads in one client process) send `/v1/batch` requests of
-`--batch` events in a closed loop for `--seconds`. About `--probes-per-s` times a second a client
+`--batch` events for `--seconds`: paced to `--rate` events/s in total (open loop: latency counts
+from when a request was due, so queueing shows), or as fast as answered with `--rate 0`. About `--probes-per-s` times a second a client
 puts a *probe* in its batch: a new trial user who asks to talk to sales (`Contact Sales
 Requested`, a buy-readiness trigger that fires once per person). Event -> webhook latency is
 from the acknowledgement of the request carrying the probe to its alert reaching the receiver.
@@ -207,7 +209,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         load0 = os.getloadavg()
         rng = random.Random(7)
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-        stop_at = time.perf_counter() + args.seconds
+        began = time.perf_counter()
+        stop_at = began + args.seconds
         lat: list[float] = []
         acked: dict[str, float] = {}  # probe -> ack (wall clock)
         sent = [0]
@@ -217,11 +220,19 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         next_probe = [time.perf_counter()]
         nprobe = [0]
 
+        interval = args.batch * args.clients / args.rate if args.rate else 0.0
+
         def client(c: int) -> None:
             r = random.Random(c)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             headers = {"Content-Type": "application/json", "Authorization": auth}
+            scheduled = began + interval * c / args.clients
             while time.perf_counter() < stop_at:
+                if interval:  # open loop: on a schedule; latency counts from the schedule
+                    scheduled += interval
+                    delay = scheduled - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
                 probe = None
                 if probe_every is not None:
                     with lock:
@@ -230,7 +241,7 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                             nprobe[0] += 1
                             probe = f"probe-{mode}-{nprobe[0]}"
                 body = make_batch(r, args.batch, args.people, probe)
-                t = time.perf_counter()
+                t = scheduled if interval else time.perf_counter()
                 conn.request("POST", "/v1/batch", body, headers)
                 resp = conn.getresponse()
                 resp.read()
@@ -245,7 +256,6 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                         acked[probe] = time.time()
             conn.close()
 
-        began = time.perf_counter()
         threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
         for t in threads:
             t.start()
@@ -306,6 +316,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=20_000,
+                    help="events/s in total, paced (open loop); 0 = as fast as answered")
     ap.add_argument("--people", type=int, default=20_000, help="distinct users in the load")
     ap.add_argument("--history", type=int, default=1500,
                     help="generated trial users ingested before the run (0 = empty store)")
@@ -327,7 +339,8 @@ def main() -> int:
         receiver.server.shutdown()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.clients} clients x /v1/batch of {args.batch}, {args.seconds:g} s per mode, "
+    rate = f"paced at {args.rate:,.0f} events/s" if args.rate else "closed loop"
+    print(f"\n{args.clients} clients x /v1/batch of {args.batch}, {rate}, {args.seconds:g} s per mode, "
           f"{os.cpu_count()} cores; history {args.history} users")
     print(f"{'mode':<5} {'events/s':>10} {'req p50':>9} {'req p99':>9} {'srv p99':>9} "
           f"{'batches':>8} {'lag p99':>9} {'e2w p50':>8} {'e2w p99':>8} {'lost':>5}  load")

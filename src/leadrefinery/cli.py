@@ -1082,3 +1082,86 @@ def sweep_cmd(
     with open_project(project) as p:
         out = run_sweep(p, now=_now(now) if now else None, kind=kind, deliver=deliver)
     _print_json(out)
+
+
+# -- predictive scoring (predict/) ------------------------------------------------------------
+
+
+@app.command("train")
+@handle_errors
+def train_cmd(
+    horizon: Annotated[str, typer.Option(help="Label window after each as-of time.")] = "30d",
+    publish: Annotated[bool, typer.Option("--publish", help="Publish the new version.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Train the predictive model on this store's history (time-ordered split), save it with
+    its model card under models/predictive/<version>/; schedule it with cron to retrain."""
+    with open_project(project) as p:
+        result = p.train(horizon_days=_days(horizon, "--horizon"), publish=publish)
+    _print_json(result.summary())
+
+
+@app.command("predict")
+@handle_errors
+def predict_cmd(
+    now: Annotated[str | None, typer.Option(help="Score as of this time (default: end of data).")] = None,
+    top: Annotated[int, typer.Option(help="Rows to print.")] = 20,
+    project: ProjectOpt = None,
+) -> None:
+    """Score everyone with the published predictive model into table `predictions`."""
+    with open_project(project) as p:
+        out = p.predict(as_of=_time(now, "--now"))
+        rows = p.predictions(top=top)
+    counts = out["bucket"].value_counts().to_dict()
+    console.print(f"scored {len(out):,} people: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                  + f"; surge {int(out['surge'].sum())}; holdout {int(out['holdout'].sum())}")
+    t = Table(title="top predictions")
+    for c in ("person", "p", "bucket", "why (+)", "why (-)"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        f = r["factors"] or {}
+        t.add_row(r["person_id"], f"{r['probability']:.1%}", r["bucket"] + (" surge" if r["surge"] else ""),
+                  "; ".join(x["text"] for x in f.get("positive", [])),
+                  "; ".join(x["text"] for x in f.get("negative", [])))
+    console.print(t)
+
+
+@app.command("icp")
+@handle_errors
+def icp_cmd(
+    min_count: Annotated[int, typer.Option(help="Least people per trait value/behaviour.")] = 20,
+    top: Annotated[int, typer.Option(help="How many highest and lowest lifts.")] = 10,
+    project: ProjectOpt = None,
+) -> None:
+    """Ideal customer profile: lift of each trait value and behaviour among won customers."""
+    with open_project(project, read_only=True) as p:
+        out = p.icp(min_count=min_count, top=top)
+    console.print(f"{out['people']:,} people, {out['won']:,} won")
+    for side in ("top", "bottom"):
+        t = Table(title=f"{side} lifts")
+        for c in ("kind", "what", "people", "won", "lift (95 % CI)"):
+            t.add_column(c, overflow="fold")
+        for r in out[side]:
+            t.add_row(r["kind"], r["what"], str(r["people"]), str(r["won"]),
+                      f"{r['lift']:.2f} ({r['lift_low']:.2f}-{r['lift_high']:.2f})")
+        console.print(t)
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(
+    dataset: Annotated[str, typer.Option(
+        help="bank-marketing | x-education | maven-crm | demo")] = "demo",
+    people: Annotated[int, typer.Option(help="demo: people to generate.")] = 3000,
+    seed: Annotated[int, typer.Option(help="demo: generator seed.")] = 7,
+) -> None:
+    """Honest evaluation: our model against baselines under a time-ordered split."""
+    from .predict.service import evaluate_dataset, evaluate_demo
+
+    if dataset == "demo":
+        _print_json(evaluate_demo(people=people, seed=seed))
+        return
+    out = evaluate_dataset(dataset)
+    console.print(f"{out['dataset']}: {out['protocol']} ({out['rows']:,} test rows)")
+    console.print(out["table"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    console.print(f"LeadModel: {out['verdict']}")

@@ -223,3 +223,68 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(Path(text))
     return out
+
+
+# -- predictive scoring (predict/): thin methods over predict.training and predict.icp ----------
+
+
+def _train(self: Project, *, horizon_days: float = 30, publish: bool = False,
+           offsets: tuple[float, ...] | None = None, n_jobs: int = 2):  # -> TrainResult
+    """Train a predictive model on this store's history; see predict/training.py."""
+    from .predict.training import DEFAULT_OFFSETS, train
+
+    return train(self.engine, self.root, horizon_days=horizon_days, publish=publish,
+                 offsets=tuple(offsets or DEFAULT_OFFSETS),
+                 exclude_events=list(self.settings.ingest.conversion_events), n_jobs=n_jobs)
+
+
+def _predict(self: Project, *, as_of: datetime | None = None, version: str | None = None,
+             explain_top: int = 500):  # -> pandas.DataFrame
+    """Score everyone with the published predictive model into table `predictions`."""
+    from .predict.training import predict
+
+    return predict(self.engine, self.root, as_of=as_of, version=version, explain_top=explain_top)
+
+
+def _predictions(self: Project, *, bucket: list[str] | None = None, top: int | None = 50,
+                 person: str | None = None) -> list[dict]:
+    cols = ["person_id", "probability", "bucket", "holdout", "surge", "factors", "model_version",
+            "as_of"]
+    where, params = ["TRUE"], []
+    if bucket:
+        where.append(f"bucket IN ({', '.join('?' for _ in bucket)})")
+        params += list(bucket)
+    if person:
+        where.append("person_id = ?")
+        params.append(person)
+    limit = f" LIMIT {int(top)}" if top else ""
+    rows = self.engine.query(
+        f"SELECT {', '.join(cols)} FROM predictions WHERE {' AND '.join(where)} "
+        f"ORDER BY probability DESC{limit}", params)
+    out = []
+    for r in rows:
+        d = dict(zip(cols, r, strict=True))
+        d["factors"] = json.loads(d["factors"]) if d["factors"] else None
+        out.append(d)
+    return out
+
+
+def _predictive_card(self: Project, version: str | None = None) -> dict:
+    from .predict.training import MODELS_DIR, published_version
+
+    version = version or published_version(self.root)
+    return json.loads((self.root / MODELS_DIR / version / "card.json").read_text())
+
+
+def _icp(self: Project, *, min_count: int = 20, top: int = 10) -> dict:
+    from .predict.icp import icp
+
+    return icp(self.engine, exclude_events=list(self.settings.ingest.conversion_events),
+               min_count=min_count, top=top)
+
+
+Project.train = _train  # type: ignore[attr-defined]
+Project.predict = _predict  # type: ignore[attr-defined]
+Project.predictions = _predictions  # type: ignore[attr-defined]
+Project.predictive_card = _predictive_card  # type: ignore[attr-defined]
+Project.icp = _icp  # type: ignore[attr-defined]

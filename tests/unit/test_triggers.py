@@ -334,6 +334,10 @@ def test_surge_compares_with_the_lowest_value_within_the_window(ts):
     assert p.step(eng(8), T0 + timedelta(hours=2), only={"surge"}) == []
     assert p.step(eng(16), T0 + timedelta(hours=4), only={"surge"}) == [("surge", "moment", "")]
     assert p.alerts[-1].change["from"] == 5 and p.alerts[-1].change["to"] == 16
+    # flat for days, then a jump: the value the window started with counts
+    r = Person(ts, "p3")
+    assert r.step(eng(5), T0, only={"surge"}) == []
+    assert r.step(eng(17), T0 + timedelta(days=3), only={"surge"}) == [("surge", "moment", "")]
     # a slow climb over days is no surge
     q = Person(ts, "p2")
     at = T0

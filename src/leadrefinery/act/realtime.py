@@ -128,6 +128,25 @@ def _lower_priority(nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
+def material(old: LeadState, new: LeadState, lines: Sequence[float], eps: float,
+             surges: dict[str, float]) -> bool:
+    """Could a trigger see a difference between `old` and `new`? Grade, stage, segments,
+    abuse flags or bucket changed; the score moved by `eps` or crossed one of `lines`; a
+    category a surge trigger watches moved by a quarter of its rise."""
+    if (old.grade != new.grade or old.stage != new.stage or old.stage_rank != new.stage_rank
+            or old.segments != new.segments or set(old.flags) != set(new.flags)
+            or old.bucket != new.bucket):
+        return True
+    a, b = old.score, new.score
+    if (a is None) != (b is None):
+        return True
+    if a is not None and b is not None and (
+            abs(a - b) >= eps or any((a >= x) != (b >= x) for x in lines)):
+        return True
+    return any(abs(float(new.categories.get(c) or 0) - float(old.categories.get(c) or 0))
+               >= rise / 4 for c, rise in surges.items())
+
+
 @dataclass
 class BatchResult:
     people: int = 0  # people rescored
@@ -135,11 +154,13 @@ class BatchResult:
     alerts: int = 0  # alert rows enqueued (a firing may go to several recipients)
     suppressed: int = 0  # firings held back by a cool-down
     fast_tracked: int = 0
+    unchanged: int = 0  # rescored, but nothing a trigger could see changed: state kept
     run_id: str | None = None
     seconds: float = 0.0
 
     def __iadd__(self, other: BatchResult) -> BatchResult:
-        for k in ("people", "firings", "alerts", "suppressed", "fast_tracked", "seconds"):
+        for k in ("people", "firings", "alerts", "suppressed", "fast_tracked", "unchanged",
+                  "seconds"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.run_id = other.run_id or self.run_id
         return self
@@ -426,10 +447,17 @@ class Scorer:
         closed: list[tuple[Episode, dict[str, Any]]] = []
         fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
         fast: list[str] = []
+        lines = self.score_lines()
+        surges = {t.category: t.rise for t in ts.of_kind("surge")}
+        skipped = 0
         for row in rows:
             pid = row["person_id"]
             new = self.state_of(row, buckets.get(pid), now)
             old, memo, _ = olds.get(pid, (None, {}, None))
+            if (old is not None and pid not in actions and not silent
+                    and not material(old, new, lines, self.cfg.min_score_change, surges)):
+                skipped += 1  # nothing a trigger could see: the stored state stays
+                continue
             out = evaluate(ts, pid, old, new, memo=memo, open_episodes=open_eps.get(pid, {}),
                            last_fired=last_fired.get(pid, {}), now=now,
                            actions=actions.get(pid, ()), silent=silent, recent=recent)
@@ -450,13 +478,15 @@ class Scorer:
                          ("memo", _json(out.memo)), ("updated_at", written)):
                 states[c].append(v)
         # the new states replace the old ones
-        marks = f"WHERE model = ? AND {self._in_ids()}" if restricted else "WHERE model = ?"
-        e.execute(f"DELETE FROM person_state {marks}", [self.model.name])
-        e.append("person_state", pa.table({
-            c: pa.array(v, _TS if c in ("as_of", "updated_at") else
-                        pa.int64() if c == "stage_rank" else
-                        pa.float64() if c == "score" else pa.string())
-            for c, v in states.items()}))
+        res.unchanged += skipped
+        if states["person_id"]:
+            e.execute("DELETE FROM person_state WHERE model = ? AND person_id = ANY(?)",
+                      [self.model.name, states["person_id"]])
+            e.append("person_state", pa.table({
+                c: pa.array(v, _TS if c in ("as_of", "updated_at") else
+                            pa.int64() if c == "stage_rank" else
+                            pa.float64() if c == "score" else pa.string())
+                for c, v in states.items()}))
         self._write_episodes(opened, closed)
         comps = dict(e.query(
             "SELECT person_id, components FROM scores WHERE run_id = ? AND person_id = ANY(?)",
@@ -610,6 +640,14 @@ class Scorer:
         return self.engine.query_arrow(plan.sql(self.engine.dialect, snapshot=True,
                                                 pretty=False))
 
+    def score_lines(self) -> list[float]:
+        """The scores where a score trigger's condition starts or stops holding."""
+        lines: list[float] = []
+        if self.triggers is not None:
+            for t in self.triggers.of_kind("score"):
+                lines += [t.threshold, t.threshold - t.hysteresis]
+        return lines
+
     def changed(self, table: pa.Table, now: datetime, restricted: bool) -> list[str]:
         """People whose evaluated state differs from their stored one (or who have none)."""
         old = {}
@@ -619,10 +657,7 @@ class Scorer:
                 f"FROM person_state WHERE model = ?{where}", [self.model.name]):
             old[pid] = (_num(sc), gr, st, segs, flags, bucket)
         buckets = self._buckets(restricted)
-        lines: list[float] = []
-        if self.triggers is not None:
-            for t in self.triggers.of_kind("score"):
-                lines += [t.threshold, t.threshold - t.hysteresis]
+        lines = self.score_lines()
         eps = self.cfg.min_score_change
         cols = table.select(["person_id", "score", "grade", "stage", "segments", "abuse"])
         out = []

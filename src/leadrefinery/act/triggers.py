@@ -723,17 +723,20 @@ def evaluate(
             mkey = f"surge:{t.id}"
             v = float(new.categories.get(t.category) or 0.0)
             since = now - timedelta(days=t.within)
-            samples = [(s_t, x) for s_t, x in ((_time(a), b) for a, b in out.memo.get(mkey, []))
-                       if s_t >= since]
+            # recorded values, oldest first, rising (a lower later value replaces higher ones);
+            # the last one recorded before the window is the value the window started with
+            seen = [(_time(a), b) for a, b in out.memo.get(mkey, [])]
+            before = [x for x in seen if x[0] < since][-1:]
+            samples = before + [x for x in seen if x[0] >= since]
             base = min((x for _, x in samples), default=None)
             if base is not None and v - base >= t.rise:
-                first = min((s_t for s_t, x in samples if x == base), default=now)
+                first = next((s_t for s_t, x in samples if x == base), now)
                 moment(t, "", Firing(
                     t, "", "moment",
                     f"{{who}}: {t.category} surged {_fmt_num(base)} → {_fmt_num(v)}",
                     {"field": f"category.{t.category}", "from": base, "to": v,
-                     "rise": round(v - base, 3), "since": _iso(first), "score": new.score,
-                     "grade": new.grade}))
+                     "rise": round(v - base, 3), "since": _iso(max(first, since)),
+                     "score": new.score, "grade": new.grade}))
                 samples = []
             while samples and samples[-1][1] >= v:
                 samples.pop()

@@ -26,6 +26,29 @@ class Table:
         return [c for c, _ in self.columns]
 
 
+# a person's score in one run: the `scores` history and the `latest_scores` view of it
+SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", TEXT),
+    ("model", TEXT),
+    ("model_version", TEXT),
+    ("as_of", TIMESTAMP),
+    ("person_id", TEXT),
+    ("account_id", TEXT),
+    ("score", DOUBLE),
+    ("grade", TEXT),
+    ("mql", BOOLEAN),
+    ("stage", TEXT),
+    ("stage_rank", BIGINT),  # 1 = first stage of the journey; 0 = none
+    ("flagged", BOOLEAN),  # any abuse flag
+    ("engaged", BOOLEAN),
+    ("categories", JSON),  # {"fit": 12.0, "engagement": 30.5}
+    ("segments", JSON),  # ["commercial", "developer"]
+    ("abuse", JSON),  # {"rule": {evidence...}} for raised flags only
+    ("components", JSON),  # {"rule": {"n", "raw", "decayed", "points"}} for rules that matched
+    ("stage_evidence", JSON),  # {"n", "first", "last"} of the current stage's fresh evidence
+)
+
+
 def _t(name: str, doc: str, *columns: tuple[str, str]) -> Table:
     return Table(name, tuple(columns), doc)
 
@@ -331,46 +354,12 @@ TABLES: dict[str, Table] = {
         _t(
             "scores",
             "Score snapshots: one row per person and run (history; see latest_scores).",
-            ("run_id", TEXT),
-            ("model", TEXT),
-            ("model_version", TEXT),
-            ("as_of", TIMESTAMP),
-            ("person_id", TEXT),
-            ("account_id", TEXT),
-            ("score", DOUBLE),
-            ("grade", TEXT),
-            ("mql", BOOLEAN),
-            ("stage", TEXT),
-            ("stage_rank", BIGINT),  # 1 = first stage of the journey; 0 = none
-            ("flagged", BOOLEAN),  # any abuse flag
-            ("engaged", BOOLEAN),
-            ("categories", JSON),  # {"fit": 12.0, "engagement": 30.5}
-            ("segments", JSON),  # ["commercial", "developer"]
-            ("abuse", JSON),  # {"rule": {evidence...}} for raised flags only
-            ("components", JSON),  # {"rule": {"n", "raw", "decayed", "points"}} for rules that matched
-            ("stage_evidence", JSON),  # {"n", "first", "last"} of the current stage's fresh evidence
+            *SCORE_COLUMNS,
         ),
         _t(
             "latest_scores",
             "The newest score of each person per model (same columns as scores).",
-            ("run_id", TEXT),
-            ("model", TEXT),
-            ("model_version", TEXT),
-            ("as_of", TIMESTAMP),
-            ("person_id", TEXT),
-            ("account_id", TEXT),
-            ("score", DOUBLE),
-            ("grade", TEXT),
-            ("mql", BOOLEAN),
-            ("stage", TEXT),
-            ("stage_rank", BIGINT),
-            ("flagged", BOOLEAN),
-            ("engaged", BOOLEAN),
-            ("categories", JSON),
-            ("segments", JSON),
-            ("abuse", JSON),
-            ("components", JSON),
-            ("stage_evidence", JSON),
+            *SCORE_COLUMNS,
         ),
         _t(
             "account_scores",
@@ -425,3 +414,36 @@ TABLES: dict[str, Table] = {
         ),
     ]
 }
+
+# -- predictive scoring (predict/) ------------------------------------------------------------
+TABLES.update(
+    {
+        t.name: t
+        for t in [
+            _t(
+                "predictive_models",
+                "Trained predictive model versions (files in models/predictive/<version>/).",
+                ("version", TEXT),
+                ("created_at", TIMESTAMP),
+                ("path", TEXT),
+                ("horizon_days", DOUBLE),
+                ("auc", DOUBLE),  # on the time-ordered test part
+                ("published", BOOLEAN),
+                ("card", JSON),
+            ),
+            _t(
+                "predictions",
+                "Latest predictive score per person: probability, bucket, holdout, reasons, surge.",
+                ("person_id", TEXT),
+                ("model_version", TEXT),
+                ("as_of", TIMESTAMP),
+                ("probability", DOUBLE),
+                ("bucket", TEXT),  # A | B | C | D by volume
+                ("holdout", BOOLEAN),  # control holdout: stays in the sales queue
+                ("surge", BOOLEAN),  # low bucket whose last 7 days jump vs the 21 before
+                ("factors", JSON),  # {"positive": [...], "negative": [...]} for explained rows
+                ("created_at", TIMESTAMP),
+            ),
+        ]
+    }
+)

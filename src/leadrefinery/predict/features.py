@@ -1,0 +1,336 @@
+"""Point-in-time features from the store: what was known about a person at a given moment.
+
+    spec = FeatureSpec.learn(engine, examples)       # vocabulary: event names, pages, traits
+    X = build_features(engine, examples, spec)       # one row per (person_id, as_of)
+
+`examples` is a DataFrame of `person_id` and `as_of`. Every feature is computed in SQL through
+the `Engine` from rows strictly older than the example's `as_of`:
+
+* events (`ts < as_of`): counts of each `track` event name and page group (first two path
+  segments) over 7/30/90 days, all events in the last 7 days and the 21 before (trend), distinct
+  active days in 30 days, days since the last event, days since the first event;
+* traits from `trait_history` as of then (`arg_max(value, ts) FILTER (ts < as_of)`), the
+  account's traits likewise, and a webmail flag from the e-mail as of then;
+* the rule model's category scores and stage from the newest `scores` snapshot whose own
+  `as_of <= as_of` (a snapshot only used events up to its as_of), when one exists.
+
+Conversion events (`[ingest] conversion_events`) are never features: they are the label.
+`tests/unit/test_features_pit.py` fails if any feature changes when events after `as_of` are
+added. The SQL is DuckDB's dialect (the default engine).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..store.engine import Engine
+from .explain import FeatureDescriber
+
+__all__ = ["FeatureSpec", "build_features", "describer_for"]
+
+WINDOWS = (7, 30, 90)
+PAGE_GROUP = r"regexp_extract(coalesce(json_extract_string(e.properties, '$.path'), ''), '^(/[^/?#]*(/[^/?#]*)?)', 1)"
+# traits that identify a person rather than describe one
+IDENTIFYING = {
+    "email", "phone", "firstname", "lastname", "first_name", "last_name", "name", "createdat",
+    "created_at", "userid", "user_id", "id", "company", "website", "$account_id", "$first_name",
+    "address", "plan",
+}
+MAX_CATEGORIES = 60
+EXAMPLES = "_pit_examples"
+
+
+@dataclass
+class FeatureSpec:
+    """The vocabulary of a feature frame, learned once from training data and saved with it."""
+
+    events: list[str] = field(default_factory=list)
+    pages: list[str] = field(default_factory=list)
+    traits: dict[str, str] = field(default_factory=dict)  # key -> "numeric" | "categorical"
+    account_traits: dict[str, str] = field(default_factory=dict)
+    rule_categories: list[str] = field(default_factory=list)
+    use_rule_scores: bool = True
+    exclude_events: list[str] = field(default_factory=list)  # conversion events
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+        return cls(**d)
+
+    @classmethod
+    def learn(
+        cls,
+        engine: Engine,
+        examples: pd.DataFrame,
+        *,
+        exclude_events: Sequence[str] = (),
+        max_events: int = 40,
+        max_pages: int = 30,
+    ) -> FeatureSpec:
+        """Event names, page groups and traits seen before the examples' as-of times."""
+        _register(engine, examples)
+        excl = list(exclude_events)
+        marks = ", ".join("?" for _ in excl) or "NULL"
+        events = engine.query(
+            f"""SELECT e.event, count(*) n FROM {EXAMPLES} x JOIN events e
+                ON e.person_id = x.person_id AND e.ts < x.as_of
+                WHERE e.type = 'track' AND e.event IS NOT NULL AND e.event NOT IN ({marks})
+                GROUP BY 1 ORDER BY n DESC, 1 LIMIT {int(max_events)}""",
+            excl,
+        )
+        pages = engine.query(
+            f"""SELECT {PAGE_GROUP} g, count(*) n FROM {EXAMPLES} x JOIN events e
+                ON e.person_id = x.person_id AND e.ts < x.as_of
+                WHERE e.type = 'page' GROUP BY 1 HAVING g <> '' ORDER BY n DESC, 1
+                LIMIT {int(max_pages)}"""
+        )
+        n_people = max(1, int(examples["person_id"].nunique()))
+        traits = _learn_traits(engine, "trait_history", "person_id", n_people)
+        account_traits = _learn_traits(engine, "account_trait_history", "account_id", None)
+        return cls(
+            events=[r[0] for r in events],
+            pages=[r[0] for r in pages],
+            traits=traits,
+            account_traits=account_traits,
+            exclude_events=excl,
+        )
+
+
+def _learn_traits(engine: Engine, table: str, key_col: str, n_people: int | None) -> dict[str, str]:
+    rows = engine.query(
+        f"""SELECT key, count(DISTINCT {key_col}) n, count(DISTINCT value::VARCHAR) v,
+                   avg(CASE WHEN try_cast(json_extract_string(value, '$') AS DOUBLE) IS NULL
+                       THEN 0 ELSE 1 END) numeric_share
+            FROM {table} GROUP BY key"""
+    )
+    total = max((r[1] for r in rows), default=1)
+    out: dict[str, str] = {}
+    for key, n, v, numeric_share in sorted(rows):
+        if key.lower() in IDENTIFYING or key.startswith("$") or n < 0.05 * total:
+            continue
+        if numeric_share > 0.95 and v > 2:
+            out[key] = "numeric"
+        elif v <= MAX_CATEGORIES:
+            out[key] = "categorical"
+    return out
+
+
+def _register(engine: Engine, examples: pd.DataFrame) -> None:
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE {EXAMPLES} (ex BIGINT, person_id VARCHAR, as_of TIMESTAMP)")
+    data = pa.table(
+        {
+            "ex": pa.array(np.arange(len(examples)), pa.int64()),
+            "person_id": pa.array(examples["person_id"].astype(str).tolist(), pa.string()),
+            "as_of": pa.array(pd.to_datetime(examples["as_of"]).dt.tz_localize(None), pa.timestamp("us")),
+        }
+    )
+    engine.append(EXAMPLES, data)
+
+
+def _slug(text: str) -> str:
+    """A feature-name part LightGBM accepts (no JSON punctuation)."""
+    return re.sub(r'[,:\[\]{}"]', "_", str(text))
+
+
+def build_features(engine: Engine, examples: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """One row per example (same order), numeric counts and categorical traits."""
+    _register(engine, examples)
+    n = len(examples)
+    cols: dict[str, Any] = {}
+    excl = list(spec.exclude_events)
+    marks = ", ".join("?" for _ in excl) or "NULL"
+
+    # 1. per example: activity summary, all event types but the conversion ones
+    summary = _frame(
+        engine.query_arrow(
+            f"""SELECT x.ex,
+                count(*) FILTER (e.ts >= x.as_of - INTERVAL 7 DAY) AS n7,
+                count(*) FILTER (e.ts >= x.as_of - INTERVAL 28 DAY
+                                 AND e.ts < x.as_of - INTERVAL 7 DAY) AS prev21,
+                count(*) FILTER (e.ts >= x.as_of - INTERVAL 30 DAY) AS n30,
+                count(*) AS n_all,
+                count(DISTINCT CAST(e.ts AS DATE)) FILTER (e.ts >= x.as_of - INTERVAL 30 DAY)
+                    AS active_days_30,
+                date_diff('second', max(e.ts), x.as_of) / 86400.0 AS days_since_last,
+                date_diff('second', min(e.ts), x.as_of) / 86400.0 AS days_since_first
+            FROM {EXAMPLES} x JOIN events e ON e.person_id = x.person_id AND e.ts < x.as_of
+            WHERE NOT (e.type = 'track' AND e.event IN ({marks}))
+            GROUP BY x.ex, x.as_of""",
+            excl,
+        )
+    )
+    for name in ("n7", "prev21", "n30", "n_all", "active_days_30"):
+        cols[f"events_{name}"] = _fill(summary, name, n, 0.0)
+    cols["days_since_last"] = _fill(summary, "days_since_last", n, np.nan)
+    cols["days_since_first"] = _fill(summary, "days_since_first", n, np.nan)
+    cols["trend_7_vs_21"] = (cols["events_n7"] + 1.0) / (cols["events_prev21"] / 3.0 + 1.0)
+
+    # 2. counts per event name / page group and window
+    for kind, names, expr, where in (
+        ("track", spec.events, "e.event", "e.type = 'track'"),
+        ("page", spec.pages, PAGE_GROUP, "e.type = 'page'"),
+    ):
+        if not names:
+            continue
+        name_marks = ", ".join("?" for _ in names)
+        counts = _frame(
+            engine.query_arrow(
+                f"""SELECT x.ex, {expr} AS name,
+                    {", ".join(f"count(*) FILTER (e.ts >= x.as_of - INTERVAL {w} DAY) AS c{w}" for w in WINDOWS)}
+                FROM {EXAMPLES} x JOIN events e ON e.person_id = x.person_id AND e.ts < x.as_of
+                    AND e.ts >= x.as_of - INTERVAL {max(WINDOWS)} DAY
+                WHERE {where} AND {expr} IN ({name_marks})
+                GROUP BY ALL""",
+                list(names),
+            )
+        )
+        for name in names:
+            sub = counts[counts["name"] == name] if len(counts) else counts
+            for w in WINDOWS:
+                col = f"{kind}_{w}d.{_slug(name)}"
+                cols[col] = _fill(sub, f"c{w}", n, 0.0)
+
+    # 3. person traits as of then, and the webmail flag of the e-mail as of then
+    keys = list(spec.traits)
+    trait_rows = _frame(
+        engine.query_arrow(
+            f"""SELECT x.ex, t.key,
+                    json_extract_string(arg_max(t.value, t.ts), '$') AS value
+                FROM {EXAMPLES} x JOIN trait_history t
+                    ON t.person_id = x.person_id AND t.ts < x.as_of
+                WHERE t.key IN ({", ".join("?" for _ in keys) or "NULL"}, 'email')
+                GROUP BY x.ex, t.key""",
+            keys,
+        )
+    )
+    for key, kind in spec.traits.items():
+        cols[f"trait.{_slug(key)}"] = _trait(trait_rows, key, n, kind)
+    emails = _trait(trait_rows, "email", n, "categorical")
+    cols["webmail"] = _webmail(engine, emails)
+
+    # 4. account traits as of then (the person's account as the store knows it)
+    if spec.account_traits:
+        akeys = list(spec.account_traits)
+        acct_rows = _frame(
+            engine.query_arrow(
+                f"""SELECT x.ex, t.key,
+                        json_extract_string(arg_max(t.value, t.ts), '$') AS value
+                    FROM {EXAMPLES} x JOIN people p ON p.person_id = x.person_id
+                    JOIN account_trait_history t
+                        ON t.account_id = p.account_id AND t.ts < x.as_of
+                    WHERE t.key IN ({", ".join("?" for _ in akeys)})
+                    GROUP BY x.ex, t.key""",
+                akeys,
+            )
+        )
+        for key, kind in spec.account_traits.items():
+            cols[f"account.{_slug(key)}"] = _trait(acct_rows, key, n, kind)
+
+    # 5. the rule model's view, from the newest snapshot not newer than as_of
+    if spec.use_rule_scores:
+        rule = _frame(
+            engine.query_arrow(
+                f"""SELECT x.ex, arg_max(s.score, s.as_of) AS score,
+                        arg_max(s.stage_rank, s.as_of) AS stage_rank,
+                        arg_max(s.categories::VARCHAR, s.as_of) AS categories
+                    FROM {EXAMPLES} x JOIN scores s
+                        ON s.person_id = x.person_id AND s.as_of <= x.as_of
+                    GROUP BY x.ex"""
+            )
+        )
+        cols["rule_score"] = _fill(rule, "score", n, np.nan)
+        cols["rule_stage_rank"] = _fill(rule, "stage_rank", n, np.nan)
+        cats: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in spec.rule_categories}
+        if len(rule):
+            for ex, text in zip(rule["ex"], rule["categories"], strict=True):
+                for k, v in (json.loads(text) if text else {}).items():
+                    if k in cats and isinstance(v, int | float):
+                        cats[k][int(ex)] = float(v)
+        for k, arr in cats.items():
+            cols[f"rule.{_slug(k)}"] = arr
+    return pd.DataFrame(cols, index=examples.index)
+
+
+def rule_categories(engine: Engine) -> list[str]:
+    rows = engine.query(
+        "SELECT DISTINCT unnest(json_keys(categories)) FROM latest_scores WHERE categories IS NOT NULL"
+    )
+    return sorted(r[0] for r in rows)
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas()
+
+
+def _fill(frame: pd.DataFrame, col: str, n: int, default: float) -> np.ndarray:
+    out = np.full(n, default, dtype=float)
+    if len(frame):
+        vals = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        out[frame["ex"].to_numpy(dtype=int)] = vals
+    return out
+
+
+def _trait(rows: pd.DataFrame, key: str, n: int, kind: str) -> Any:
+    sub = rows[rows["key"] == key] if len(rows) else rows
+    if kind == "numeric":
+        out = np.full(n, np.nan)
+        if len(sub):
+            out[sub["ex"].to_numpy(dtype=int)] = pd.to_numeric(sub["value"], errors="coerce")
+        return out
+    values = np.full(n, None, dtype=object)
+    if len(sub):
+        values[sub["ex"].to_numpy(dtype=int)] = sub["value"].astype(object).to_numpy()
+    return pd.Categorical(values)
+
+
+def _webmail(engine: Engine, emails: Any) -> np.ndarray:
+    from ..ingest.webmail import WEBMAIL_DOMAINS
+
+    out = np.full(len(emails), np.nan)
+    for i, e in enumerate(np.asarray(emails, dtype=object)):
+        if isinstance(e, str) and "@" in e:
+            out[i] = float(e.rsplit("@", 1)[1].strip().lower() in WEBMAIL_DOMAINS)
+    return out
+
+
+def describer_for(columns: Sequence[str]) -> FeatureDescriber:
+    """Plain-words templates for the feature names `build_features` makes."""
+    labels: dict[str, Any] = {
+        "events_n7": "{value:g} events in the last 7 days",
+        "events_prev21": "{value:g} events in the 21 days before",
+        "events_n30": "{value:g} events in the last 30 days",
+        "events_n_all": "{value:g} events in all",
+        "events_active_days_30": "active on {value:g} days of the last 30",
+        "days_since_last": "last seen {value:.0f} days ago",
+        "days_since_first": "first seen {value:.0f} days ago",
+        "trend_7_vs_21": "activity this week {value:.1f}x the previous three",
+        "webmail": {1: "webmail address", 0: "company email address"},
+        "rule_score": "rule score {value:.0f}",
+        "rule_stage_rank": "journey stage {value:g}",
+    }
+    for c in columns:
+        if "." not in c:
+            continue
+        head, name = c.split(".", 1)
+        if head.startswith("track_"):
+            days = head[len("track_"):-1]
+            labels[c] = f"{{value:g}} x {name} in the last {days} days"
+        elif head.startswith("page_"):
+            days = head[len("page_"):-1]
+            labels[c] = f"{{value:g}} views of {name} in the last {days} days"
+        elif head in ("trait", "account"):
+            who = "" if head == "trait" else "account "
+            labels[c] = f"{who}{name}: {{value}}"
+        elif head == "rule":
+            labels[c] = f"rule {name} score {{value:.0f}}"
+    return FeatureDescriber(labels)
