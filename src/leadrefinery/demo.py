@@ -66,6 +66,10 @@ def run_demo(
         say(f"scoring with the demo model as of {as_of:%Y-%m-%d} ({i}/{len(cutoffs)})")
         project.score(as_of=as_of)
     result.steps.append("score")
+    say("training the predictive model on the conversions so far (models/predictive/)")
+    project.train(publish=True)
+    project.predict(as_of=newest)
+    result.steps.append("predict")
     from .api.auth import ensure_demo_users  # dashboard logins, all with password "demo"
 
     result.logins = ensure_demo_users(project.root, project.engine)

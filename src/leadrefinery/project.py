@@ -60,8 +60,14 @@ class Project:
         )
 
     @classmethod
-    def init(cls, root: str | Path, *, name: str | None = None, write_key: str | None = None,
-             exist_ok: bool = False) -> Project:
+    def init(
+        cls,
+        root: str | Path,
+        *,
+        name: str | None = None,
+        write_key: str | None = None,
+        exist_ok: bool = False,
+    ) -> Project:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         path = root / PROJECT_FILE
@@ -166,30 +172,54 @@ class Project:
 
         return load_model(self.model_path(name))
 
-    def score(self, as_of: datetime | None = None, model: str | None = None,
-              restrict: str | list[str] | None = None):  # -> model.scoring.ScoreRun
+    def score(
+        self,
+        as_of: datetime | None = None,
+        model: str | None = None,
+        restrict: str | list[str] | None = None,
+    ):  # -> model.scoring.ScoreRun
         """Score everyone as of `as_of` (default now) and store the snapshot."""
         from .model.scoring import score
 
         return score(self.engine, self.model(model), as_of=as_of, restrict=restrict)
 
-    def explain(self, person: str, *, as_of: datetime | None = None, model: str | None = None,
-                events: int = 20) -> dict:
+    def explain(
+        self,
+        person: str,
+        *,
+        as_of: datetime | None = None,
+        model: str | None = None,
+        events: int = 20,
+    ) -> dict:
         from .model.explain import explain
 
         return explain(self.engine, self.model(model), person, as_of=as_of, events=events)
 
-    def leads(self, *, grade: list[str] | None = None, stage: list[str] | None = None,
-              segment: list[str] | None = None, top: int | None = 50,
-              model: str | None = None) -> list[dict]:
+    def leads(
+        self,
+        *,
+        grade: list[str] | None = None,
+        stage: list[str] | None = None,
+        segment: list[str] | None = None,
+        top: int | None = 50,
+        model: str | None = None,
+    ) -> list[dict]:
         from .model.explain import leads
 
-        return leads(self.engine, self.model(model), grade=grade, stage=stage, segment=segment,
-                     top=top)
+        return leads(
+            self.engine, self.model(model), grade=grade, stage=stage, segment=segment, top=top
+        )
 
-    def backtest(self, *, start: datetime, end: datetime, model: str | None = None,
-                 step_days: float = 7, horizon_days: float = 30,
-                 compare: bool = True) -> dict:
+    def backtest(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        model: str | None = None,
+        step_days: float = 7,
+        horizon_days: float = 30,
+        compare: bool = True,
+    ) -> dict:
         """Replay `model` (default: the published one) over history; with `compare`, the
         published model side by side."""
         from .errors import ModelError
@@ -202,8 +232,97 @@ class Project:
                 baseline = self.model(None)
             except ModelError:
                 baseline = None
-        return backtest(self.engine, candidate, start=start, end=end, step_days=step_days,
-                        horizon_days=horizon_days, baseline=baseline)
+        return backtest(
+            self.engine,
+            candidate,
+            start=start,
+            end=end,
+            step_days=step_days,
+            horizon_days=horizon_days,
+            baseline=baseline,
+        )
+
+    # -- predictive scoring (predict/) ---------------------------------------------------
+
+    def train(
+        self,
+        *,
+        horizon_days: float = 30,
+        publish: bool = False,
+        offsets: tuple[float, ...] | None = None,
+        n_jobs: int = 2,
+    ):  # -> TrainResult
+        """Train a predictive model on this store's history; see predict/training.py."""
+        from .predict.training import DEFAULT_OFFSETS, train
+
+        return train(
+            self.engine,
+            self.root,
+            horizon_days=horizon_days,
+            publish=publish,
+            offsets=tuple(offsets or DEFAULT_OFFSETS),
+            exclude_events=list(self.settings.ingest.conversion_events),
+            n_jobs=n_jobs,
+        )
+
+    def predict(
+        self, *, as_of: datetime | None = None, version: str | None = None, explain_top: int = 500
+    ):  # -> pandas.DataFrame
+        """Score everyone with the published predictive model into table `predictions`."""
+        from .predict.training import predict
+
+        return predict(
+            self.engine, self.root, as_of=as_of, version=version, explain_top=explain_top
+        )
+
+    def predictions(
+        self, *, bucket: list[str] | None = None, top: int | None = 50, person: str | None = None
+    ) -> list[dict]:
+        cols = [
+            "person_id",
+            "probability",
+            "bucket",
+            "holdout",
+            "surge",
+            "factors",
+            "model_version",
+            "as_of",
+        ]
+        where, params = ["TRUE"], []
+        if bucket:
+            where.append(f"bucket IN ({', '.join('?' for _ in bucket)})")
+            params += list(bucket)
+        if person:
+            where.append("person_id = ?")
+            params.append(person)
+        limit = f" LIMIT {int(top)}" if top else ""
+        rows = self.engine.query(
+            f"SELECT {', '.join(cols)} FROM predictions WHERE {' AND '.join(where)} "
+            f"ORDER BY probability DESC{limit}",
+            params,
+        )
+        out = []
+        for r in rows:
+            d = dict(zip(cols, r, strict=True))
+            d["factors"] = json.loads(d["factors"]) if d["factors"] else None
+            out.append(d)
+        return out
+
+    def predictive_card(self, version: str | None = None) -> dict:
+        from .predict.training import MODELS_DIR, published_version
+
+        version = version or published_version(self.root)
+        return json.loads((self.root / MODELS_DIR / version / "card.json").read_text())
+
+    def icp(self, *, min_count: int = 20, top: int = 10) -> dict:
+        from .predict.icp import icp
+
+        return icp(
+            self.engine,
+            exclude_events=list(self.settings.ingest.conversion_events),
+            min_count=min_count,
+            top=top,
+        )
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -223,68 +342,3 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(Path(text))
     return out
-
-
-# -- predictive scoring (predict/): thin methods over predict.training and predict.icp ----------
-
-
-def _train(self: Project, *, horizon_days: float = 30, publish: bool = False,
-           offsets: tuple[float, ...] | None = None, n_jobs: int = 2):  # -> TrainResult
-    """Train a predictive model on this store's history; see predict/training.py."""
-    from .predict.training import DEFAULT_OFFSETS, train
-
-    return train(self.engine, self.root, horizon_days=horizon_days, publish=publish,
-                 offsets=tuple(offsets or DEFAULT_OFFSETS),
-                 exclude_events=list(self.settings.ingest.conversion_events), n_jobs=n_jobs)
-
-
-def _predict(self: Project, *, as_of: datetime | None = None, version: str | None = None,
-             explain_top: int = 500):  # -> pandas.DataFrame
-    """Score everyone with the published predictive model into table `predictions`."""
-    from .predict.training import predict
-
-    return predict(self.engine, self.root, as_of=as_of, version=version, explain_top=explain_top)
-
-
-def _predictions(self: Project, *, bucket: list[str] | None = None, top: int | None = 50,
-                 person: str | None = None) -> list[dict]:
-    cols = ["person_id", "probability", "bucket", "holdout", "surge", "factors", "model_version",
-            "as_of"]
-    where, params = ["TRUE"], []
-    if bucket:
-        where.append(f"bucket IN ({', '.join('?' for _ in bucket)})")
-        params += list(bucket)
-    if person:
-        where.append("person_id = ?")
-        params.append(person)
-    limit = f" LIMIT {int(top)}" if top else ""
-    rows = self.engine.query(
-        f"SELECT {', '.join(cols)} FROM predictions WHERE {' AND '.join(where)} "
-        f"ORDER BY probability DESC{limit}", params)
-    out = []
-    for r in rows:
-        d = dict(zip(cols, r, strict=True))
-        d["factors"] = json.loads(d["factors"]) if d["factors"] else None
-        out.append(d)
-    return out
-
-
-def _predictive_card(self: Project, version: str | None = None) -> dict:
-    from .predict.training import MODELS_DIR, published_version
-
-    version = version or published_version(self.root)
-    return json.loads((self.root / MODELS_DIR / version / "card.json").read_text())
-
-
-def _icp(self: Project, *, min_count: int = 20, top: int = 10) -> dict:
-    from .predict.icp import icp
-
-    return icp(self.engine, exclude_events=list(self.settings.ingest.conversion_events),
-               min_count=min_count, top=top)
-
-
-Project.train = _train  # type: ignore[attr-defined]
-Project.predict = _predict  # type: ignore[attr-defined]
-Project.predictions = _predictions  # type: ignore[attr-defined]
-Project.predictive_card = _predictive_card  # type: ignore[attr-defined]
-Project.icp = _icp  # type: ignore[attr-defined]
