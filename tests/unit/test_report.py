@@ -3,6 +3,8 @@ generated demo store (built once per test process, copied for each test)."""
 
 from __future__ import annotations
 
+import json
+
 import atexit
 import functools
 import shutil
@@ -207,24 +209,23 @@ def test_model_report(demo):
     bt = model_report.run_backtest(demo, weeks=1)
     assert model_report.cached_backtest(demo.root)["candidate"]["grades"] == \
         bt["candidate"]["grades"]
-    assert model_report.predictive_card(demo, e) is None
+    card = model_report.predictive_card(demo, e)  # the demo trains and publishes one
+    assert card["counts"]["test"] > 0 and 0.5 < card["metrics"]["auc"] <= 1
     st = model_report.alerts_status(e)
     assert set(st["counts"]) == {"pending", "delivered", "dead"}
 
 
 def test_predictions_table_is_picked_up(demo):
-    """When the predict package publishes scores, buckets appear in the list and filters."""
+    """The demo publishes predictive scores: buckets appear in the list, filters and person page."""
     e, m = demo.engine, demo.model()
-    e.execute("CREATE TABLE predictions (person_id VARCHAR, as_of TIMESTAMP, "
-              "probability DOUBLE, bucket VARCHAR, factors JSON)")
-    e.execute("INSERT INTO predictions SELECT person_id, as_of, score / 100, "
-              "CASE WHEN score > 50 THEN 'A' WHEN score > 35 THEN 'B' ELSE 'D' END, "
-              "'{\"positive\": [\"7 logins in the last 7 days\"], \"negative\": "
-              "[\"webmail address\"]}' FROM latest_scores")
     page = lead_page(e, m, LeadFilter(bucket=["A"], sort="probability"), per_page=1000)
     assert page.has_predictions and page.rows and {r["bucket"] for r in page.rows} == {"A"}
+    probabilities = [r["probability"] for r in page.rows]
+    assert probabilities == sorted(probabilities, reverse=True)
     assert "A" in facets(e, m)["bucket"]
-    r = person.person_report(e, m, page.rows[0]["person_id"])
+    top = page.rows[0]["person_id"]
+    r = person.person_report(e, m, top)
     assert r["predictive"]["bucket"] == "A"
-    assert [f["text"] for f in r["predictive"]["factors"]] == ["7 logins in the last 7 days",
-                                                               "webmail address"]
+    stored = json.loads(e.scalar("SELECT factors FROM predictions WHERE person_id = ?", [top]))
+    assert [f["text"] for f in r["predictive"]["factors"]] == \
+        [f["text"] for f in stored["positive"] + stored["negative"]]
