@@ -391,6 +391,9 @@ class TriggersSection(Section):
     first_run: Literal["silent", "fire"] = "silent"
     # buy-readiness actions older than this (e.g. from an imported history) do not alert
     action_recent_hours: float = Field(48.0, gt=0)
+    # when rescoring falls behind, at most this many people per transaction; people with a
+    # buy-readiness event go first, in a batch of their own
+    max_batch_people: int = Field(20000, ge=1)
 
 
 class Settings(Section):

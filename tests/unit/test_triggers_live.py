@@ -385,3 +385,72 @@ def test_incremental_rescoring_equals_a_batch_rescore(tmp_path: Path):
     finally:
         live.close()
         batch.close()
+
+
+def test_buy_readiness_takes_the_fast_lane_and_is_announced_once(proj: Project):
+    ingest(proj, [identify("hal", T0 - timedelta(days=1)),
+                  identify("ivy", T0 - timedelta(days=1))])
+    clock = ManualClock(T0 - timedelta(hours=1))
+    sc = scorer_for(proj, clock)
+    sc.sweep(kind="startup")
+    ingest(proj, [track("hal", "Documentation Purchased", T0 - timedelta(minutes=1)),
+                  track("ivy", "Logged In", T0 - timedelta(minutes=1))])
+    clock.set(T0)
+    # the fast lane: the live path hands it the people of each loaded micro-batch
+    rt = Realtime(sc, settings=proj.settings)
+    assert rt.fast_lane and sc.actions_in_batches is False
+    rt.start()
+    try:
+        rt.on_loaded(["hal", "ivy"])
+        deadline = time.monotonic() + 60
+        while not [a for a in alerts(proj) if a["trigger_id"] == "ready"]:
+            assert time.monotonic() < deadline, rt.stats.last_error
+            time.sleep(0.05)
+        assert rt.wait_idle(60)
+    finally:
+        rt.stop()
+    ready = [a for a in alerts(proj) if a["trigger_id"] == "ready"]
+    assert [a["person_id"] for a in ready] == ["hal"]
+    assert ready[0]["payload"]["evidence"][0]["event"] == "Documentation Purchased"
+    assert ready[0]["payload"]["reasons"]  # the last stored score's reasons
+    # the rescoring lane (and a later rescore with every trigger) does not announce it again,
+    # not even once the cool-down is over: the event is remembered in trigger_episodes
+    for later in (timedelta(minutes=1), timedelta(hours=30)):
+        sc.process(["hal"], T0 + later, actions=True)
+    assert len([a for a in alerts(proj) if a["trigger_id"] == "ready"]) == 1
+    assert rt.stats.errors == 0, rt.stats.last_error
+
+
+def test_http_routes_forms_activities_unsubscribe_realtime(proj: Project, monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():  # starlette asks for `httpx2`; httpx still works
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from leadrefinery.act.nurture import unsubscribe_token
+    from leadrefinery.api.app import create_app
+
+    monkeypatch.setenv("LEADREFINERY_UNSUBSCRIBE_SECRET", "s3cret")
+    ingest(proj, [identify("jo", T0 - timedelta(days=1))])
+    with TestClient(create_app(proj)) as c:
+        r = c.get("/v1/forms/trial/fields", params={"person": "jo"})
+        assert r.status_code == 200 and r.json()["known_person"] is True
+        assert "email" not in [f["name"] for f in r.json()["fields"]]  # known already
+        act = [{"person_id": "jo", "kind": "accepted", "at": iso(T0), "rep": "sam@x.io"}]
+        assert c.post("/v1/activities", json=act).status_code == 401
+        r = c.post("/v1/activities", json=act, auth=("k", ""))
+        assert r.status_code == 200 and r.json() == {"stored": 1}
+        token = unsubscribe_token("s3cret", "jo", "newsletter")
+        page = c.get("/v1/unsubscribe", params={"token": token})
+        assert page.status_code == 200 and "<form" in page.text and "newsletter" in page.text
+        assert proj.engine.scalar("SELECT count(*) FROM preferences") == 0  # a GET changes nothing
+        r = c.post(f"/v1/unsubscribe?token={token}", content=b"List-Unsubscribe=One-Click",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 200 and "Done" in r.text
+        assert c.post("/v1/unsubscribe?token=forged.x").status_code == 400
+        rt = c.get("/v1/realtime").json()
+        assert rt["enabled"] is True and rt["model"] == "t" and "hot" in rt["triggers"]
+    rows = proj.engine.query("SELECT person_id, category, subscribed FROM preferences")
+    assert rows == [("jo", "newsletter", False)]
+    assert proj.engine.scalar("SELECT kind FROM lead_activities") == "accepted"

@@ -21,6 +21,17 @@ time. In **one transaction** it then
 
 and after the commit wakes the deliverer. A crash therefore leaves either all of it or none.
 
+Two lanes inside `serve`
+------------------------
+Rescoring costs about the same whether a batch holds five people or thousands (the compiled
+query and its plan dominate), so when events arrive faster than that, batches grow (at most
+`[triggers] max_batch_people`) and score-based alerts wait for the next batch. Buy-readiness
+triggers need no rescoring — the event is the condition — so a **fast lane** (its own thread,
+`Scorer.act_on_actions`) evaluates them for every loaded micro-batch at once, with the last
+stored score in the alert, and fast-tracks the lead; the rescoring lane then leaves them alone.
+The lanes never write the same rows: buy-readiness memory lives in `trigger_episodes`, not in
+`person_state`.
+
 Time passes without events: scores decay, stages expire, a lab session runs past its limit.
 The **sweeps** catch that, in the server and from `leadrefinery sweep` (cron):
 
@@ -128,6 +139,21 @@ def _lower_priority(nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
+def _ms(seconds: Sequence[float]) -> dict[str, float]:
+    xs = sorted(seconds)
+    if not xs:
+        return {}
+    return {"p50": round(xs[len(xs) // 2] * 1000, 1),
+            "p99": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 1),
+            "max": round(xs[-1] * 1000, 1)}
+
+
+def state_memo(memo: dict[str, Any]) -> dict[str, Any]:
+    """What of a person's trigger memory lives in person_state: not the buy-readiness
+    events seen (those are kept in trigger_episodes; see `Scorer._action_memo`)."""
+    return {k: v for k, v in memo.items() if not k.startswith("action:")}
+
+
 def material(old: LeadState, new: LeadState, lines: Sequence[float], eps: float,
              surges: dict[str, float]) -> bool:
     """Could a trigger see a difference between `old` and `new`? Grade, stage, segments,
@@ -194,6 +220,7 @@ class RealtimeStats:
     last_processed_at: float | None = None
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> last result
     batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
 
 
 # -- the scorer: one transaction per batch of people ------------------------------------------
@@ -211,6 +238,8 @@ class Scorer:
         self.triggers = triggers
         self.clock = clock or SystemClock()
         self._last_abuse_sweep: datetime | None = None
+        # False when a fast lane (`Realtime`) evaluates the buy-readiness triggers instead
+        self.actions_in_batches = True
         self._predictions_checked = 0.0
         self._predictions: Any = None
         self.session_rules = [a for a in model.spec.abuse if a.kind == "session"]
@@ -354,8 +383,9 @@ class Scorer:
                                 expressions=[exp.Literal.string(n) for n in names]))
         for p in pages:  # a LIKE that admits at least the glob's matches; exact check in Python
             like = p.replace("*", "%").replace("?", "_")
-            conds.append(exp.and_(exp.EQ(this=exp.column("type"), expression=exp.Literal.string(
-                "page")), exp.Like(this=path.copy(), expression=exp.Literal.string(like))))
+            conds.append(exp.And(
+                this=exp.EQ(this=exp.column("type"), expression=exp.Literal.string("page")),
+                expression=exp.Like(this=path.copy(), expression=exp.Literal.string(like))))
         since = now - timedelta(hours=self.cfg.action_recent_hours)
 
         def ts_lit(t: datetime) -> exp.Expression:
@@ -375,12 +405,88 @@ class Scorer:
             out.setdefault(pid, []).append(Action(mid, t, typ, ev, p))
         return out
 
+    def _action_memo(self, now: datetime, restricted: bool = True) -> dict[str, dict]:
+        """Buy-readiness events already announced (or held back by a cool-down) within the
+        recent window, per person, as `evaluate` expects them in `memo` — kept in
+        trigger_episodes, so a person's state row is never written by two lanes at once."""
+        assert self.triggers is not None
+        tids = [t.id for t in self.triggers.of_kind("action")]
+        if not tids:
+            return {}
+        where = f" AND {self._in_ids()}" if restricted else ""
+        rows = self.engine.query(
+            "SELECT person_id, trigger_id, opened_at, detail FROM trigger_episodes WHERE "
+            f"model = ? AND trigger_id = ANY(?) AND opened_at >= ?{where}",
+            [self.model.name, tids, now - timedelta(hours=self.cfg.action_recent_hours)])
+        out: dict[str, dict[str, list]] = {}
+        for pid, tid, opened, detail in rows:
+            ids = (_loads(detail) or {}).get("message_ids") or []
+            out.setdefault(pid, {}).setdefault(f"action:{tid}", []).extend(
+                [m, opened.isoformat(timespec="microseconds")] for m in ids)
+        return out
+
+    def act_on_actions(self, person_ids: Iterable[str], now: datetime | None = None
+                       ) -> BatchResult:
+        """The fast lane: buy-readiness triggers for `person_ids`, without rescoring — their
+        condition is the event itself. Alerts carry the last stored score and its reasons;
+        fast-tracked leads are routed at once. Episodes, alerts and routing in one transaction
+        (nothing here writes `person_state`, which the rescoring lane owns)."""
+        began = time.perf_counter()
+        res = BatchResult()
+        ts = self.triggers
+        ids = sorted({p for p in person_ids if p})
+        if ts is None or not ids or not ts.of_kind("action"):
+            return res
+        now = now or self.clock.now()
+        only = frozenset(t.id for t in ts.of_kind("action"))
+        e = self.engine
+        with e.transaction():
+            self._ids_table(ids)
+            acts = self._actions(now)
+            if not acts:
+                return res
+            self._ids_table(sorted(acts))
+            olds = self._old_states()
+            open_eps, last_fired = self._episodes(now)
+            amemo = self._action_memo(now)
+            opened: list[dict[str, Any]] = []
+            fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
+            fast: list[str] = []
+            recent = timedelta(hours=self.cfg.action_recent_hours)
+            for pid, evs in acts.items():
+                old = olds.get(pid, (None, {}, None))[0]
+                state = old or LeadState()
+                out = evaluate(ts, pid, old, state, memo=amemo.get(pid, {}),
+                               open_episodes=open_eps.get(pid, {}),
+                               last_fired=last_fired.get(pid, {}), now=now, actions=evs,
+                               recent=recent, only=only)
+                opened += [{**o, "person_id": pid} for o in out.opened]
+                fired += [(pid, {}, state, old, f) for f in out.firings]
+                res.suppressed += out.suppressed
+                if out.fast_track:
+                    fast.append(pid)
+            self._write_episodes(opened, [])
+            comps = dict(e.query(
+                "SELECT person_id, components FROM latest_scores WHERE model = ? AND "
+                "person_id = ANY(?)", [self.model.name, sorted({f[0] for f in fired})])
+            ) if fired else {}
+            alerts = self._alerts(fired, now, comps)
+            if alerts:
+                enqueue(e, alerts, now=now)
+            res.people, res.firings, res.alerts = len(acts), len(fired), len(alerts)
+            if fast:
+                res.fast_tracked = self._fast_track(fast, now)
+        res.seconds = time.perf_counter() - began
+        return res
+
     # -- one batch --------------------------------------------------------------------------
 
     def process(self, person_ids: Iterable[str], now: datetime | None = None, *,
-                silent: Iterable[str] = (), full: bool = False) -> BatchResult:
+                silent: Iterable[str] = (), full: bool = False,
+                actions: bool | None = None) -> BatchResult:
         """Rescore `person_ids` (everyone with `full`) as of `now`, evaluate the triggers and
-        write state, episodes and alerts — all in one transaction."""
+        write state, episodes and alerts — all in one transaction. `actions=False` leaves the
+        buy-readiness triggers to `act_on_actions` (the fast lane of `Realtime`)."""
         began = time.perf_counter()
         ids = sorted({p for p in person_ids if p})
         res = BatchResult()
@@ -397,7 +503,8 @@ class Scorer:
             gone = set() if full else self._forget_merged()
             if self.triggers is not None:
                 self._evaluate(run.run_id, now, silent_, restricted=not full, res=res,
-                               skip=gone)
+                               skip=gone, actions=not full and (
+                                   self.actions_in_batches if actions is None else actions))
                 if silent_:
                     self._remember_triggers(silent_)
         res.seconds = time.perf_counter() - began
@@ -425,7 +532,8 @@ class Scorer:
         return set(gone)
 
     def _evaluate(self, run_id: str, now: datetime, silent: frozenset[str], *,
-                  restricted: bool, res: BatchResult, skip: set[str] = frozenset()) -> None:
+                  restricted: bool, res: BatchResult,
+                  skip: frozenset[str] | set[str] = frozenset(), actions: bool = True) -> None:
         ts = self.triggers
         assert ts is not None
         e = self.engine
@@ -438,7 +546,10 @@ class Scorer:
             return
         olds = self._old_states(restricted)
         open_eps, last_fired = self._episodes(now, restricted)
-        actions = self._actions(now) if restricted else {}
+        acts = self._actions(now) if actions else {}
+        amemo = self._action_memo(now, restricted) if acts else {}
+        only = None if actions else frozenset(
+            t.id for t in ts.triggers if t.kind != "action")
         buckets = self._buckets(restricted)
         recent = timedelta(hours=self.cfg.action_recent_hours)
         written = SystemClock().now()  # wall clock, like events.received_at (see unprocessed)
@@ -454,13 +565,14 @@ class Scorer:
             pid = row["person_id"]
             new = self.state_of(row, buckets.get(pid), now)
             old, memo, _ = olds.get(pid, (None, {}, None))
-            if (old is not None and pid not in actions and not silent
+            if (old is not None and pid not in acts and not silent
                     and not material(old, new, lines, self.cfg.min_score_change, surges)):
                 skipped += 1  # nothing a trigger could see: the stored state stays
                 continue
-            out = evaluate(ts, pid, old, new, memo=memo, open_episodes=open_eps.get(pid, {}),
+            out = evaluate(ts, pid, old, new, memo={**memo, **amemo.get(pid, {})},
+                           open_episodes=open_eps.get(pid, {}),
                            last_fired=last_fired.get(pid, {}), now=now,
-                           actions=actions.get(pid, ()), silent=silent, recent=recent)
+                           actions=acts.get(pid, ()), silent=silent, recent=recent, only=only)
             for o in out.opened:
                 opened.append({**o, "person_id": pid})
             closed += out.closed
@@ -475,7 +587,7 @@ class Scorer:
                          ("segments", _json(sorted(new.segments))),
                          ("flags", _json(sorted(new.flags))), ("bucket", new.bucket),
                          ("categories", row.get("categories") or "{}"),
-                         ("memo", _json(out.memo)), ("updated_at", written)):
+                         ("memo", _json(state_memo(out.memo))), ("updated_at", written)):
                 states[c].append(v)
         # the new states replace the old ones
         res.unchanged += skipped
@@ -505,9 +617,8 @@ class Scorer:
         if closed:
             ids = [ep.episode_id for ep, _ in closed]
             by_id = {ep.episode_id: ch for ep, ch in closed}
-            cols = ", ".join(EPISODE_COLUMNS)
-            rows = e.query(f"SELECT {cols} FROM trigger_episodes WHERE episode_id = ANY(?)",
-                           [ids])
+            rows = e.query(f"SELECT {', '.join(EPISODE_COLUMNS)} FROM trigger_episodes "
+                           "WHERE episode_id = ANY(?)", [ids])
             e.execute("DELETE FROM trigger_episodes WHERE episode_id = ANY(?)", [ids])
             for r in rows:
                 d = dict(zip(EPISODE_COLUMNS, r, strict=True))
@@ -568,7 +679,7 @@ class Scorer:
                  "n": int(float(c.get("n") or 0)), "detail": reason_text(self.model, rid, c)}
                 for rid, c in items[:top] if float(c.get("points") or 0) != 0]
 
-    def _alerts(self, fired: list[tuple[str, dict, LeadState, LeadState | None, Firing]],
+    def _alerts(self, fired: Sequence[tuple[str, dict, LeadState, LeadState | None, Firing]],
                 now: datetime, comps: dict[str, Any]) -> list[AlertIn]:
         """The outbox rows of what fired: one per recipient (the owner, else the trigger's
         `to`; plus its `also`), with who, what changed, why and the evidence."""
@@ -669,16 +780,13 @@ class Scorer:
                 continue
             osc, ogr, ost, osegs, oflags, obucket = o
             sc = _num(sc)
-            if gr != ogr or st != ost or buckets.get(pid, obucket) != obucket:
-                out.append(pid)
-            elif (sc is None) != (osc is None) or (
-                    sc is not None and osc is not None and (
-                        abs(sc - osc) >= eps or any((sc >= x) != (osc >= x) for x in lines))):
-                out.append(pid)
-            elif sorted(_loads(segs) or ()) != (_loads(osegs) or []):
-                out.append(pid)
-            elif sorted((_loads(abuse) or {}) if abuse not in (None, "{}") else ()) != (
-                    _loads(oflags) or []):
+            moved = (sc is None) != (osc is None) or (
+                sc is not None and osc is not None and (
+                    abs(sc - osc) >= eps or any((sc >= x) != (osc >= x) for x in lines)))
+            flags = sorted((_loads(abuse) or {}) if abuse not in (None, "{}") else ())
+            if (gr != ogr or st != ost or buckets.get(pid, obucket) != obucket or moved
+                    or sorted(_loads(segs) or ()) != (_loads(osegs) or [])
+                    or flags != (_loads(oflags) or [])):
                 out.append(pid)
         return out
 
@@ -764,6 +872,16 @@ class Realtime:
         self.stats = RealtimeStats()
         self._pending: set[str] = set()
         self._pending_since: float | None = None
+        # the fast lane: buy-readiness triggers need no rescoring, so they do not wait for it
+        self.fast_lane = bool(scorer and scorer.triggers and scorer.triggers.of_kind("action"))
+        if scorer is not None and self.fast_lane:
+            scorer.actions_in_batches = False
+        self._fast: set[str] = set()
+        self._fast_since: float | None = None
+        self._fast_wake = threading.Event()
+        self._fast_thread: threading.Thread | None = None
+        self._ready = threading.Event()  # the startup sweep is done
+        self.fast_lag_seconds: deque[float] = deque(maxlen=4096)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -813,8 +931,13 @@ class Realtime:
             if not self._pending:
                 self._pending_since = time.monotonic()
             self._pending.update(person_ids)
+            if self.fast_lane:
+                if not self._fast:
+                    self._fast_since = time.monotonic()
+                self._fast.update(person_ids)
             self._idle.clear()
         self._wake.set()
+        self._fast_wake.set()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -826,9 +949,18 @@ class Realtime:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="realtime-triggers", daemon=True)
         self._thread.start()
+        if self.fast_lane:
+            self._fast_thread = threading.Thread(target=self._run_fast, name="realtime-actions",
+                                                 daemon=True)
+            self._fast_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Process what is pending (up to `timeout`), stop the thread, then the deliverer."""
+        if self._fast_thread is not None:
+            self._stop.set()
+            self._fast_wake.set()
+            self._fast_thread.join(timeout)
+            self._fast_thread = None
         if self._thread is not None:
             self._stop.set()
             self._wake.set()
@@ -848,22 +980,24 @@ class Realtime:
         st = self.stats
         with self._lock:
             pending = len(self._pending)
+            fast = len(self._fast)
         lag = sorted(self.lag_seconds)
+        fast_lag = sorted(self.fast_lag_seconds)
         out: dict[str, Any] = {
             "enabled": self.scorer is not None,
             "model": self.scorer.model.name if self.scorer else None,
             "triggers": [t.id for t in self.triggers.triggers] if self.triggers else [],
             "running": self._thread is not None and self._thread.is_alive(),
-            "idle": self._idle.is_set() and not pending, "pending_people": pending,
+            "idle": self._idle.is_set() and not pending and not fast,
+            "pending_people": pending, "fast_lane": self.fast_lane, "fast_pending": fast,
             "caught_up": self.progress is None or self.progress() == self._hooked,
             "batches": st.batches, "people": st.people, "firings": st.firings,
             "alerts": st.alerts, "suppressed": st.suppressed, "fast_tracked": st.fast_tracked,
             "errors": st.errors, "last_error": st.last_error,
             "last_batch_seconds": round(st.last_batch_seconds, 4),
             "last_processed_at": st.last_processed_at, "sweeps": st.sweeps,
-            "batch_lag_ms": ({"p50": round(lag[len(lag) // 2] * 1000, 1),
-                              "p99": round(lag[min(len(lag) - 1, int(len(lag) * .99))] * 1000, 1),
-                              "max": round(lag[-1] * 1000, 1)} if lag else {}),
+            "recent_batches": list(st.recent),
+            "batch_lag_ms": _ms(lag), "fast_lag_ms": _ms(fast_lag),
         }
         if self.deliverer is not None:
             ds = self.deliverer.stats
@@ -888,16 +1022,30 @@ class Realtime:
             self._guard("startup", lambda: self._startup())
             self._schedule("decay", self.cfg.sweep_seconds)
             self._schedule("abuse", self.cfg.abuse_sweep_seconds)
+        self._ready.set()
         backoff = 0.5
         while True:
+            if has_triggers:  # due sweeps run between batches, also under a steady stream
+                for kind, every, job in (
+                        ("abuse", self.cfg.abuse_sweep_seconds, scorer.abuse_sweep),
+                        ("decay", self.cfg.sweep_seconds, scorer.sweep),
+                        ("unusual", self.cfg.unusual_seconds, self._unusual)):
+                    if self._due(kind, every):
+                        self._schedule(kind, every)
+                        self._guard(kind, lambda job=job, kind=kind: self._sweep(kind, job))
             with self._lock:
                 ids, self._pending = self._pending, set()
                 since, self._pending_since = self._pending_since, None
             if ids:
-                ok = self._guard("batch", lambda: self._batch(ids, since))
+                chunk, rest = self._split(ids)
+                if rest:  # the rest waits for the next round (hot people first then)
+                    with self._lock:
+                        self._pending |= rest
+                        self._pending_since = since
+                ok = self._guard("batch", lambda c=chunk, t=since: self._batch(c, t))
                 if not ok:
                     with self._lock:  # back in the queue; retried after a pause
-                        self._pending |= ids
+                        self._pending |= chunk
                         self._pending_since = since
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -907,20 +1055,62 @@ class Realtime:
             if self._stop.is_set():
                 self._idle.set()
                 return
-            if has_triggers:
-                for kind, every, job in (
-                        ("abuse", self.cfg.abuse_sweep_seconds, scorer.abuse_sweep),
-                        ("decay", self.cfg.sweep_seconds, scorer.sweep),
-                        ("unusual", self.cfg.unusual_seconds, self._unusual)):
-                    if self._due(kind, every):
-                        self._schedule(kind, every)
-                        self._guard(kind, lambda job=job, kind=kind: self._sweep(kind, job))
             with self._lock:
                 if not self._pending:
                     self._idle.set()
             waits = [t - time.monotonic() for t in self._next.values()] or [1.0]
             self._wake.wait(max(0.01, min(1.0, *waits)))
             self._wake.clear()
+
+    def _split(self, ids: set[str]) -> tuple[set[str], set[str]]:
+        """At most `max_batch_people` to process now, the rest for the next round."""
+        order = sorted(ids)
+        chunk = set(order[:self.cfg.max_batch_people])
+        return chunk, ids - chunk
+
+    def _run_fast(self) -> None:
+        """The fast lane: after each loaded micro-batch, buy-readiness triggers of the people
+        it touched, without waiting for their rescoring."""
+        scorer = self.scorer
+        assert scorer is not None
+        while not self._ready.wait(0.5):  # triggers evaluated for the first time: baseline
+            if self._stop.is_set():
+                return
+        backoff = 0.5
+        while True:
+            with self._lock:
+                ids, self._fast = self._fast, set()
+                since, self._fast_since = self._fast_since, None
+            if ids:
+                def run(ids: set[str] = ids, since: float | None = since) -> None:
+                    res = scorer.act_on_actions(ids)
+                    if since is not None:
+                        self.fast_lag_seconds.append(time.monotonic() - since)
+                    if res.alerts:
+                        self._count_fast(res)
+                        if self.deliverer is not None:
+                            self.deliverer.wake()
+
+                if not self._guard("actions", run):
+                    with self._lock:
+                        self._fast |= ids
+                        self._fast_since = since
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                backoff = 0.5
+                continue
+            if self._stop.is_set():
+                return
+            self._fast_wake.wait(1.0)
+            self._fast_wake.clear()
+
+    def _count_fast(self, res: BatchResult) -> None:
+        with self._lock:
+            st = self.stats
+            st.firings += res.firings
+            st.alerts += res.alerts
+            st.suppressed += res.suppressed
+            st.fast_tracked += res.fast_tracked
 
     def _guard(self, what: str, fn: Any) -> bool:
         try:
@@ -943,6 +1133,10 @@ class Realtime:
             self.deliverer.wake()
 
     def _count(self, res: BatchResult) -> None:
+        with self._lock:
+            self._count_locked(res)
+
+    def _count_locked(self, res: BatchResult) -> None:
         st = self.stats
         st.batches += 1
         st.people += res.people
@@ -953,13 +1147,21 @@ class Realtime:
         st.last_batch_seconds = res.seconds
         st.batch_seconds.append(res.seconds)
         st.last_processed_at = time.time()
+        st.recent.append({"at": round(st.last_processed_at, 3), "people": res.people,
+                          "unchanged": res.unchanged, "alerts": res.alerts,
+                          "seconds": round(res.seconds, 3)})
 
     def _startup(self) -> None:
         scorer = self.scorer
         assert scorer is not None
-        extra = scorer.unprocessed()
-        res = scorer.sweep(kind="startup", extra=extra)
-        self._after_sweep(res)
+        try:
+            extra = scorer.unprocessed()
+            res = scorer.sweep(kind="startup", extra=extra)
+            self._after_sweep(res)
+            if self.fast_lane and extra:  # buy-readiness events a crash left unannounced
+                self._count_fast(scorer.act_on_actions(extra))
+        finally:
+            self._ready.set()
 
     def _sweep(self, kind: str, job: Any) -> None:
         res = job()

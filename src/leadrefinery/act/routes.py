@@ -3,7 +3,7 @@
     GET  /v1/forms/{form}/fields?person=ID|EMAIL[&asset_value=N]   act.profiling.form_fields
     POST /v1/activities        CRM feedback (write key)             act.sla.record_activities
     GET  /v1/unsubscribe?token=T   a confirmation page               act.nurture.unsubscribe
-    POST /v1/unsubscribe?token=T   unsubscribe (also RFC 8058 one-click `List-Unsubscribe=One-Click`)
+    POST /v1/unsubscribe?token=T   unsubscribe (also an RFC 8058 one-click POST)
     GET  /v1/realtime          real-time rescoring and delivery stats (act/realtime.py)
 
 `POST /v1/activities` takes a JSON list of activities (or `{"activities": [...]}`), each
@@ -91,7 +91,8 @@ async def activities_route(request: Request) -> JSONResponse:
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
 <style>body{{font:16px system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}}
-button{{font:inherit;padding:.5rem 1rem}}</style></head><body><h1>{title}</h1>{body}</body></html>"""
+button{{font:inherit;padding:.5rem 1rem}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:

@@ -298,7 +298,7 @@ class TriggerSet:
         return out
 
 
-def _message(err: dict, path: tuple, data: Any) -> str:
+def _message(err: Any, path: tuple, data: Any) -> str:
     what = ".".join(str(p) for p in path if not isinstance(p, int)) or "the file"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -308,7 +308,7 @@ def _message(err: dict, path: tuple, data: Any) -> str:
             allowed = list(Defaults.model_fields)
         elif path[0] == "triggers" and len(path) == 3:
             item = data["triggers"][path[1]]
-            cls = KINDS.get(item.get("kind")) if isinstance(item, dict) else None
+            cls = KINDS.get(str(item.get("kind"))) if isinstance(item, dict) else None
             allowed = list(cls.model_fields) if cls else []
         else:
             allowed = list(TriggerFile.model_fields)
@@ -414,7 +414,7 @@ def parse_triggers(text: str, model: Model, *, file: str = "<triggers>",
         if t.kind == "grade":
             if not grade_order:
                 raise fail(i, "kind", f"model {model.name!r} has no grades")
-            for g in t.grades or [t.at_least]:
+            for g in t.grades or [str(t.at_least)]:
                 one_of(i, "grades" if t.grades else "at_least", str(g), grade_order, "grade")
         elif t.kind == "stage":
             if not stage_order:
@@ -611,7 +611,7 @@ def evaluate(
                     out.firings.append(enter)
             out.opened.append({"episode_id": eid, "trigger_id": t.id, "key": key,
                                "opened_at": now, "fired_at": fired, "outcome": outcome,
-                               "alert_key": enter.alert_key if fired else None,
+                               "alert_key": enter.alert_key if fired and enter else None,
                                "detail": enter.change if enter is not None else {}})
         elif ep is not None and not holds:
             fired = None
@@ -622,13 +622,19 @@ def evaluate(
                     leave.episode_id, fired = ep.episode_id, now
                     out.firings.append(leave)
             out.closed.append((ep, {"closed_at": now, "leave_fired_at": fired,
-                                    "alert_key": leave.alert_key if fired else None}))
+                                    "alert_key": leave.alert_key if fired and leave else None}))
 
-    def moment(t: Any, key: str, firing: Firing) -> None:
+    def moment(t: Any, key: str, firing: Firing, *, record_held: bool = False) -> None:
         if t.id in silent:
             return
         if cooled(t, key, "moment"):
             out.suppressed += 1
+            if record_held:  # remembered, so it is not announced once the cool-down is over
+                out.opened.append({
+                    "episode_id": episode_id(model, t.id, person_id, key, now),
+                    "trigger_id": t.id, "key": key, "opened_at": now, "closed_at": now,
+                    "status": "closed", "fired_at": None, "outcome": "cooled_down",
+                    "alert_key": None, "detail": firing.change})
             return
         eid = episode_id(model, t.id, person_id, key, now)
         firing.episode_id = eid
@@ -648,7 +654,8 @@ def evaluate(
             holds = new.grade in grades
             target = f"grade {t.at_least} or better" if t.at_least else "grade " + "/".join(
                 sorted(grades))
-            change = {"field": "grade", "from": o.grade, "to": new.grade, "score": new.score}
+            change: dict[str, Any] = {"field": "grade", "from": o.grade, "to": new.grade,
+                                      "score": new.score}
             level(t, "", holds, t.fire in ("enter", "both"), t.fire in ("leave", "both"),
                   Firing(t, "", "enter", f"{{who}} reached grade {new.grade}",
                          {**change, "condition": target}),
@@ -681,7 +688,8 @@ def evaluate(
         elif k == "segment":
             for s in t.segment:
                 holds = s in new.segments
-                change = {"field": "segment", "segment": s, "from": sorted(o.segments),
+                change = {
+                    "field": "segment", "segment": s, "from": sorted(o.segments),
                           "to": sorted(new.segments), "score": new.score, "grade": new.grade}
                 level(t, s, holds, t.fire in ("enter", "both"), t.fire in ("leave", "both"),
                       Firing(t, s, "enter", f"{{who}} joined segment {s}",
@@ -745,14 +753,15 @@ def evaluate(
         elif k == "action":
             mkey = f"action:{t.id}"
             since = now - recent
-            seen = {m: _time(at) for m, at in out.memo.get(mkey, []) if _time(at) >= since}
+            known = {m: _time(at) for m, at in out.memo.get(mkey, []) if _time(at) >= since}
             mine = [a for a in actions if a.ts >= since and a.ts <= now
                     and ((a.type == "page" and glob_match(a.path, t.pages))
                          or (a.event is not None and a.event in t.events))]
-            fresh = sorted((a for a in mine if a.message_id not in seen), key=lambda a: a.ts)
+            fresh = sorted((a for a in mine if a.message_id not in known), key=lambda a: a.ts)
             for a in fresh:
-                seen[a.message_id] = a.ts
-            out.memo[mkey] = [[m, _iso(at)] for m, at in sorted(seen.items(), key=lambda x: x[1])]
+                known[a.message_id] = a.ts
+            out.memo[mkey] = [[m, _iso(at)] for m, at in sorted(known.items(),
+                                                                key=lambda x: x[1])]
             if fresh:
                 last = fresh[-1]
                 what = last.event if last.type != "page" or not last.path else last.path
@@ -761,12 +770,13 @@ def evaluate(
                              "detail": f"{a.event or a.type}"
                                        + (f" {a.path}" if a.path else "") + f" at {a.ts:%H:%M}"}
                             for a in reversed(fresh[-5:])]  # newest first
-                before = len(out.firings)
+                n_before = len(out.firings)
                 moment(t, "", Firing(
                     t, "", "moment", f"{{who}} is ready to buy: {what}",
                     {"field": "action", "to": what, "at": _iso(last.ts),
-                     "actions": len(fresh), "score": new.score, "grade": new.grade},
-                    evidence, data={"fast_track": t.fast_track}))
-                if t.fast_track and len(out.firings) > before:
+                     "actions": len(fresh), "message_ids": [a.message_id for a in fresh],
+                     "score": new.score, "grade": new.grade},
+                    evidence, data={"fast_track": t.fast_track}), record_held=True)
+                if t.fast_track and len(out.firings) > n_before:
                     out.fast_track = True
     return out
