@@ -182,6 +182,16 @@ def page_model(request: Request, user: User):
                                     "then `leadrefinery score`.")
 
 
+def open_page(request: Request, what: str):
+    """What every page needs first: (user, state, model, None), or (…, the response to send
+    instead) when the visitor must log in, may not see `what`, or there is no model yet."""
+    user = page_user(request, what)
+    if not isinstance(user, User):
+        return None, None, None, user
+    model, problem = page_model(request, user)
+    return user, state(request), model, problem
+
+
 def _forbidden(request: Request, user: User) -> HTMLResponse:
     return render(request, "error.html", user=user, status=403, title="Not allowed",
                   message=f"Your role ({user.role}) cannot open this page.")
@@ -296,13 +306,9 @@ def _query_without(request: Request, *drop: str) -> str:
 @router.get("/leads", response_class=HTMLResponse)
 def leads_page(request: Request, page: int = 1):
     started = time.perf_counter()
-    user = page_user(request, "leads")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "leads")
+    if early is not None:
+        return early
     try:
         f = lead_filter(request)
     except InputError as exc:
@@ -324,13 +330,9 @@ def leads_page(request: Request, page: int = 1):
 
 @router.get("/leads.csv")
 def leads_csv(request: Request, layout: str = "generic"):
-    user = page_user(request, "leads")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "leads")
+    if early is not None:
+        return early
     f = lead_filter(request)
     rows = export_rows(st.engine, model, layout=layout, flt=f, scope=user.scope)
     name = f"leads-{datetime.now():%Y%m%d-%H%M}.csv"
@@ -345,13 +347,9 @@ def leads_csv(request: Request, layout: str = "generic"):
 @router.get("/people/{person_id}", response_class=HTMLResponse)
 def person_page(request: Request, person_id: str, before: str | None = None):
     started = time.perf_counter()
-    user = page_user(request, "people")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "people")
+    if early is not None:
+        return early
     try:
         r = person_report.person_report(st.engine, model, person_id, scope=user.scope)
     except NotFound as exc:
@@ -371,13 +369,9 @@ def person_page(request: Request, person_id: str, before: str | None = None):
 @router.get("/overview", response_class=HTMLResponse)
 def overview_page(request: Request, days: int = 90):
     started = time.perf_counter()
-    user = page_user(request, "overview")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "overview")
+    if early is not None:
+        return early
     days = max(7, min(days, 730))
     o = overview_report.overview(st.engine, model, scope=user.scope, days=days)
     return render(request, "overview.html", user=user, started=started, o=o, days=days)
@@ -386,13 +380,9 @@ def overview_page(request: Request, days: int = 90):
 @router.get("/campaigns", response_class=HTMLResponse)
 def campaigns_page(request: Request, by: str = "campaign", days: int = 0):
     started = time.perf_counter()
-    user = page_user(request, "campaigns")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "campaigns")
+    if early is not None:
+        return early
     if by not in campaign_report.DIMENSIONS:
         by = "campaign"
     ref = st.cached("ref", 10, lambda: reference_time(st.engine))
@@ -412,13 +402,9 @@ def campaigns_page(request: Request, by: str = "campaign", days: int = 0):
 @router.get("/abuse", response_class=HTMLResponse)
 def abuse_page(request: Request, page: int = 1):
     started = time.perf_counter()
-    user = page_user(request, "abuse")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "abuse")
+    if early is not None:
+        return early
     a = abuse_report.abuse(st.engine, model, scope=user.scope,
                            active_minutes=st.project.settings.dashboard.active_minutes,
                            page=page)
@@ -428,13 +414,9 @@ def abuse_page(request: Request, page: int = 1):
 @router.get("/model", response_class=HTMLResponse)
 def model_page(request: Request):
     started = time.perf_counter()
-    user = page_user(request, "model")
-    if not isinstance(user, User):
-        return user
-    st = state(request)
-    model, problem = page_model(request, user)
-    if problem is not None:
-        return problem
+    user, st, model, early = open_page(request, "model")
+    if early is not None:
+        return early
     bt = model_report.cached_backtest(st.project.root)
     card = model_report.predictive_card(st.project, st.engine)
     alerts = model_report.alerts_status(st.engine)
