@@ -496,7 +496,7 @@ FROM (
         JSON_EXTRACT_STRING(e.context, '$.page.path')
       ) AS x4,
       JSON_EXTRACT_STRING(e.properties, '$.duration_minutes') AS x5,
-      JSON_EXTRACT_STRING(e.properties, '$.auto_suspended') AS x6,
+      JSON_EXTRACT_STRING(e.properties, '$.max_duration_minutes') AS x6,
       JSON_EXTRACT_STRING(e.properties, '$.environment_id') AS x7
     FROM events AS e
     WHERE
@@ -576,8 +576,7 @@ FROM (
         ev_type = 'track'
         AND ev_event IN ('Environment Stopped')
         AND (
-          TRY_CAST(x5 AS DOUBLE) > CAST(240 AS DOUBLE)
-          AND NOT COALESCE(LOWER(x6) IN ('true', '1', 'yes'), FALSE)
+          TRY_CAST(x5 AS DOUBLE) > COALESCE(TRY_CAST(x6 AS DOUBLE), CAST(240 AS DOUBLE))
         ),
         FALSE
       ) AS m_ab_session_over_limit,

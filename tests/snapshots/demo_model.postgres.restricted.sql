@@ -533,7 +533,7 @@ FROM (
       e.properties #>> '{guests}' AS x3,
       COALESCE(e.properties #>> '{path}', e.context #>> '{page,path}') AS x4,
       e.properties #>> '{duration_minutes}' AS x5,
-      e.properties #>> '{auto_suspended}' AS x6,
+      e.properties #>> '{max_duration_minutes}' AS x6,
       e.properties #>> '{environment_id}' AS x7
     FROM events AS e
     WHERE
@@ -624,8 +624,13 @@ FROM (
           CASE
             WHEN x5 ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
             THEN CAST(x5 AS DOUBLE PRECISION)
-          END > CAST(240 AS DOUBLE PRECISION)
-          AND NOT COALESCE(LOWER(x6) IN ('true', '1', 'yes'), FALSE)
+          END > COALESCE(
+            CASE
+              WHEN x6 ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
+              THEN CAST(x6 AS DOUBLE PRECISION)
+            END,
+            CAST(240 AS DOUBLE PRECISION)
+          )
         ),
         FALSE
       ) AS m_ab_session_over_limit,

@@ -342,7 +342,7 @@ WITH lr_pop AS (
     GET_JSON_OBJECT(e.properties, '$.guests') AS x3,
     COALESCE(GET_JSON_OBJECT(e.properties, '$.path'), GET_JSON_OBJECT(e.context, '$.page.path')) AS x4,
     GET_JSON_OBJECT(e.properties, '$.duration_minutes') AS x5,
-    GET_JSON_OBJECT(e.properties, '$.auto_suspended') AS x6,
+    GET_JSON_OBJECT(e.properties, '$.max_duration_minutes') AS x6,
     GET_JSON_OBJECT(e.properties, '$.environment_id') AS x7
   FROM events AS e
   WHERE
@@ -422,8 +422,7 @@ WITH lr_pop AS (
       ev_type = 'track'
       AND ev_event IN ('Environment Stopped')
       AND (
-        TRY_CAST(x5 AS DOUBLE) > CAST(240 AS DOUBLE)
-        AND NOT COALESCE(LOWER(x6) IN ('true', '1', 'yes'), FALSE)
+        TRY_CAST(x5 AS DOUBLE) > COALESCE(TRY_CAST(x6 AS DOUBLE), CAST(240 AS DOUBLE))
       ),
       FALSE
     ) AS m_ab_session_over_limit,
