@@ -136,6 +136,13 @@ def case(
     return exp.Case(ifs=[exp.If(this=cond, true=then)], default=default)
 
 
+def row_number(partition: list[exp.Expression], order: list[exp.Expression]) -> exp.Window:
+    """ROW_NUMBER() OVER (PARTITION BY … ORDER BY …): how one row per group is picked."""
+    return exp.Window(
+        this=fn("ROW_NUMBER"), partition_by=partition, order=exp.Order(expressions=order)
+    )
+
+
 def fn(name: str, *args: exp.Expression) -> exp.Expression:
     return exp.func(name, *args)
 
@@ -1039,11 +1046,7 @@ class Builder:
             col("nk"),
             col("v"),
             alias(
-                exp.Window(
-                    this=fn("ROW_NUMBER"),
-                    partition_by=[col("person_id"), col("key")],
-                    order=exp.Order(expressions=order),
-                ),
+                row_number([col("person_id"), col("key")], order),
                 "rn",
             ),
         ).from_(
@@ -1232,15 +1235,12 @@ class Builder:
             col("nk"),
             col("v"),
             alias(
-                exp.Window(
-                    this=fn("ROW_NUMBER"),
-                    partition_by=[col("account_id"), col("key")],
-                    order=exp.Order(
-                        expressions=[
-                            exp.Ordered(this=col("ts"), desc=True),
-                            exp.Ordered(this=col("message_id"), desc=True),
-                        ]
-                    ),
+                row_number(
+                    [col("account_id"), col("key")],
+                    [
+                        exp.Ordered(this=col("ts"), desc=True),
+                        exp.Ordered(this=col("message_id"), desc=True),
+                    ],
                 ),
                 "rn",
             ),
@@ -1372,15 +1372,12 @@ class Builder:
                 alias(col(f"pt_{r.id}"), "pt"),
                 col("age_d"),
                 alias(
-                    exp.Window(
-                        this=fn("ROW_NUMBER"),
-                        partition_by=part,
-                        order=exp.Order(
-                            expressions=[
-                                exp.Ordered(this=col("ts"), desc=True),
-                                exp.Ordered(this=col("message_id"), desc=True),
-                            ]
-                        ),
+                    row_number(
+                        part,
+                        [
+                            exp.Ordered(this=col("ts"), desc=True),
+                            exp.Ordered(this=col("message_id"), desc=True),
+                        ],
                     ),
                     "rk",
                 ),
@@ -1519,16 +1516,13 @@ class Builder:
                     "n_over",
                 ),
                 alias(
-                    exp.Window(
-                        this=fn("ROW_NUMBER"),
-                        partition_by=[col("person_id")],
-                        order=exp.Order(
-                            expressions=[
-                                exp.Ordered(this=over, desc=True, nulls_first=False),
-                                exp.Ordered(this=col("t0")),
-                                exp.Ordered(this=col("k")),
-                            ]
-                        ),
+                    row_number(
+                        [col("person_id")],
+                        [
+                            exp.Ordered(this=over, desc=True, nulls_first=False),
+                            exp.Ordered(this=col("t0")),
+                            exp.Ordered(this=col("k")),
+                        ],
                     ),
                     "rn",
                 ),
@@ -1610,16 +1604,13 @@ class Builder:
             col("k"),
             col("open_n"),
             alias(
-                exp.Window(
-                    this=fn("ROW_NUMBER"),
-                    partition_by=[col("person_id")],
-                    order=exp.Order(
-                        expressions=[
-                            exp.Ordered(this=col("open_n"), desc=True),
-                            exp.Ordered(this=col("t_us")),
-                            exp.Ordered(this=col("k")),
-                        ]
-                    ),
+                row_number(
+                    [col("person_id")],
+                    [
+                        exp.Ordered(this=col("open_n"), desc=True),
+                        exp.Ordered(this=col("t_us")),
+                        exp.Ordered(this=col("k")),
+                    ],
                 ),
                 "rn",
             ),
@@ -1739,15 +1730,12 @@ class Builder:
             select(
                 exp.Star(),
                 alias(
-                    exp.Window(
-                        this=fn("ROW_NUMBER"),
-                        partition_by=[col("person_id")],
-                        order=exp.Order(
-                            expressions=[
-                                exp.Ordered(this=col("n_gaps"), desc=True),
-                                exp.Ordered(this=col("k")),
-                            ]
-                        ),
+                    row_number(
+                        [col("person_id")],
+                        [
+                            exp.Ordered(this=col("n_gaps"), desc=True),
+                            exp.Ordered(this=col("k")),
+                        ],
                     ),
                     "rn",
                 ),
