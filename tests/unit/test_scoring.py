@@ -7,6 +7,7 @@ import itertools
 import json
 import textwrap
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -604,3 +605,21 @@ def test_restricted_rescore_uses_the_same_query_for_a_few_people(project: Projec
         ("b", 20.0),
         ("c", 10.0),
     ]  # c not rescored yet
+
+
+def test_cached_sql_is_the_sql_rendered_afresh(project: Project) -> None:
+    """The cached template, filled in, is byte for byte what compiling for that time gives."""
+    from leadrefinery.model import load_model
+    from leadrefinery.model.compile import build_plan
+    from leadrefinery.model.scoring import insert_scores_sql, scoring_sql
+    import leadrefinery
+
+    m = load_model(Path(leadrefinery.__file__).parent / "sample" / "model.yaml")
+    engine = project.engine
+    for as_of in (T, T + timedelta(days=3, microseconds=7), datetime(2030, 1, 1)):
+        for restrict in (None, "lr_ids"):
+            plan = build_plan(m, as_of=as_of, restrict=restrict)
+            fresh = plan.sql(engine.dialect, pretty=False)
+            assert scoring_sql(engine, m, as_of=as_of, restrict=restrict) == fresh
+            cached = scoring_sql(engine, m, as_of=as_of, restrict=restrict, insert_run="r-42")
+            assert cached == insert_scores_sql(engine, plan, "r-42")

@@ -13,11 +13,16 @@ One scoring run is a handful of set-based statements, all through the `Engine` i
 `restrict` rescores only some people — a table of person ids (the real-time path's micro-batch)
 or a list of ids — with the *same* compiled query, restricted by one predicate. Volume grades
 then use the cut-offs of the newest full run, so a person's grade means the same in both paths.
+
+Compiling and rendering a model takes a good part of a second of Python; the real-time path
+rescores every second. So `scoring_sql` keeps the rendered SQL per model, dialect and restriction
+with the as-of time (and run id) as stand-ins, and fills them in per run.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,7 +32,14 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..store.engine import Engine
-from .compile import SNAPSHOT_COLUMNS, Plan, build_plan, naive_utc, snapshot_query
+from .compile import (
+    SNAPSHOT_COLUMNS,
+    Plan,
+    build_plan,
+    epoch_us,
+    naive_utc,
+    snapshot_query,
+)
 from .dialects import render
 from .load import Model
 
@@ -76,14 +88,68 @@ def latest_cutoffs(engine: Engine, model: Model) -> dict[str, float] | None:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
-def plan_for(
-    engine: Engine | None, model: Model, *, as_of: datetime | None, restrict: str | list[str] | None
-) -> Plan:
-    cutoffs = None
+# Two stand-ins, so a template is checked once: rendered for each, one filled in must give the other.
+_STAND_INS = (
+    (datetime(2001, 2, 3, 4, 5, 6, 789012), "lr-template-run-a"),
+    (datetime(2002, 3, 4, 5, 6, 7, 890123), "lr-template-run-b"),
+)
+_TEMPLATES: dict[tuple, str | None] = {}
+_MAX_TEMPLATES = 32
+_TEMPLATES_LOCK = threading.Lock()  # the real-time lanes score from two threads
+
+
+def _fill(sql: str, stand_in: tuple[datetime, str], as_of: datetime, run_id: str) -> str:
+    at, run = stand_in
+    return (
+        sql.replace(at.strftime("%Y-%m-%d %H:%M:%S.%f"), as_of.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        .replace(str(epoch_us(at)), str(epoch_us(as_of)))
+        .replace(run, run_id)
+    )
+
+
+def scoring_sql(
+    engine: Engine,
+    model: Model,
+    *,
+    as_of: datetime,
+    restrict: str | list[str] | None = None,
+    insert_run: str | None = None,
+    snapshot: bool = True,
+) -> str:
+    """The model's SQL as of `as_of`: the per-person query, or with `insert_run` the INSERT of
+    that run's `scores` rows. Rendered once per model/dialect/restriction, then filled in."""
+    as_of = naive_utc(as_of)
+    cutoffs = None  # a restricted run grades by the newest full run's volume cut-offs
     g = model.spec.grades
-    if restrict is not None and g is not None and g.method == "volume" and engine is not None:
+    if restrict is not None and g is not None and g.method == "volume":
         cutoffs = latest_cutoffs(engine, model) or {}
-    return build_plan(model, as_of=as_of or now_utc(), restrict=restrict, volume_cutoffs=cutoffs)
+
+    def render_at(at: datetime, run: str) -> str:
+        plan = build_plan(model, as_of=at, restrict=restrict, volume_cutoffs=cutoffs)
+        if insert_run is not None:
+            return insert_scores_sql(engine, plan, run)
+        return plan.sql(engine.dialect, snapshot=snapshot, pretty=False)
+
+    if isinstance(restrict, list):  # ids inlined: one person's explain, not worth keeping
+        return render_at(as_of, insert_run or "")
+    key = (
+        model.hash, engine.dialect, restrict, json.dumps(cutoffs, sort_keys=True),
+        insert_run is not None, snapshot,
+    )
+    with _TEMPLATES_LOCK:
+        if key not in _TEMPLATES:
+            (at_a, run_a), (at_b, run_b) = _STAND_INS
+            sql_a, sql_b = render_at(at_a, run_a), render_at(at_b, run_b)
+            # None: the stand-ins are not the only difference (only if a model's own literal
+            # spells one) — then this key is always rendered afresh.
+            same = _fill(sql_a, _STAND_INS[0], at_b, run_b) == sql_b
+            _TEMPLATES[key] = sql_a if same else None
+            while len(_TEMPLATES) > _MAX_TEMPLATES:
+                del _TEMPLATES[next(iter(_TEMPLATES))]
+        template = _TEMPLATES[key]
+    if template is None:
+        return render_at(as_of, insert_run or "")
+    return _fill(template, _STAND_INS[0], as_of, insert_run or "")
 
 
 def _lit(value: object) -> exp.Expression:
@@ -138,10 +204,9 @@ def score(
     started = time.perf_counter()
     as_of = naive_utc(as_of) if as_of else now_utc()
     run_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    plan = plan_for(engine, model, as_of=as_of, restrict=restrict)
     restricted = restrict is not None
     with engine.transaction():
-        engine.execute(insert_scores_sql(engine, plan, run_id))
+        engine.execute(scoring_sql(engine, model, as_of=as_of, restrict=restrict, insert_run=run_id))
         people = int(engine.scalar("SELECT count(*) FROM scores WHERE run_id = ?", [run_id]) or 0)
         cutoffs = None
         g = model.spec.grades
@@ -214,5 +279,5 @@ def compute(
     snapshot: bool = True,
 ) -> pa.Table:
     """The per-person results without storing them (explain, backtest, tests)."""
-    plan = plan_for(engine, model, as_of=as_of, restrict=restrict)
-    return engine.query_arrow(plan.sql(engine.dialect, snapshot=snapshot, pretty=False))
+    sql = scoring_sql(engine, model, as_of=as_of or now_utc(), restrict=restrict, snapshot=snapshot)
+    return engine.query_arrow(sql)
