@@ -43,7 +43,21 @@ def guess_csv_kind(path: Path, delimiter: str = ",") -> str:
         return "conversions"
     if "email" not in header and header & {"employees", "industry", "domain", "website"}:
         return "accounts"
+    stem = tables.norm(path.name.split(".")[0])
+    for words, kind in _NAME_KINDS:
+        if any(w in stem for w in words):
+            return kind
     return "people"
+
+
+# what a file's name says it holds, when its header does not
+_NAME_KINDS = (
+    (("conversion",), "conversions"),
+    (("opportunit", "deal", "pipeline"), "opportunities"),
+    (("activit",), "activities"),
+    (("campaign", "cost", "spend"), "campaigns"),
+    (("account", "compan"), "accounts"),
+)
 
 
 class Ingestor:
