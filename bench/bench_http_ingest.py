@@ -29,33 +29,24 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import http.client
-import json
 import multiprocessing
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import orjson
+from loadgen import free_port, get_json, run_clients, shield
 
 WRITE_KEY = "bench-key"
 EVENTS = ["Logged In", "Environment Launched", "Guest Invited", "Docs Viewed", "Pricing Viewed",
           "Class Started", "Class Ended", "Email Clicked"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_batch(rng: random.Random, size: int, people: int) -> bytes:
@@ -100,24 +91,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def shield(pid: int, delta: int = -10) -> bool:
-    """Raise every thread of `pid` by `delta` nice levels (root only; Linux niceness is per
-    thread), keeping their order: the server's loader stays below its event loop."""
-    try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        for tid in tids:
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + delta)
-    except (OSError, PermissionError):
-        return False
-    return True
-
-
 def get_health(port: int) -> dict:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("GET", "/health")
-    out = json.loads(c.getresponse().read())
-    c.close()
-    return out
+    return get_json(port, "/health", timeout=30)
 
 
 def start_server(project: Path, port: int, log: Path) -> subprocess.Popen:
@@ -142,42 +117,10 @@ def start_server(project: Path, port: int, log: Path) -> subprocess.Popen:
 def _clients(args, port: int, auth: str, bodies: list[list[bytes]], ids: list[int],
              t0: float, out) -> None:
     """Run clients `ids` (threads) of one client process; put (latencies, events, errors)."""
-    stop_at = t0 + args.seconds
-    interval = args.batch * args.clients / args.rate if args.rate else 0.0
-    latencies: list[float] = []
-    sent = [0]
-    errors: list[str] = []
-    last = [t0]
-
-    def client(c: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Content-Type": "application/json", "Authorization": auth}
-        start = t0 + interval * c / args.clients
-        for i, body in enumerate(bodies[c]):
-            scheduled = start + i * interval if interval else time.perf_counter()
-            if scheduled >= stop_at:
-                break
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            conn.request("POST", "/v1/batch", body, headers)
-            resp = conn.getresponse()
-            resp.read()
-            done = time.perf_counter()
-            if resp.status != 200:
-                errors.append(str(resp.status))
-                continue
-            latencies.append(done - scheduled)
-            sent[0] += args.batch
-            last[0] = max(last[0], done)
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in ids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.put((latencies, sent[0], errors, last[0]))
+    r = run_clients(port, auth, ids, clients=args.clients, batch=args.batch, rate=args.rate,
+                    t0=t0, seconds=args.seconds,
+                    body=lambda c, i: bodies[c][i] if i < len(bodies[c]) else None)
+    out.put((r.latencies, r.events, r.errors, r.last))
 
 
 def send(args, port: int, auth: str, bodies: list[list[bytes]]) -> dict:

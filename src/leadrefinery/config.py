@@ -256,6 +256,8 @@ class SlaSection(Section):
     label_ignore_reasons: list[str] = Field(
         default_factory=lambda: ["duplicate", "existing customer", "wrong territory", "test"]
     )
+    # `serve` checks the SLAs and puts new findings in the alerts outbox this often; 0 = never
+    check_seconds: float = Field(default=3600.0, ge=0)
 
 
 class SendWindow(Section):
@@ -291,6 +293,8 @@ class NurtureSection(Section):
                                  "Contact Sales Requested"]
     )
     max_attempts: int = Field(default=5, ge=1)  # delivery attempts of one message
+    # `serve` runs a nurture tick (enrol, branch, send what is due) this often; 0 = never
+    tick_seconds: float = Field(default=300.0, ge=0)
 
 
 class ProfileFieldConfig(Section):

@@ -12,18 +12,14 @@ import email
 import email.policy
 import ipaddress
 import json
-import socket
 import ssl
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from tests.e2e.conftest import Receiver, free_port, wait_for
 
 from leadrefinery.act.channels import Secrets, verify_signature
 from leadrefinery.act.delivery import Deliverer
@@ -44,93 +40,6 @@ pytestmark = pytest.mark.timeout(60)
 
 SECRET = "shared-webhook-secret"
 OUTBOX_TABLES = ("alerts", "alert_feed", "people", "accounts", "meta")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
-# -- a real webhook receiver ----------------------------------------------------------------
-
-
-class Receiver:
-    """HTTP receiver on 127.0.0.1. `mode`: ok (200) | fail (503) | gone (404) | slow_once (the
-    first request per alert id answers after `delay` s, later ones at once). `down()` closes
-    the socket (connection refused), `up()` listens again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hooks/leads"
-        self.mode = "ok"
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        self.requests: list[tuple[float, str, int, int]] = []  # (time, alert id, attempt, status)
-        self.accepted: list[dict] = []  # bodies answered 2xx, with their headers
-        self.server: ThreadingHTTPServer | None = None
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        rx = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                aid = self.headers.get("X-LeadRefinery-Alert-Id", "")
-                with rx.lock:
-                    seen = any(r[1] == aid for r in rx.requests)
-                    status = {"ok": 200, "fail": 503, "gone": 404, "slow_once": 200}[rx.mode]
-                    rx.requests.append((time.monotonic(), aid,
-                                        int(self.headers.get("X-LeadRefinery-Attempt", 0)), status))
-                if rx.mode == "slow_once" and not seen:
-                    time.sleep(rx.delay)
-                if status == 200:
-                    with rx.lock:
-                        rx.accepted.append({"raw": raw, "headers": dict(self.headers)})
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:
-                    pass  # the sender gave up waiting
-
-        return Handler
-
-    def up(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-
-    def down(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def ids(self) -> Counter:
-        with self.lock:
-            return Counter(json.loads(a["raw"])["alert_id"] for a in self.accepted)
-
-
-@pytest.fixture
-def receiver():
-    rx = Receiver()
-    rx.up()
-    yield rx
-    rx.down()
 
 
 # -- a real SMTP server ---------------------------------------------------------------------

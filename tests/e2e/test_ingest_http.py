@@ -7,20 +7,18 @@ sends, waits for `/health` to show the log loaded, stops the server, and then re
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.e2e.conftest import Server
 
 from leadrefinery import Project
 
@@ -30,91 +28,12 @@ KEY = "test-key"
 EXE = Path(sys.executable).with_name("leadrefinery")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`leadrefinery serve` as a subprocess on a free port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.runs = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.root.parent / f"server-{self.port}-{self.runs}.log"
-
-    def start(self) -> Server:
-        self.runs += 1
-        self.proc = subprocess.Popen(
-            [str(EXE), "serve", "--project", str(self.root), "--port", str(self.port)],
-            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def health(self) -> dict:
-        return httpx.get(f"{self.url}/health", timeout=30).json()
-
-    def wait_loaded(self, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            h = self.health()
-            if h["log"]["lag_bytes"] == 0:
-                return h
-            assert time.monotonic() < deadline, h
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def post(self, path: str, body, *, key: str | None = KEY, gzipped: bool = False,
-             headers: dict | None = None) -> httpx.Response:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **(headers or {})}
-        if gzipped:
-            data = gzip.compress(data)
-            headers["Content-Encoding"] = "gzip"
-        auth = (key, "") if key is not None else None
-        return httpx.post(f"{self.url}{path}", content=data, headers=headers, auth=auth,
-                          timeout=30)
-
-    def store(self) -> Project:
-        """Stop the server and open the store (read-only) to check what it holds."""
-        self.stop()
-        return Project(self.root, read_only=True)
-
-
 @pytest.fixture
 def server(tmp_path: Path):
     Project.init(tmp_path / "proj", name="e2e", write_key=KEY).close()
-    s = Server(tmp_path / "proj").start()
+    s = Server(tmp_path / "proj", write_key=KEY).start()
     yield s
-    s.stop(signal.SIGKILL if s.proc and s.proc.poll() is None else signal.SIGTERM)
+    s.close()
 
 
 def ids_in_store(p: Project) -> dict[str, int]:

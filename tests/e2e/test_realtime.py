@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from tests.e2e.conftest import Receiver, Server, free_port, wait_for
 
 from leadrefinery import Project
-from leadrefinery.act.channels import verify_signature
 
 pytestmark = [pytest.mark.timeout(300)]
 
 KEY = "rt-key"
 SECRET = "rt-webhook-secret"
-EXE = Path(sys.executable).with_name("leadrefinery")
 
 TRIGGERS = """\
 version: 1
@@ -51,83 +42,6 @@ triggers:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
-# -- receivers ------------------------------------------------------------------------------
-
-
-class Receiver:
-    """Webhook receiver on 127.0.0.1; `down()` closes the socket, `up()` listens again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hooks/sales"
-        self.lock = threading.Lock()
-        self.bodies: list[dict] = []  # accepted, in arrival order
-        self.arrived: dict[str, float] = {}  # alert id -> first arrival (wall clock)
-        self.bad_signatures = 0
-        self.server: ThreadingHTTPServer | None = None
-
-    def up(self) -> None:
-        rx = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = verify_signature(raw, self.headers.get("X-LeadRefinery-Signature"), SECRET)
-                with rx.lock:
-                    if not ok:
-                        rx.bad_signatures += 1
-                    body = json.loads(raw)
-                    rx.bodies.append(body)
-                    rx.arrived.setdefault(body["alert_id"], time.time())
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-
-    def down(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def got(self) -> Counter:
-        """(person, trigger) -> how many distinct alert ids arrived."""
-        with self.lock:
-            firsts = {b["alert_id"]: b for b in self.bodies}
-        return Counter((b["person"]["id"], b["trigger"]["id"]) for b in firsts.values())
-
-    def copies(self) -> Counter:
-        with self.lock:
-            return Counter(b["alert_id"] for b in self.bodies)
-
-    def body(self, person: str, trigger: str) -> dict:
-        with self.lock:
-            return next(b for b in self.bodies if b["person"]["id"] == person
-                        and b["trigger"]["id"] == trigger)
-
-
 class Mailbox:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
@@ -139,67 +53,6 @@ class Mailbox:
 
     def ids(self) -> Counter:
         return Counter(m["X-LeadRefinery-Alert-Id"] for m in self.messages)
-
-
-# -- the server -----------------------------------------------------------------------------
-
-
-class Server:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.runs = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.root.parent / f"server-{self.runs}.log"
-
-    def start(self) -> Server:
-        self.runs += 1
-        env = {**os.environ, "LEADREFINERY_WEBHOOK_SECRET": SECRET}
-        self.proc = subprocess.Popen(
-            [str(EXE), "serve", "--project", str(self.root), "--port", str(self.port)],
-            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(f"{self.url}/v1/realtime", timeout=5).json().get("running"):
-                    return self
-            except (httpx.TransportError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        return "\n".join(p.read_text(errors="replace")
-                         for p in sorted(self.root.parent.glob("server-*.log")))
-
-    def realtime(self) -> dict:
-        return httpx.get(f"{self.url}/v1/realtime", timeout=30).json()
-
-    def settled(self, timeout: float = 90) -> dict:
-        """Wait until the log is loaded and every loaded micro-batch has been rescored."""
-        deadline = time.monotonic() + timeout
-        while True:
-            h = httpx.get(f"{self.url}/health", timeout=30).json()
-            rt = self.realtime()
-            if h["log"]["lag_bytes"] == 0 and rt["idle"] and rt["caught_up"]:
-                return rt
-            assert time.monotonic() < deadline, (h, rt)
-            time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def make_project(root: Path, receiver: Receiver, smtp_port: int) -> Path:
@@ -240,14 +93,6 @@ def _model_text() -> str:
 
 
 @pytest.fixture
-def receiver():
-    rx = Receiver()
-    rx.up()
-    yield rx
-    rx.down()
-
-
-@pytest.fixture
 def mailbox():
     box = Mailbox()
     c = Controller(box, hostname="127.0.0.1", port=free_port())
@@ -259,9 +104,10 @@ def mailbox():
 @pytest.fixture
 def server(tmp_path: Path, receiver: Receiver, mailbox):
     _, smtp_port = mailbox
-    s = Server(make_project(tmp_path / "proj", receiver, smtp_port))
+    s = Server(make_project(tmp_path / "proj", receiver, smtp_port),
+               env={"LEADREFINERY_WEBHOOK_SECRET": SECRET}, ready=Server.live)
     yield s
-    s.stop(signal.SIGKILL if s.proc and s.proc.poll() is None else signal.SIGTERM)
+    s.close()
 
 
 # -- the stream -----------------------------------------------------------------------------
@@ -349,8 +195,8 @@ def test_stream_alerts_arrive_once_with_reasons(server: Server, receiver: Receiv
     got = receiver.got()
     assert set(got) == hooks, got  # none for the quiet leads
     assert set(got.values()) == {1}
-    assert set(receiver.copies().values()) == {1}  # each alert id exactly once
-    assert receiver.bad_signatures == 0
+    assert set(receiver.ids().values()) == {1}  # each alert id exactly once
+    assert receiver.bad_signatures(SECRET) == 0
     # the reasons and evidence
     hot = receiver.body("cat", "hot")
     assert hot["change"]["to"] == "B" and hot["trigger"]["kind"] == "grade_reached"
@@ -373,7 +219,7 @@ def test_stream_alerts_arrive_once_with_reasons(server: Server, receiver: Receiv
     ready = next(m for m in mails.values() if "ready to buy" in m["Subject"])
     assert "Contact Sales Requested" in ready.get_body(("plain",)).get_content()
     # in time: event -> webhook delivered (a loaded shared machine: generous bound)
-    assert max(receiver.arrived.values()) - began < 30
+    assert max(receiver.arrived().values()) - began < 30
     server.stop()
     stored = stored_alerts(server.root)
     assert {(a["person_id"], a["trigger_id"]) for a in stored} == set(expect)

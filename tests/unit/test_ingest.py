@@ -132,6 +132,47 @@ def test_alias_merges_previous_user(project):
     assert rows(project, "SELECT person_id FROM events WHERE message_id = '4'") == [("new",)]
 
 
+def test_alias_chain_within_one_batch_resolves_to_the_last_id(project):
+    """a -> b, then b -> c, in the same micro-batch: everything of a and b ends up on c."""
+    project.ingestor.ingest_messages(
+        [
+            {"type": "identify", "userId": "a", "anonymousId": "anon-1", "messageId": "1",
+             "traits": {"plan": "free"}, "timestamp": "2026-01-01T00:00:00Z"},
+            {"type": "track", "userId": "a", "event": "Logged In", "messageId": "2",
+             "timestamp": "2026-01-01T00:01:00Z"},
+            {"type": "alias", "previousId": "a", "userId": "b", "messageId": "3",
+             "timestamp": "2026-01-02T00:00:00Z"},
+            {"type": "track", "userId": "b", "event": "Logged In", "messageId": "4",
+             "timestamp": "2026-01-02T00:01:00Z"},
+            {"type": "alias", "previousId": "b", "userId": "c", "messageId": "5",
+             "timestamp": "2026-01-03T00:00:00Z"},
+        ],
+        source="t",
+    )
+    assert rows(project, "SELECT DISTINCT person_id FROM events") == [("c",)]
+    assert rows(project, "SELECT person_id, traits->>'plan' FROM people") == [("c", "free")]
+    assert rows(project, "SELECT alias_id, person_id FROM identities ORDER BY alias_id") == [
+        ("a", "c"), ("anon-1", "c"), ("b", "c")]
+    # later events under any of the old ids belong to c
+    project.ingestor.ingest_messages(
+        [{"type": "page", "anonymousId": "anon-1", "messageId": "6", "properties": {"path": "/"}},
+         {"type": "track", "userId": "a", "event": "Logged In", "messageId": "7"}], source="t")
+    assert rows(project, "SELECT DISTINCT person_id FROM events") == [("c",)]
+
+
+def test_alias_cycle_within_one_batch_links_nothing_and_loses_nothing(project):
+    project.ingestor.ingest_messages(
+        [{"type": "alias", "previousId": "x", "userId": "y", "messageId": "1",
+          "timestamp": "2026-01-01T00:00:00Z"},
+         {"type": "alias", "previousId": "y", "userId": "x", "messageId": "2",
+          "timestamp": "2026-01-01T00:01:00Z"}],
+        source="t",
+    )
+    assert rows(project, "SELECT count(*) FROM events") == [(2,)]
+    assert rows(project, "SELECT alias_id, person_id FROM identities ORDER BY alias_id") == [
+        ("x", "y")]
+
+
 def test_newest_trait_wins_and_history_is_kept(project):
     project.ingestor.ingest_messages(
         [

@@ -396,3 +396,35 @@ def test_missing_secret_says_what_to_do(project, monkeypatch):
     (project.root / "secrets.toml").write_text('[nurture]\nunsubscribe_secret = "abc"\n')
     n = Nurture(project.engine, project.settings, root=project.root, sequences=[TRIAL])
     assert n.secret == "abc"
+
+
+def test_serve_ticks_nurture_on_a_schedule(project, tmp_path, inbox, monkeypatch):
+    """Inside `serve` (act/realtime.py) a nurture tick runs every `[nurture] tick_seconds`:
+    enrolment and the day-0 mail happen without cron, and ticking again sends nothing twice."""
+    import time
+
+    from leadrefinery.act.realtime import Realtime, periodic_jobs
+
+    monkeypatch.setenv("LEADREFINERY_UNSUBSCRIBE_SECRET", SECRET)
+    (project.root / "sequences").mkdir()
+    (project.root / "sequences" / "trial.json").write_text(json.dumps(TRIAL))
+    project.settings = make_settings(inbox, tick_seconds=0.05, files=["sequences/*.json"])
+    project.settings.sla.check_seconds = 0
+    ingest(project, tmp_path, signup("ann", MON, email="ann@acme.de", first_name="Ann"))
+    rt = Realtime(None, settings=project.settings, clock=ManualClock(MON + timedelta(minutes=5)),
+                  jobs=periodic_jobs(project))
+    assert [j.kind for j in rt.jobs] == ["nurture"]
+    ticks = []
+    rt.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(ticks) < 3:  # three ticks at least
+            assert time.monotonic() < deadline, rt.stats.last_error
+            time.sleep(0.02)
+            at = rt.stats.jobs.get("nurture", {}).get("at")
+            if at is not None and at not in ticks:
+                ticks.append(at)
+    finally:
+        rt.stop()
+    assert inbox.to("ann@acme.de") == ["Welcome, Ann"]
+    assert rt.stats.errors == 0

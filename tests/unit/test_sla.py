@@ -165,6 +165,40 @@ def test_findings_travel_through_the_alerts_outbox_once(project):
     assert all(a.person_id == "late" for a in alerts)
 
 
+def test_serve_checks_the_slas_on_a_schedule(project):
+    """Inside `serve` (act/realtime.py) the SLA check runs every `[sla] check_seconds`; each
+    finding reaches the outbox once however often it is found again; 0 turns it off."""
+    import time
+
+    from leadrefinery.act.clock import ManualClock
+    from leadrefinery.act.realtime import Realtime, periodic_jobs
+
+    project.settings = settings(check_seconds=0.05).model_copy(
+        update={"nurture": Settings().nurture.model_copy(update={"tick_seconds": 0})})
+    hand_off(project.engine, project.settings, [("late", "A")], T0)
+    rt = Realtime(None, settings=project.settings, clock=ManualClock(T0 + timedelta(days=8)),
+                  jobs=periodic_jobs(project))
+    assert [j.kind for j in rt.jobs] == ["sla"]  # nurture ticks are off
+    runs = []
+    rt.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(runs) < 3:  # found again and again
+            assert time.monotonic() < deadline, rt.stats.last_error
+            time.sleep(0.02)
+            at = rt.stats.jobs.get("sla", {}).get("at")
+            if at is not None and at not in runs:
+                runs.append(at)
+    finally:
+        rt.stop()
+    alerts = list_alerts(project.engine)
+    assert sorted(a.trigger_id for a in alerts) == ["sla.first_touch_breach", "sla.never_touched"]
+    assert rt.stats.jobs["sla"]["findings"] == 2 and rt.stats.errors == 0
+    project.settings = settings(check_seconds=0)
+    assert [j.kind for j in Realtime(None, settings=project.settings,
+                                     jobs=periodic_jobs(project)).jobs] == ["nurture"]
+
+
 def test_record_activities_validates(project):
     with pytest.raises(InputError, match="not an activity"):
         record_activities(project.engine, [{"person_id": "p", "kind": "x", "at": T0}])

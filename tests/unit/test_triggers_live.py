@@ -137,6 +137,35 @@ def test_process_writes_state_episodes_and_alerts_together(proj: Project):
     assert len(alerts(proj)) == n
 
 
+def test_live_rescores_keep_history_only_where_the_state_moved(proj: Project):
+    """Every live rescore refreshes latest_scores; `scores` (the history) gets a row only
+    when the state changed in a way a trigger could see."""
+    ingest(proj, [identify("moe", T0 - timedelta(days=1)),
+                  track("moe", "Logged In", T0 - timedelta(hours=1))])
+    sc = scorer_for(proj)
+    sc.sweep(T0 - timedelta(days=2), kind="startup")
+
+    def history() -> list[tuple]:
+        return proj.engine.query("SELECT as_of, grade FROM scores WHERE person_id = 'moe' "
+                                 "ORDER BY as_of")
+
+    sc.process(["moe"], T0)
+    first = history()
+    assert first[-1][0] == T0
+    sc.process(["moe"], T0 + timedelta(minutes=1))  # nothing moved
+    assert history() == first
+    assert proj.engine.scalar("SELECT as_of FROM latest_scores WHERE person_id = 'moe'"
+                              ) == T0 + timedelta(minutes=1)
+    ingest(proj, [page("moe", "/pricing", T0 + timedelta(minutes=2)),
+                  track("moe", "Contact Sales Requested", T0 + timedelta(minutes=2))])
+    sc.process(["moe"], T0 + timedelta(minutes=3))
+    moved = history()
+    assert moved[:-1] == first and moved[-1] == (T0 + timedelta(minutes=3), "B")
+    # every run is recorded, with how many it rescored
+    assert proj.engine.query("SELECT people FROM score_runs WHERE restricted ORDER BY as_of"
+                             ) == [(1,), (1,), (1,)]
+
+
 def test_a_failure_rolls_back_state_episodes_and_alerts(proj: Project, monkeypatch):
     ingest(proj, [identify("ann", T0 - timedelta(hours=2)),
                   track("ann", "Logged In", T0 - timedelta(minutes=6)),
@@ -211,6 +240,32 @@ def test_decay_sweep_catches_a_grade_decaying_across_a_line(proj: Project):
     assert cold["trigger_kind"] == "grade_left" and cold["payload"]["change"]["to"] == "C"
     # a sweep with nothing new changes nothing
     assert sc.sweep(T0 + timedelta(days=14, minutes=5)).changed == 0
+
+
+def test_sweep_grades_by_volume_with_the_full_runs_cutoffs(tmp_path: Path):
+    """Volume grades (top x %) in a sweep use the newest full run's cut-offs, as the live
+    rescoring does: newcomers who outscore everyone do not regrade the people they overtake."""
+    volume = MODEL.replace(
+        "  levels: [{grade: A, min: 60}, {grade: B, min: 40}, {grade: C, min: 20}, {grade: D}]",
+        "  method: volume\n  levels: [{grade: A, top: 0.2}, {grade: B, top: 0.5}, {grade: D}]")
+    p = make_project(tmp_path / "proj", model=volume)
+    try:
+        ingest(p, [e for i in range(10) for e in (
+            identify(f"v{i}", T0 - timedelta(days=1)),
+            *[track(f"v{i}", "Logged In", T0 - timedelta(hours=h + 1)) for h in range(i)])])
+        p.score(as_of=T0)  # the full run: its cut-offs grade everyone after it
+        sc = scorer_for(p)
+        sc.sweep(T0, kind="startup")
+        top = p.engine.scalar("SELECT grade FROM person_state WHERE person_id = 'v9'")
+        assert top == "A"
+        ingest(p, [e for i in range(10) for e in (
+            identify(f"w{i}", T0 - timedelta(days=1)),
+            *[track(f"w{i}", "Logged In", T0 - timedelta(minutes=m + 1)) for m in range(12)])])
+        res = sc.sweep(T0)  # same time: no decay (v8 and v5 sit right on a cut-off)
+        assert res.evaluated == 20 and res.changed == 10  # the newcomers only
+        assert p.engine.scalar("SELECT grade FROM person_state WHERE person_id = 'v9'") == "A"
+    finally:
+        p.close()
 
 
 def test_abuse_flagged_while_the_session_is_still_running(proj: Project):
@@ -295,6 +350,52 @@ def test_startup_sweep_recovers_a_batch_whose_rescore_was_lost(proj: Project):
     n = len(alerts(proj))
     rt._startup()  # and again: nothing twice
     assert len(alerts(proj)) == n
+
+
+def test_each_lane_recovers_from_its_own_watermark_after_a_restart(proj: Project):
+    """The lanes move on independently: the rescoring lane may write states long after the
+    fast lane last committed. After a crash the fast lane catches up from its own watermark
+    (recorded with its work), however far behind, and announces nothing twice."""
+    clock = ManualClock(T0 - timedelta(hours=1))
+    sc = scorer_for(proj, clock)
+    ingest(proj, [identify("kim", T0 - timedelta(days=1)),
+                  identify("lou", T0 - timedelta(days=1))])
+    rt = Realtime(sc, settings=proj.settings)
+    assert rt.fast_lane
+    rt._startup()  # the baseline: both lanes have seen everything so far
+    assert sc.through("rescore") == sc.through("actions") == sc.newest_received()
+    ingest(proj, [track("kim", "Contact Sales Requested", T0 - timedelta(minutes=2))])
+    clock.set(T0)
+    # the rescoring lane did its part (no buy-readiness: the fast lane's) and went on for
+    # half an hour; the fast lane never committed kim's micro-batch; then the process died
+    sc.process(["kim"], T0, actions=False, through=sc.newest_received())
+    proj.engine.execute("UPDATE person_state SET updated_at = updated_at + INTERVAL 30 MINUTE")
+    assert sc.through("actions") < sc.newest_received() == sc.through("rescore")
+    assert not [a for a in alerts(proj) if a["trigger_id"] == "ready"]
+    assert "kim" in sc.unprocessed("actions")
+    # the restart
+    sc2 = scorer_for(proj, clock)
+    rt2 = Realtime(sc2, settings=proj.settings)
+    rt2._startup()
+    assert [a["person_id"] for a in alerts(proj) if a["trigger_id"] == "ready"] == ["kim"]
+    assert sc2.through("actions") == sc2.newest_received()
+    rt2._startup()  # and again: nothing twice
+    assert len([a for a in alerts(proj) if a["trigger_id"] == "ready"]) == 1
+    # live, the watermarks follow what the loader reports as handed over with the people
+    ingest(proj, [track("lou", "Logged In", T0 - timedelta(minutes=1))])
+    loaded = sc2.newest_received()
+    rt2.received_through = lambda: loaded
+    rt2.start()
+    try:
+        rt2.on_loaded(["lou"])
+        deadline = time.monotonic() + 60
+        while sc2.through("actions") != loaded or sc2.through("rescore") != loaded:
+            assert time.monotonic() < deadline, rt2.stats.last_error
+            time.sleep(0.05)
+    finally:
+        rt2.stop()
+    assert sc2.through("rescore") == sc2.through("actions") == loaded
+    assert rt2.stats.errors == 0, rt2.stats.last_error
 
 
 def test_a_new_trigger_is_baselined_silently(proj: Project):

@@ -44,6 +44,7 @@ from ..store.engine import Engine
 from .channels import Channel, DeliveryError, RenderContext, Secrets, build_channels, render
 from .clock import Clock, SystemClock
 from .outbox import COLUMNS, DEAD, DELIVERED, PENDING, SELECT, AlertRow
+from .threads import join_all, spawn
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -152,12 +153,8 @@ class Deliverer:
             raise RuntimeError("a deliverer starts once; make a new one to start again")
         self._stopping.clear()
         self.release_claims(every=self.engine.name in SINGLE_WRITER_ENGINES)
-        self._threads = [threading.Thread(target=self._dispatch_loop, name="alerts-dispatch",
-                                          daemon=True)]
-        self._threads += [threading.Thread(target=self._send_loop, name=f"alerts-send-{i}",
-                                           daemon=True) for i in range(self.workers)]
-        for t in self._threads:
-            t.start()
+        self._threads = [spawn(self._dispatch_loop, "alerts-dispatch")]
+        self._threads += [spawn(self._send_loop, f"alerts-send-{i}") for i in range(self.workers)]
 
     def wake(self) -> None:
         """Look for due alerts now (call after committing a transaction that enqueued some)."""
@@ -173,13 +170,10 @@ class Deliverer:
         self._wake.set()
         deadline = time.monotonic() + timeout
         dispatcher, senders = self._threads[:1], self._threads[1:]
-        for t in dispatcher:
-            t.join(max(0.0, deadline - time.monotonic()))
+        join_all(dispatcher, timeout)
         for _ in senders:  # after what the dispatcher queued: those are sent first
             self._queue.put(_STOP)
-        for t in senders:
-            t.join(max(0.0, deadline - time.monotonic()))
-        done = not any(t.is_alive() for t in self._threads)
+        done = join_all(self._threads, deadline - time.monotonic())
         if not done:
             log.warning("alerts still being sent at stop: %s", sorted(self._inflight))
         self._threads = []

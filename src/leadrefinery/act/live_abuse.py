@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..model.compile import build_plan
 from ..model.load import Model
+from ..model.scoring import scoring_sql
 from ..store.engine import Engine
 from .triggers import Episode, LeadState, UnusualTrigger, evaluate
 from .unusual import UnusualUsageDetector
@@ -55,8 +55,7 @@ def usage_features(engine: Engine, model: Model, as_of: datetime,
                    active_within: timedelta | None = None) -> pd.DataFrame:
     """One row per person active within `active_within` of `as_of`, one column per feature."""
     cols = feature_columns(model, names)
-    plan = build_plan(model, as_of=as_of)
-    wide = engine.query_arrow(plan.sql(engine.dialect, snapshot=False, pretty=False))
+    wide = engine.query_arrow(scoring_sql(engine, model, as_of=as_of, snapshot=False))
     have = set(wide.column_names)
     cols = {n: c for n, c in cols.items() if c in have}
     frame = wide.select(["person_id", *cols.values()]).to_pandas()
@@ -138,18 +137,10 @@ def run_unusual(scorer: Scorer, now: datetime | None = None) -> SweepResult | No
                           for f in out.firings]
                 batch.suppressed += out.suppressed
             scorer._write_episodes(opened, closed)
-            comps = dict(e.query(
-                "SELECT person_id, components FROM latest_scores WHERE model = ? AND "
-                "person_id = ANY(?)", [scorer.model.name, sorted({f[0] for f in fired})])
-            ) if fired else {}
-            alerts = scorer._alerts(fired, now, comps)
-            if alerts:
-                from .outbox import enqueue
-
-                enqueue(e, alerts, now=now)
+            batch.firings = len(fired)
+            batch.alerts = scorer.enqueue_with_stored_reasons(fired, now)
             if silent:
                 scorer._remember_triggers(silent)
-        batch.firings, batch.alerts = len(fired), len(alerts)
         res.changed += len(opened) + len(closed)
         res.batch += batch
     res.seconds = time.perf_counter() - began

@@ -9,15 +9,19 @@
 
 One path, two sizes of input
 ----------------------------
-`process(ids)` runs the *same* compiled model as a batch rescore (`model.scoring.score`, with
-`restrict=` a table of the ids), so a person's live score equals a batch rescore at the same
-time. In **one transaction** it then
+`process(ids)` runs the *same* compiled SQL as a batch rescore (`model.scoring.scoring_sql`,
+restricted to a table of the ids), so a person's live score equals a batch rescore at the same
+time; act/live_scores.py writes it to `latest_scores`. In **one transaction** it then
 
-1. compares each new state (score, grade, stage, segments, abuse flags, predictive bucket) with
-   the last one kept in `person_state` and evaluates the triggers (act/triggers.py): episodes
-   opened or closed in `trigger_episodes`, a cool-down per trigger, person and key;
-2. writes the new `person_state`, the episodes and the alert rows (act/outbox.py `enqueue`),
+1. finds in SQL who may have moved (`_moved`: a superset of what `material` sees), so the many
+   rescored people whose state did not change cost no Python;
+2. compares those new states (score, grade, stage, segments, abuse flags, predictive bucket)
+   with the last one kept in `person_state` and evaluates the triggers (act/triggers.py):
+   episodes opened or closed in `trigger_episodes`, a cool-down per trigger, person and key;
+3. writes the new `person_state`, the episodes and the alert rows (act/outbox.py `enqueue`),
+   the history rows (`scores`) of the people whose state changed — not of everyone rescored —
    and fast-tracks buy-ready leads to a rep (act/routing.py, with its alerts);
+4. moves the lane's watermark (`meta`: events received up to then are processed);
 
 and after the commit wakes the deliverer. A crash therefore leaves either all of it or none.
 
@@ -43,11 +47,17 @@ The **sweeps** catch that, in the server and from `leadrefinery sweep` (cron):
   (the model's session rules count an open session up to the as-of time);
 * the unusual-usage detector (act/live_abuse.py) — every `unusual_seconds`.
 
-The first thing the thread does is a sweep, which is also the recovery: people whose micro-batch
-committed but whose rescore a `kill -9` interrupted are in it (their stored state is old), and so
-is anyone with events received since the newest stored state. Triggers never evaluated before (a
-new store, a trigger just added) first record who already meets them, silently
+The first thing the thread does is a sweep, which is also the recovery (`catch_up`): people
+whose micro-batch committed but whose rescore a `kill -9` interrupted are in it (their stored
+state is old), and so is anyone with events received after the lane's watermark — each lane
+records, with its work, how far the micro-batches it was handed reach (`received_at`), so a
+server down for any length of time loses no buy-readiness alert. Triggers never evaluated
+before (a new store, a trigger just added) first record who already meets them, silently
 (`[triggers] first_run`).
+
+Nurture ticks and SLA checks (`periodic_jobs`) run on a thread of their own every
+`[nurture] tick_seconds` / `[sla] check_seconds` (0: never): while `serve` holds the store, cron
+cannot run them.
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -69,14 +79,15 @@ from sqlglot import exp
 
 from ..config import Settings
 from ..errors import LeadRefineryError
-from ..model.compile import build_plan
 from ..model.dialects import DIALECTS, render
 from ..model.explain import reason as reason_text
 from ..model.load import Model
-from ..model.scoring import latest_cutoffs, score
+from ..model.scoring import ScoreRun, score, scoring_sql
 from ..store.engine import Engine
 from .clock import Clock, SystemClock
+from .live_scores import RUN_TABLE, LiveRun, keep_history, score_live
 from .outbox import AlertIn, enqueue, resolve_recipient
+from .threads import join_all, spawn
 from .triggers import (
     Action,
     Episode,
@@ -109,6 +120,12 @@ ALERT_KINDS = {  # trigger kind (+ direction) -> alerts.trigger_kind
     ("unusual_usage", "enter"): "unusual_usage",
 }  # fmt: skip
 KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated at least once
+# meta key (+ lane:model): every event received up to this time was handed to the lane and its
+# work committed — written in the same transaction as that work (see `unprocessed`)
+THROUGH_KEY = "realtime.through:"
+RECEIVE_SKEW = timedelta(minutes=1)  # requests received together reach the log in any order
+# while ingestion is behind or the fast lane busy, a rescoring batch waits at most this long
+YIELD_SECONDS = 5.0
 _TS = pa.timestamp("us")
 
 
@@ -129,6 +146,10 @@ def _json(v: Any) -> str:
 
 def _num(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None else b if a is None else max(a, b)
 
 
 def _lower_priority(nice: int) -> None:
@@ -219,8 +240,43 @@ class RealtimeStats:
     last_batch_seconds: float = 0.0
     last_processed_at: float | None = None
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> last result
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # nurture/sla -> last result
     batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+
+
+@dataclass(frozen=True)
+class Job:
+    """Periodic work `serve` does beside the triggers: `run(now)` -> a summary for health."""
+
+    kind: str
+    every: float  # seconds; 0 = never
+    run: Callable[[datetime], dict[str, Any]]
+
+
+def periodic_jobs(project: Project) -> list[Job]:
+    """Nurture ticks (`[nurture] tick_seconds`) and SLA checks (`[sla] check_seconds`), which
+    `leadrefinery nurture tick` / `sla --alert` would otherwise run from cron — impossible
+    while `serve` holds the store."""
+    settings = project.settings
+
+    def nurture(now: datetime) -> dict[str, Any]:
+        from .nurture import Nurture
+
+        # and send what is due, as `leadrefinery nurture tick` does
+        return Nurture(project.engine, settings, root=project.root).tick(
+            now, deliver=True).summary()
+
+    def sla(now: datetime) -> dict[str, Any]:
+        from .sla import alerts_for, health
+
+        report = health(project.engine, settings, now=now)
+        if report.findings:  # the same finding again has the same alert id: kept once
+            enqueue(project.engine, alerts_for(report.findings), now=report.at)
+        return {"findings": len(report.findings)}
+
+    return [Job("nurture", settings.nurture.tick_seconds, nurture),
+            Job("sla", settings.sla.check_seconds, sla)]
 
 
 # -- the scorer: one transaction per batch of people ------------------------------------------
@@ -256,6 +312,11 @@ class Scorer:
 
     def _in_ids(self, column: str = "person_id") -> str:
         return f"{column} IN (SELECT person_id FROM {IDS_TABLE})"
+
+    def warm(self) -> None:
+        """Render the restricted scoring SQL now (a good part of a second of Python, once),
+        not on the first live micro-batch, whose alerts would wait for it."""
+        scoring_sql(self.engine, self.model, as_of=self.clock.now(), restrict=IDS_TABLE)
 
     def known_triggers(self) -> set[str]:
         v = self.engine.scalar("SELECT value FROM meta WHERE key = ?",
@@ -322,12 +383,17 @@ class Scorer:
             categories={k: float(v) for k, v in (_loads(cats) or {}).items() if v is not None},
         )
 
-    def _old_states(self, restricted: bool = True) -> dict[str, tuple[LeadState, dict, Any]]:
-        where = f" AND {self._in_ids()}" if restricted else ""
+    def _old_states(self, restricted: bool = True, ids: list[str] | None = None
+                    ) -> dict[str, tuple[LeadState, dict, Any]]:
+        """Stored states of the ids table's people (all with `restricted=False`; only `ids`
+        when given)."""
+        where, params = (f" AND {self._in_ids()}", []) if restricted else ("", [])
+        if ids is not None:
+            where, params = " AND person_id = ANY(?)", [ids]
         rows = self.engine.query(
             "SELECT person_id, score, grade, stage, stage_rank, segments, flags, bucket, "
             f"categories, memo, as_of FROM person_state WHERE model = ?{where}",
-            [self.model.name])
+            [self.model.name, *params])
         out = {}
         for pid, sc, gr, st, rank, segs, flags, bucket, cats, memo, as_of in rows:
             out[pid] = (LeadState(
@@ -425,12 +491,13 @@ class Scorer:
                 [m, opened.isoformat(timespec="microseconds")] for m in ids)
         return out
 
-    def act_on_actions(self, person_ids: Iterable[str], now: datetime | None = None
-                       ) -> BatchResult:
+    def act_on_actions(self, person_ids: Iterable[str], now: datetime | None = None, *,
+                       through: datetime | None = None) -> BatchResult:
         """The fast lane: buy-readiness triggers for `person_ids`, without rescoring — their
         condition is the event itself. Alerts carry the last stored score and its reasons;
-        fast-tracked leads are routed at once. Episodes, alerts and routing in one transaction
-        (nothing here writes `person_state`, which the rescoring lane owns)."""
+        fast-tracked leads are routed at once. Episodes, alerts, routing and the lane's
+        watermark `through` in one transaction (nothing here writes `person_state`, which the
+        rescoring lane owns)."""
         began = time.perf_counter()
         res = BatchResult()
         ts = self.triggers
@@ -441,6 +508,7 @@ class Scorer:
         only = frozenset(t.id for t in ts.of_kind("action"))
         e = self.engine
         with e.transaction():
+            self.advance("actions", through)
             self._ids_table(ids)
             acts = self._actions(now)
             if not acts:
@@ -466,14 +534,8 @@ class Scorer:
                 if out.fast_track:
                     fast.append(pid)
             self._write_episodes(opened, [])
-            comps = dict(e.query(
-                "SELECT person_id, components FROM latest_scores WHERE model = ? AND "
-                "person_id = ANY(?)", [self.model.name, sorted({f[0] for f in fired})])
-            ) if fired else {}
-            alerts = self._alerts(fired, now, comps)
-            if alerts:
-                enqueue(e, alerts, now=now)
-            res.people, res.firings, res.alerts = len(acts), len(fired), len(alerts)
+            res.people, res.firings = len(acts), len(fired)
+            res.alerts = self.enqueue_with_stored_reasons(fired, now)
             if fast:
                 res.fast_tracked = self._fast_track(fast, now)
         res.seconds = time.perf_counter() - began
@@ -483,10 +545,11 @@ class Scorer:
 
     def process(self, person_ids: Iterable[str], now: datetime | None = None, *,
                 silent: Iterable[str] = (), full: bool = False,
-                actions: bool | None = None) -> BatchResult:
+                actions: bool | None = None, through: datetime | None = None) -> BatchResult:
         """Rescore `person_ids` (everyone with `full`) as of `now`, evaluate the triggers and
-        write state, episodes and alerts — all in one transaction. `actions=False` leaves the
-        buy-readiness triggers to `act_on_actions` (the fast lane of `Realtime`)."""
+        write state, episodes, alerts and the rescoring lane's watermark `through` — all in one
+        transaction. `actions=False` leaves the buy-readiness triggers to `act_on_actions` (the
+        fast lane of `Realtime`)."""
         began = time.perf_counter()
         ids = sorted({p for p in person_ids if p})
         res = BatchResult()
@@ -496,17 +559,27 @@ class Scorer:
         silent_ = frozenset(silent)
         e = self.engine
         with e.transaction():
-            if not full:
+            self.advance("rescore", through)
+            run: ScoreRun | LiveRun
+            if full:  # a full run: every row is history
+                run = score(e, self.model, as_of=now)
+                source: tuple[str, list[Any]] = (
+                    "(SELECT * FROM scores WHERE run_id = ?) r", [run.run_id])
+            else:
                 self._ids_table(ids)
-            run = score(e, self.model, as_of=now, restrict=None if full else IDS_TABLE)
+                run = score_live(e, self.model, IDS_TABLE, now)
+                source = (f"{RUN_TABLE} r", [])
             res.run_id, res.people = run.run_id, run.people
             gone = set() if full else self._forget_merged()
+            written = None  # without triggers nothing is compared: all of it is history
             if self.triggers is not None:
-                self._evaluate(run.run_id, now, silent_, restricted=not full, res=res,
-                               skip=gone, actions=not full and (
-                                   self.actions_in_batches if actions is None else actions))
+                in_batch = self.actions_in_batches if actions is None else actions
+                written = self._evaluate(run.run_id, source, now, silent_, restricted=not full,
+                                         res=res, skip=gone, actions=not full and in_batch)
                 if silent_:
                     self._remember_triggers(silent_)
+            if not full:
+                keep_history(e, written)
         res.seconds = time.perf_counter() - began
         return res
 
@@ -531,22 +604,33 @@ class Scorer:
                   "person_id = ANY(?)", [self.model.name, gone])
         return set(gone)
 
-    def _evaluate(self, run_id: str, now: datetime, silent: frozenset[str], *,
-                  restricted: bool, res: BatchResult,
-                  skip: frozenset[str] | set[str] = frozenset(), actions: bool = True) -> None:
+    def _evaluate(self, run_id: str, source: tuple[str, list[Any]], now: datetime,
+                  silent: frozenset[str], *, restricted: bool, res: BatchResult,
+                  skip: frozenset[str] | set[str] = frozenset(), actions: bool = True
+                  ) -> list[str]:
+        """Compare the rescored rows (`source`: a FROM clause aliased `r`, and its parameters)
+        with the stored states, fire triggers, write what changed; -> the people written."""
         ts = self.triggers
         assert ts is not None
         e = self.engine
+        acts = self._actions(now) if actions else {}
         cols = ("person_id", "account_id", "score", "grade", "stage", "stage_rank",
                 "categories", "segments", "abuse")
+        moved = None if silent else self._moved(source)  # silent: everyone is recorded
+        if moved is not None:
+            res.unchanged += int(e.scalar(f"SELECT count(*) FROM {source[0]}", source[1]) or 0)
+            moved = sorted((set(moved) | set(acts)) - skip)
+            res.unchanged -= len(moved)
+            where = (" WHERE r.person_id = ANY(?)", [moved])
+        else:
+            where = ("", [])
         rows = [dict(zip(cols, r, strict=True)) for r in e.query(
-            f"SELECT {', '.join(cols)} FROM scores WHERE run_id = ?", [run_id])
-            if r[0] not in skip]
+            f"SELECT {', '.join('r.' + c for c in cols)} FROM {source[0]}{where[0]}",
+            [*source[1], *where[1]]) if r[0] not in skip]
         if not rows:
-            return
-        olds = self._old_states(restricted)
+            return []
+        olds = self._old_states(restricted, [r["person_id"] for r in rows])
         open_eps, last_fired = self._episodes(now, restricted)
-        acts = self._actions(now) if actions else {}
         amemo = self._action_memo(now, restricted) if acts else {}
         only = None if actions else frozenset(
             t.id for t in ts.triggers if t.kind != "action")
@@ -601,8 +685,8 @@ class Scorer:
                 for c, v in states.items()}))
         self._write_episodes(opened, closed)
         comps = dict(e.query(
-            "SELECT person_id, components FROM scores WHERE run_id = ? AND person_id = ANY(?)",
-            [run_id, sorted({f[0] for f in fired})])) if fired else {}
+            f"SELECT r.person_id, r.components FROM {source[0]} WHERE r.person_id = ANY(?)",
+            [*source[1], sorted({f[0] for f in fired})])) if fired else {}
         alerts = self._alerts(fired, now, comps)
         res.firings += len(fired)
         if alerts:
@@ -610,6 +694,41 @@ class Scorer:
             res.alerts += len(alerts)
         if fast:
             res.fast_tracked += self._fast_track(fast, now)
+        return states["person_id"]
+
+    def _moved(self, source: tuple[str, list[Any]]) -> list[str]:
+        """The rescored people whose state *may* differ from the stored one in a way
+        `material` sees — found in SQL, so the many who did not move cost no Python. A
+        superset: `material` decides. (DuckDB's JSON and list functions, like the ingestion
+        path that feeds the live lanes.)"""
+        assert self.triggers is not None
+        surges = self.triggers.of_kind("surge")
+        surge = "".join(
+            " OR abs(coalesce(TRY_CAST(json_extract_string(r.categories, ?) AS DOUBLE), 0) - "
+            "coalesce(TRY_CAST(json_extract_string(s.categories, ?) AS DOUBLE), 0)) >= ?"
+            for _ in surges)
+        surge_params = [v for t in surges for v in (f"$.{t.category}", f"$.{t.category}",
+                                                   t.rise / 4)]
+        p = self.predictions()
+        buckets = "(SELECT NULL AS person_id, NULL AS bucket)" if p is None else (
+            f"(SELECT person_id, bucket FROM {p.subquery()} _b)")
+        rows = self.engine.query(
+            f"SELECT r.person_id FROM {source[0]} LEFT JOIN person_state s "
+            "ON s.model = ? AND s.person_id = r.person_id "
+            f"LEFT JOIN {buckets} b ON b.person_id = r.person_id "
+            "WHERE s.person_id IS NULL OR r.grade IS DISTINCT FROM s.grade "
+            "OR r.stage IS DISTINCT FROM s.stage OR b.bucket IS DISTINCT FROM s.bucket "
+            "OR coalesce(r.stage_rank, 0) <> coalesce(s.stage_rank, 0) "
+            "OR (r.score IS NULL) <> (s.score IS NULL) OR abs(r.score - s.score) >= ? "
+            "OR EXISTS (SELECT 1 FROM unnest(?::DOUBLE[]) t(x) "
+            "WHERE (r.score >= t.x) <> (s.score >= t.x)) "
+            "OR list_sort(coalesce(from_json(r.segments, '[\"VARCHAR\"]'), [])) IS DISTINCT "
+            "FROM list_sort(coalesce(from_json(s.segments, '[\"VARCHAR\"]'), [])) "
+            "OR list_sort(coalesce(json_keys(r.abuse), [])) IS DISTINCT "
+            f"FROM list_sort(coalesce(from_json(s.flags, '[\"VARCHAR\"]'), [])){surge}",
+            [*source[1], self.model.name, self.cfg.min_score_change, self.score_lines(),
+             *surge_params])
+        return [r[0] for r in rows]
 
     def _write_episodes(self, opened: list[dict[str, Any]],
                         closed: list[tuple[Episode, dict[str, Any]]]) -> None:
@@ -720,6 +839,20 @@ class Scorer:
                     key=f.alert_key, created_at=now))
         return out
 
+    def enqueue_with_stored_reasons(
+            self, fired: Sequence[tuple[str, dict, LeadState, LeadState | None, Firing]],
+            now: datetime) -> int:
+        """Enqueue the alerts of what fired without a rescore (buy-readiness, unusual usage),
+        with the reasons of the last stored score; -> how many."""
+        comps = dict(self.engine.query(
+            "SELECT person_id, components FROM latest_scores WHERE model = ? AND "
+            "person_id = ANY(?)", [self.model.name, sorted({f[0] for f in fired})])
+        ) if fired else {}
+        alerts = self._alerts(fired, now, comps)
+        if alerts:
+            enqueue(self.engine, alerts, now=now)
+        return len(alerts)
+
     def _fast_track(self, pids: list[str], now: datetime) -> int:
         """Route buy-ready leads at once (act/routing.py) and enqueue its alerts."""
         from .routing import Router
@@ -742,14 +875,14 @@ class Scorer:
     # -- sweeps -----------------------------------------------------------------------------
 
     def _evaluate_all(self, now: datetime, restricted: bool) -> pa.Table:
-        cutoffs = None
+        """Everyone (or the ids table) as of `now`, not stored. Volume grades must use the
+        newest full run's cut-offs, as the stored (restricted) states do, not re-rank: a
+        restriction to `people` (the model's population anyway) makes `scoring_sql` do so."""
         g = self.model.spec.grades
-        if g is not None and g.method == "volume":
-            cutoffs = latest_cutoffs(self.engine, self.model) or None
-        plan = build_plan(self.model, as_of=now, restrict=IDS_TABLE if restricted else None,
-                          volume_cutoffs=cutoffs)
-        return self.engine.query_arrow(plan.sql(self.engine.dialect, snapshot=True,
-                                                pretty=False))
+        restrict = IDS_TABLE if restricted else (
+            "people" if g is not None and g.method == "volume" else None)
+        return self.engine.query_arrow(scoring_sql(self.engine, self.model, as_of=now,
+                                                   restrict=restrict))
 
     def score_lines(self) -> list[float]:
         """The scores where a score trigger's condition starts or stops holding."""
@@ -840,18 +973,56 @@ class Scorer:
             return SweepResult("abuse")
         return self.sweep(now, kind="abuse", people=people)
 
-    def unprocessed(self, margin: timedelta = timedelta(minutes=10)) -> list[str]:
-        """People with events received after the newest stored state was written (less
-        `margin`; both wall-clock times): what a crash between a micro-batch's commit and its
-        rescore may have left unprocessed."""
-        newest = self.engine.scalar("SELECT max(updated_at) FROM person_state WHERE model = ?",
-                                    [self.model.name])
-        if newest is None:
+    def through(self, lane: str) -> datetime | None:
+        """The lane's watermark: events received up to then have been processed."""
+        v = self.engine.scalar("SELECT value FROM meta WHERE key = ?",
+                               [f"{THROUGH_KEY}{lane}:{self.model.name}"])
+        return datetime.fromisoformat(v) if v else None
+
+    def advance(self, lane: str, through: datetime | None) -> None:
+        """Move the lane's watermark forward to `through` (in the caller's transaction)."""
+        old = self.through(lane) if through is not None else None
+        if through is None or (old is not None and old >= through):
+            return
+        key = f"{THROUGH_KEY}{lane}:{self.model.name}"
+        self.engine.execute("DELETE FROM meta WHERE key = ?", [key])
+        self.engine.execute("INSERT INTO meta VALUES (?, ?)", [key, through.isoformat()])
+
+    def newest_received(self) -> datetime | None:
+        return self.engine.scalar("SELECT max(received_at) FROM events")
+
+    def unprocessed(self, lane: str = "rescore") -> list[str]:
+        """People with events received after the lane's watermark (less `RECEIVE_SKEW`): what
+        a crash between a micro-batch's commit and the lane's work left undone, however long
+        the server was down. Without a watermark yet (a store from before it was kept): since
+        the newest stored state. Processing someone twice is harmless (the triggers' episodes
+        and memory say what was already announced)."""
+        since = self.through(lane)
+        if since is None:
+            since = self.engine.scalar("SELECT max(updated_at) FROM person_state WHERE model = ?",
+                                       [self.model.name])
+        if since is None:
             return []
         rows = self.engine.query(
             "SELECT DISTINCT person_id FROM events WHERE received_at >= ? "
-            "AND person_id IS NOT NULL", [newest - margin])
+            "AND person_id IS NOT NULL", [since - RECEIVE_SKEW])
         return [r[0] for r in rows]
+
+    def catch_up(self, now: datetime | None = None, *, kind: str = "startup",
+                 fast_lane: bool = False) -> tuple[SweepResult, BatchResult]:
+        """The startup sweep plus whatever the lanes left undone (see `unprocessed`), then
+        their watermarks moved to the newest event received before it began."""
+        through = self.newest_received()
+        extra = self.unprocessed("rescore") if self.triggers is not None else []
+        res = self.sweep(now, kind=kind, extra=extra)
+        with self.engine.transaction():
+            self.advance("rescore", through)
+        actions = BatchResult()
+        if fast_lane:  # buy-readiness events a crash left unannounced
+            actions = self.act_on_actions(self.unprocessed("actions"), now, through=through)
+            with self.engine.transaction():
+                self.advance("actions", through)
+        return res, actions
 
 
 # -- the thread and the deliverer, as `serve` runs them --------------------------------------
@@ -863,21 +1034,26 @@ class Realtime:
     file people are still rescored live, but nothing is compared or swept."""
 
     def __init__(self, scorer: Scorer | None, *, deliverer: Deliverer | None = None,
-                 settings: Settings, nice: int = 0, clock: Clock | None = None) -> None:
+                 settings: Settings, nice: int = 0, clock: Clock | None = None,
+                 jobs: Sequence[Job] = ()) -> None:
         self.scorer = scorer
         self.deliverer = deliverer
+        self.jobs = [j for j in jobs if j.every > 0]
+        self._jobs_thread: threading.Thread | None = None
         self.cfg = settings.triggers
         self.nice = nice
         self.clock = clock or (scorer.clock if scorer else SystemClock())
         self.stats = RealtimeStats()
         self._pending: set[str] = set()
         self._pending_since: float | None = None
+        self._pending_through: datetime | None = None  # newest event received among them
         # the fast lane: buy-readiness triggers need no rescoring, so they do not wait for it
         self.fast_lane = bool(scorer and scorer.triggers and scorer.triggers.of_kind("action"))
         if scorer is not None and self.fast_lane:
             scorer.actions_in_batches = False
         self._fast: set[str] = set()
         self._fast_since: float | None = None
+        self._fast_through: datetime | None = None
         self._fast_wake = threading.Event()
         self._fast_thread: threading.Thread | None = None
         self._ready = threading.Event()  # the startup sweep is done
@@ -894,6 +1070,11 @@ class Realtime:
         # the hook in: `caught_up` in health() says every loaded micro-batch was handed over
         self.progress: Any = None
         self._hooked: Any = None
+        # the newest `received_at` loaded when the hook runs (the loader's), for the watermarks
+        self.received_through: Callable[[], datetime | None] | None = None
+        # is ingestion behind (acknowledged events waiting to be loaded)? set with the hook
+        self.ingest_behind: Callable[[], bool] | None = None
+        self._fast_busy = False
 
     @classmethod
     def for_project(cls, project: Project, *, clock: Clock | None = None,
@@ -914,7 +1095,8 @@ class Realtime:
             from .delivery import Deliverer
 
             d = Deliverer.for_project(project)
-        return cls(scorer, deliverer=d, settings=settings, nice=nice, clock=clock)
+        return cls(scorer, deliverer=d, settings=settings, nice=nice, clock=clock,
+                   jobs=periodic_jobs(project))
 
     @property
     def triggers(self) -> TriggerSet | None:
@@ -927,14 +1109,17 @@ class Realtime:
             self._hooked = self.progress()
         if self.scorer is None or not person_ids:
             return
+        through = self.received_through() if self.received_through is not None else None
         with self._lock:
             if not self._pending:
                 self._pending_since = time.monotonic()
             self._pending.update(person_ids)
+            self._pending_through = _later(self._pending_through, through)
             if self.fast_lane:
                 if not self._fast:
                     self._fast_since = time.monotonic()
                 self._fast.update(person_ids)
+                self._fast_through = _later(self._fast_through, through)
             self._idle.clear()
         self._wake.set()
         self._fast_wake.set()
@@ -944,31 +1129,24 @@ class Realtime:
     def start(self) -> None:
         if self.deliverer is not None and not self.deliverer.running:
             self.deliverer.start()
+        self._stop.clear()
+        if self.jobs and self._jobs_thread is None:
+            self._jobs_thread = spawn(self._run_jobs, "realtime-jobs")
         if self.scorer is None or self._thread is not None:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="realtime-triggers", daemon=True)
-        self._thread.start()
+        self._thread = spawn(self._run, "realtime-triggers")
         if self.fast_lane:
-            self._fast_thread = threading.Thread(target=self._run_fast, name="realtime-actions",
-                                                 daemon=True)
-            self._fast_thread.start()
+            self._fast_thread = spawn(self._run_fast, "realtime-actions")
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Process what is pending (up to `timeout`), stop the thread, then the deliverer."""
-        if self._fast_thread is not None:
-            self._stop.set()
-            self._fast_wake.set()
-            self._fast_thread.join(timeout)
-            self._fast_thread = None
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("real-time rescoring did not finish within %.0fs; the next start's "
-                            "sweep catches up", timeout)
-            self._thread = None
+        """Process what is pending (up to `timeout`), stop the threads, then the deliverer."""
+        self._stop.set()
+        self._wake.set()
+        self._fast_wake.set()
+        if not join_all((self._fast_thread, self._thread, self._jobs_thread), timeout):
+            log.warning("real-time rescoring did not finish within %.0fs; the next start's "
+                        "sweep catches up", timeout)
+        self._thread = self._fast_thread = self._jobs_thread = None
         if self.deliverer is not None and self.deliverer.running:
             self.deliverer.stop()
 
@@ -995,7 +1173,7 @@ class Realtime:
             "alerts": st.alerts, "suppressed": st.suppressed, "fast_tracked": st.fast_tracked,
             "errors": st.errors, "last_error": st.last_error,
             "last_batch_seconds": round(st.last_batch_seconds, 4),
-            "last_processed_at": st.last_processed_at, "sweeps": st.sweeps,
+            "last_processed_at": st.last_processed_at, "sweeps": st.sweeps, "jobs": st.jobs,
             "recent_batches": list(st.recent),
             "batch_lag_ms": _ms(lag), "fast_lag_ms": _ms(fast_lag),
         }
@@ -1022,6 +1200,7 @@ class Realtime:
             self._guard("startup", lambda: self._startup())
             self._schedule("decay", self.cfg.sweep_seconds)
             self._schedule("abuse", self.cfg.abuse_sweep_seconds)
+        self._guard("warm-up", scorer.warm)
         self._ready.set()
         backoff = 0.5
         while True:
@@ -1033,20 +1212,26 @@ class Realtime:
                     if self._due(kind, every):
                         self._schedule(kind, every)
                         self._guard(kind, lambda job=job, kind=kind: self._sweep(kind, job))
+            if self._pending:
+                self._others_first()
             with self._lock:
                 ids, self._pending = self._pending, set()
                 since, self._pending_since = self._pending_since, None
+                through, self._pending_through = self._pending_through, None
             if ids:
                 chunk, rest = self._split(ids)
                 if rest:  # the rest waits for the next round (hot people first then)
                     with self._lock:
                         self._pending |= rest
                         self._pending_since = since
-                ok = self._guard("batch", lambda c=chunk, t=since: self._batch(c, t))
+                        self._pending_through = _later(self._pending_through, through)
+                    through = None  # the watermark moves once all of it is done
+                ok = self._guard("batch", lambda c=chunk, t=since, w=through: self._batch(c, t, w))
                 if not ok:
                     with self._lock:  # back in the queue; retried after a pause
                         self._pending |= chunk
                         self._pending_since = since
+                        self._pending_through = _later(self._pending_through, through)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
@@ -1062,6 +1247,19 @@ class Realtime:
             self._wake.wait(max(0.01, min(1.0, *waits)))
             self._wake.clear()
 
+    def _others_first(self) -> None:
+        """Let ingestion and the fast lane go first: a rescoring batch keeps both cores busy
+        for a while, and buy-readiness alerts (which need no rescoring) would wait behind it
+        for the loader. Score-based alerts wait for the next batch anyway; at most
+        YIELD_SECONDS, so rescoring is never starved."""
+        deadline = time.monotonic() + YIELD_SECONDS
+        while time.monotonic() < deadline and not self._stop.is_set():
+            with self._lock:
+                fast = bool(self._fast) or self._fast_busy
+            if not fast and not (self.ingest_behind is not None and self.ingest_behind()):
+                return
+            self._stop.wait(0.02)
+
     def _split(self, ids: set[str]) -> tuple[set[str], set[str]]:
         """At most `max_batch_people` to process now, the rest for the next round."""
         order = sorted(ids)
@@ -1071,6 +1269,7 @@ class Realtime:
     def _run_fast(self) -> None:
         """The fast lane: after each loaded micro-batch, buy-readiness triggers of the people
         it touched, without waiting for their rescoring."""
+        _lower_priority(self.nice)
         scorer = self.scorer
         assert scorer is not None
         while not self._ready.wait(0.5):  # triggers evaluated for the first time: baseline
@@ -1081,9 +1280,12 @@ class Realtime:
             with self._lock:
                 ids, self._fast = self._fast, set()
                 since, self._fast_since = self._fast_since, None
+                through, self._fast_through = self._fast_through, None
+                self._fast_busy = bool(ids)
             if ids:
-                def run(ids: set[str] = ids, since: float | None = since) -> None:
-                    res = scorer.act_on_actions(ids)
+                def run(ids: set[str] = ids, since: float | None = since,
+                        through: datetime | None = through) -> None:
+                    res = scorer.act_on_actions(ids, through=through)
                     if since is not None:
                         self.fast_lag_seconds.append(time.monotonic() - since)
                     if res.alerts:
@@ -1095,14 +1297,38 @@ class Realtime:
                     with self._lock:
                         self._fast |= ids
                         self._fast_since = since
+                        self._fast_through = _later(self._fast_through, through)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                 backoff = 0.5
                 continue
+            with self._lock:
+                self._fast_busy = False
             if self._stop.is_set():
                 return
             self._fast_wake.wait(1.0)
             self._fast_wake.clear()
+
+    def _run_jobs(self) -> None:
+        """Nurture ticks and SLA checks, each every `job.every` seconds, on a thread of their
+        own: sending nurture mail must not hold up rescoring. The first run is one interval
+        after the start."""
+        _lower_priority(self.nice)
+        due = {job.kind: time.monotonic() + job.every for job in self.jobs}
+        while not self._stop.is_set():
+            for job in self.jobs:
+                if time.monotonic() >= due[job.kind]:
+                    due[job.kind] = time.monotonic() + job.every
+                    self._guard(job.kind, lambda job=job: self._job(job))
+            self._stop.wait(max(0.01, min(due.values()) - time.monotonic()))
+
+    def _job(self, job: Job) -> None:
+        began = time.perf_counter()
+        out = job.run(self.clock.now())
+        self.stats.jobs[job.kind] = {**out, "at": time.time(),
+                                     "seconds": round(time.perf_counter() - began, 3)}
+        if self.deliverer is not None:  # alerts it may have enqueued
+            self.deliverer.wake()
 
     def _count_fast(self, res: BatchResult) -> None:
         with self._lock:
@@ -1122,10 +1348,10 @@ class Realtime:
             log.exception("real-time %s failed", what)
             return False
 
-    def _batch(self, ids: set[str], since: float | None) -> None:
+    def _batch(self, ids: set[str], since: float | None, through: datetime | None) -> None:
         scorer = self.scorer
         assert scorer is not None
-        res = scorer.process(ids)
+        res = scorer.process(ids, through=through)
         self._count(res)
         if since is not None:
             self.lag_seconds.append(time.monotonic() - since)
@@ -1155,11 +1381,9 @@ class Realtime:
         scorer = self.scorer
         assert scorer is not None
         try:
-            extra = scorer.unprocessed()
-            res = scorer.sweep(kind="startup", extra=extra)
+            res, actions = scorer.catch_up(fast_lane=self.fast_lane)
             self._after_sweep(res)
-            if self.fast_lane and extra:  # buy-readiness events a crash left unannounced
-                self._count_fast(scorer.act_on_actions(extra))
+            self._count_fast(actions)
         finally:
             self._ready.set()
 
@@ -1200,7 +1424,7 @@ def run_sweep(project: Project, *, now: datetime | None = None, kind: str = "dec
     scorer = Scorer(project.engine, settings, model, ts)
     out: dict[str, Any] = {"model": model.name, "triggers": len(ts.triggers) if ts else 0}
     if kind in ("decay", "all"):
-        out["decay"] = scorer.sweep(now, extra=scorer.unprocessed() if ts else ()).as_dict()
+        out["decay"] = scorer.catch_up(now, kind="decay")[0].as_dict()
     if kind in ("abuse", "all") and ts:
         out["abuse"] = scorer.abuse_sweep(now).as_dict()
     if kind in ("unusual", "all") and ts:

@@ -163,6 +163,9 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     loader = ingest_service.loader
     realtime.progress = lambda: (loader.stats.batches, loader.stats.lines)
     realtime._hooked = realtime.progress()  # nothing loaded yet: caught up
+    realtime.received_through = lambda: loader.received_through
+    # behind: more waiting than a quarter of a full micro-batch (the loader then loads at once)
+    realtime.ingest_behind = lambda: loader.pending() > loader.max_batch_bytes // 4
     ingest_service.on_loaded.append(realtime.on_loaded)
     app.state.realtime = realtime
     app.include_router(router)

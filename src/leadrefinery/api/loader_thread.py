@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import orjson
@@ -105,6 +106,9 @@ class LogLoader:
         self.max_batch_bytes = max_batch_bytes
         self.on_loaded = on_loaded if on_loaded is not None else []
         self.stats = LoaderStats()
+        # the newest `received_at` loaded so far, set before the hooks run: what they have been
+        # handed covers every event received up to then (the real-time lanes' watermark)
+        self.received_through: datetime | None = None
         self.offsets: dict[int, int] = {}  # segment number -> loaded bytes
         self._lines: dict[int, int] = {}  # segment number -> lines loaded (for line numbers)
         self._sources: dict[bytes, str] = {}
@@ -260,6 +264,7 @@ class LogLoader:
         n_lines, groups = self._split(data, cut, first)
         new_offset = start + cut
         touched: set[str] = set()
+        received: list[datetime] = []
         report = IngestReport()
         e = self.engine
 
@@ -269,6 +274,9 @@ class LogLoader:
             if hooks:  # fetching ids costs Python time under the GIL: only when wanted
                 rows = engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
                 touched.update(r[0] for r in rows)
+                newest = engine.scalar("SELECT max(received_at) FROM _new")
+                if newest is not None:
+                    received.append(newest)
 
         def collect_and_record(engine: Engine) -> None:
             collect(engine)
@@ -295,6 +303,8 @@ class LogLoader:
         st.report += report
         st.last_batch_seconds = time.monotonic() - began
         st.last_loaded_at = time.time()
+        if received:
+            self.received_through = max(received + [self.received_through or received[0]])
         people = sorted(touched)
         for hook in hooks:
             try:

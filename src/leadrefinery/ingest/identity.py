@@ -76,6 +76,7 @@ def link_identities(engine: Engine) -> None:
         GROUP BY alias_id
         """
     )
+    _resolve_chains(engine)
     # the target may itself be an alias of an earlier id: point at its person
     engine.execute(
         """
@@ -104,6 +105,40 @@ def link_identities(engine: Engine) -> None:
             WHERE {table}.person_id = m.old_id
             """
         )
+
+
+# From each new link, follow the batch's other links to the id at the end of the chain.
+_WALK = """
+    WITH RECURSIVE walk(start, reached, depth) AS (
+      SELECT alias_id, target, 1 FROM _links
+      UNION ALL
+      SELECT w.start, l.target, w.depth + 1 FROM walk w JOIN _links l ON l.alias_id = w.reached
+      WHERE w.reached <> w.start AND w.depth < 64
+    )
+"""
+
+
+def _resolve_chains(engine: Engine) -> None:
+    """a -> b and b -> c in one batch make a -> c and b -> c. A link that closes a cycle
+    (a -> b, then b -> a) is dropped — the later one — rather than swapping the two ids."""
+    if not engine.scalar("SELECT count(*) FROM _links l JOIN _links m ON m.alias_id = l.target"):
+        return  # no chain (the usual micro-batch): one cheap query
+    while True:
+        closing = engine.scalar(
+            f"{_WALK} SELECT arg_max(alias_id, first_seen) FROM _links "
+            "WHERE alias_id IN (SELECT start FROM walk WHERE reached = start)"
+        )
+        if closing is None:
+            break
+        engine.execute("DELETE FROM _links WHERE alias_id = ?", [closing])
+    engine.execute(
+        f"""
+        UPDATE _links SET target = ends.target FROM (
+          {_WALK} SELECT start, arg_max(reached, depth) AS target FROM walk GROUP BY start
+        ) ends
+        WHERE _links.alias_id = ends.start
+        """
+    )
 
 
 # The batch `_new` joined to what is known of its ids, and the person each message belongs to:

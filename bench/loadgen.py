@@ -1,0 +1,103 @@
+"""The request loop the HTTP benchmarks share: keep-alive `/v1/batch` POSTs on loopback, paced
+on a schedule (open loop: latency counts from when a request was due, so queueing shows) or
+sent as fast as answered (closed loop, `rate=0`).
+
+    sent = run_clients(port, auth, range(clients), clients=6, batch=100, rate=20_000,
+                       t0=time.perf_counter(), seconds=20, body=lambda c, i: make(c, i))
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(port: int, path: str, timeout: float = 60) -> dict:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        return json.loads(c.getresponse().read())
+    finally:
+        c.close()
+
+
+def shield(pid: int, delta: int = -10) -> bool:
+    """Raise every thread of `pid` by `delta` nice levels (root only; Linux niceness is per
+    thread), keeping their order: the server's loader stays below its event loop."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        for tid in tids:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + delta)
+    except (OSError, PermissionError):
+        return False
+    return True
+
+
+@dataclass
+class Sent:
+    latencies: list[float] = field(default_factory=list)  # seconds, of accepted requests
+    events: int = 0  # acknowledged
+    errors: list[str] = field(default_factory=list)  # statuses other than 200
+    last: float = 0.0  # perf_counter of the last acknowledgement
+
+
+def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch: int,
+                rate: float, t0: float, seconds: float,
+                body: Callable[[int, int], bytes | None],
+                acked: Callable[[int, int], None] | None = None) -> Sent:
+    """Clients `ids` (threads, of `clients` in all) send request `i` = `body(c, i)` (None:
+    this client is done) until `seconds` after `t0`; `acked(c, i)` runs on each 200."""
+    stop_at = t0 + seconds
+    interval = batch * clients / rate if rate else 0.0
+    out = Sent(last=t0)
+    lock = threading.Lock()
+
+    def client(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json", "Authorization": auth}
+        start = t0 + interval * c / clients  # the clients' schedules interleave
+        i = 0
+        while True:
+            scheduled = start + i * interval if interval else time.perf_counter()
+            if scheduled >= stop_at:
+                break
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            data = body(c, i)
+            if data is None:
+                break
+            conn.request("POST", "/v1/batch", data, headers)
+            resp = conn.getresponse()
+            resp.read()
+            done = time.perf_counter()
+            with lock:
+                if resp.status != 200:
+                    out.errors.append(str(resp.status))
+                else:
+                    out.latencies.append(done - scheduled)
+                    out.events += batch
+                    out.last = max(out.last, done)
+            if resp.status == 200 and acked is not None:
+                acked(c, i)
+            i += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
