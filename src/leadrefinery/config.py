@@ -85,6 +85,10 @@ class IngestSection(Section):
     csv: dict[str, CsvMapping] = Field(default_factory=dict)
     kv: dict[str, KeyValueMapping] = Field(default_factory=dict)
     chunk_bytes: int = 64 * 1024 * 1024
+    # a messageId is a duplicate if the store holds it within this many days of the chunk's own
+    # times (Segment's retries come within hours); bounding it keeps each load from scanning the
+    # whole history. 0: compare with the whole history.
+    dedupe_window_days: float = Field(7.0, ge=0)
 
 
 class ModelSection(Section):

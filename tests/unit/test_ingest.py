@@ -59,6 +59,25 @@ def test_counts_add_up_with_duplicates_and_bad_lines(project, tmp_path: Path):
     assert rows(project, "SELECT count(*) FROM events") == [(2,)]
 
 
+
+def test_duplicates_are_looked_for_near_the_chunks_times(project, tmp_path: Path):
+    """A messageId seen within `dedupe_window_days` of the new chunk's times is a duplicate;
+    the same id a month apart is a different event (0 compares with the whole history)."""
+    first = write_lines(tmp_path / "a.jsonl", [msg(type="track", userId="u", event="E",
+                                                   messageId="same")])
+    assert project.ingest([first]).stored == 1
+    retry = write_lines(tmp_path / "b.jsonl", [msg(type="track", userId="u", event="E",
+                                                   messageId="same",
+                                                   timestamp="2026-01-03T09:00:00Z")])
+    assert project.ingest([retry]).duplicates == 1
+    later = write_lines(tmp_path / "c.jsonl", [msg(type="track", userId="u", event="E",
+                                                   messageId="same",
+                                                   timestamp="2026-02-15T09:00:00Z")])
+    project.settings.ingest.dedupe_window_days = 0
+    assert project.ingest([later]).duplicates == 1
+    project.settings.ingest.dedupe_window_days = 7
+    assert project.ingest([later]).stored == 1
+
 def test_gzip_and_glob(project, tmp_path: Path):
     for i in range(2):
         with gzip.open(tmp_path / f"part{i}.jsonl.gz", "wt") as f:

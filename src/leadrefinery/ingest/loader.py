@@ -8,7 +8,7 @@ A chunk is loaded in one transaction, so a crash leaves either all of it or none
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
@@ -175,16 +175,26 @@ class EventLoader:
                 "reason, raw FROM _norm WHERE reason IS NOT NULL",
                 [source],
             )
-        # first occurrence of each message id in the chunk, then only ids the store lacks
+        # first occurrence of each message id in the chunk, then only ids the store lacks —
+        # looked for among the stored events near the chunk's times (literal bounds, so DuckDB
+        # skips the row groups outside them)
+        window = self.settings.ingest.dedupe_window_days
+        lo, hi = e.query("SELECT min(ts), max(ts) FROM _norm WHERE reason IS NULL")[0]
+        near = ""
+        if window and lo is not None:
+            near = "AND ev.ts BETWEEN ? AND ?"
+            bounds = [lo - timedelta(days=window), hi + timedelta(days=window)]
         e.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE _new AS
             SELECT * EXCLUDE (line_no, item, raw, reason, rn) FROM (
               SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY line_no, item) AS rn
               FROM _norm WHERE reason IS NULL
             ) c
-            WHERE rn = 1 AND NOT EXISTS (SELECT 1 FROM events ev WHERE ev.message_id = c.message_id)
-            """
+            WHERE rn = 1 AND NOT EXISTS (
+              SELECT 1 FROM events ev WHERE ev.message_id = c.message_id {near})
+            """,
+            bounds if near else None,
         )
         report.stored = e.scalar("SELECT count(*) FROM _new")
         report.duplicates = report.read - report.quarantined - report.stored
