@@ -733,6 +733,7 @@ def explain(
     """Why a person has their score: components, caps, stage evidence, abuse flags, timeline."""
     with open_project(project, read_only=True) as p:
         x = p.explain(person, as_of=_time(as_of, "--as-of"), model=model, events=events)
+        x["predictive"] = _with_predictions(p, [{"person_id": x["person"]["person_id"]}])[0]
     if as_json:
         print(json.dumps(x, default=str, indent=2))
         return
@@ -768,6 +769,13 @@ def explain(
                       highlight=False)
     if x["segments"]:
         console.print(f"segments: {', '.join(x['segments'])}", highlight=False)
+    pr = x["predictive"]
+    if pr["bucket"]:
+        console.print(f"predictive: bucket [bold]{pr['bucket']}[/], {pr['probability']:.1%} "
+                      f"likely to convert{_predictive_marks(pr)}", highlight=False)
+        for sign, mark in (("positive", "+"), ("negative", "-")):
+            for f in (pr["factors"] or {}).get(sign, []):
+                console.print(f"  {mark} {f['text']}", highlight=False)
     t = Table(title="recent events")
     for c in ("time (UTC)", "type", "event", "detail"):
         t.add_column(c, overflow="fold")
@@ -776,31 +784,63 @@ def explain(
     console.print(t)
 
 
+def _with_predictions(p: Project, rows: list[dict]) -> list[dict]:
+    """Rows plus their predictive bucket, probability, holdout, surge and top factors; factors
+    the `predict` run did not cache are computed for these rows only."""
+    from .predict.training import explain_people
+    from .report.leads import with_predictions
+
+    return with_predictions(p.engine, rows,
+                            explain_missing=lambda ids: explain_people(p.engine, p.root, ids))
+
+
+def _predictive_marks(r: dict) -> str:
+    return ("; control holdout" if r.get("holdout") else "") + \
+        ("; behavioural surge" if r.get("surge") else "")
+
+
+def _factor_texts(r: dict, sign: str) -> list[str]:
+    return [f["text"] for f in (r.get("factors") or {}).get(sign, [])]
+
+
 def show_leads(rows: list[dict], title: str = "leads", fmt: str = "table") -> None:
-    """Print ranked leads as a table, CSV or JSON lines."""
+    """Print ranked leads as a table, CSV or JSON lines; with the predictive bucket,
+    probability, holdout and surge marks and top factors when a model has scored them."""
     cols = ("person_id", "email", "name", "company", "score", "grade", "stage", "segments",
-            "abuse", "reasons")
+            "abuse", "reasons", "bucket", "probability", "holdout", "surge")
     if fmt == "json":
         for r in rows:
-            print(json.dumps({k: r.get(k) for k in cols}, default=str))
+            out = {k: r.get(k) for k in cols}
+            out["factors"] = r.get("factors")
+            print(json.dumps(out, default=str))
         return
     if fmt == "csv":
         import csv
 
         w = csv.writer(sys.stdout)
-        w.writerow(cols)
+        w.writerow([*cols, "factors_positive", "factors_negative"])
         for r in rows:
             w.writerow([("; ".join(map(str, r.get(k) or [])) if isinstance(r.get(k), list)
-                         else r.get(k)) for k in cols])
+                         else r.get(k)) for k in cols]
+                       + ["; ".join(_factor_texts(r, s)) for s in ("positive", "negative")])
         return
+    predictive = any(r.get("bucket") for r in rows)
     t = Table(title=f"{title} ({len(rows)})")
-    for c in ("#", "lead", "company", "score", "grade", "stage", "top reasons"):
+    heads = ["#", "lead", "company", "score", "grade", "stage", "top reasons"]
+    if predictive:
+        heads += ["predictive", "why likely (+)", "why not (-)"]
+    for c in heads:
         t.add_column(c, overflow="fold", justify="right" if c in ("#", "score") else "left")
     for i, r in enumerate(rows, 1):
         flag = " [red](abuse)[/]" if r.get("abuse") else ""
-        t.add_row(str(i), f"{r.get('email') or r['person_id']}{flag}", r.get("company") or "",
-                  f"{r['score']:.1f}", str(r.get("grade") or ""), str(r.get("stage") or ""),
-                  "\n".join(r.get("reasons") or []))
+        cells = [str(i), f"{r.get('email') or r['person_id']}{flag}", r.get("company") or "",
+                 f"{r['score']:.1f}", str(r.get("grade") or ""), str(r.get("stage") or ""),
+                 "\n".join(r.get("reasons") or [])]
+        if predictive:
+            cells.append(f"{r['bucket']} {r['probability']:.1%}{_predictive_marks(r)}"
+                         if r.get("bucket") else "")
+            cells += ["\n".join(_factor_texts(r, s)) for s in ("positive", "negative")]
+        t.add_row(*cells)
     console.print(t)
 
 
@@ -816,11 +856,14 @@ def leads(
     model: ModelOpt = None,
     project: ProjectOpt = None,
 ) -> None:
-    """The ranked lead list from the newest scores, each with its top reasons."""
+    """The ranked lead list from the newest scores, each with its top reasons (and, when a
+    predictive model has scored them, its bucket, probability, holdout/surge marks and top
+    factors)."""
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
     with open_project(project, read_only=True) as p:
-        rows = p.leads(grade=grade, stage=stage, segment=segment, top=top, model=model)
+        rows = _with_predictions(p, p.leads(grade=grade, stage=stage, segment=segment, top=top,
+                                            model=model))
     if not rows and fmt == "table":
         err.print("no scored leads match; run `leadrefinery score` first")
     show_leads(rows, fmt=fmt)
@@ -1092,12 +1135,16 @@ def sweep_cmd(
 def train_cmd(
     horizon: Annotated[str, typer.Option(help="Label window after each as-of time.")] = "30d",
     publish: Annotated[bool, typer.Option("--publish", help="Publish the new version.")] = False,
+    threads: Annotated[int, typer.Option(
+        help="LightGBM threads. One is the default: on cores shared with other work its "
+        "threads wait on each other (ten times slower measured on a busy 2-core box).")] = 1,
     project: ProjectOpt = None,
 ) -> None:
     """Train the predictive model on this store's history (time-ordered split), save it with
     its model card under models/predictive/<version>/; schedule it with cron to retrain."""
     with open_project(project) as p:
-        result = p.train(horizon_days=_days(horizon, "--horizon"), publish=publish)
+        result = p.train(horizon_days=_days(horizon, "--horizon"), publish=publish,
+                         n_jobs=threads)
     _print_json(result.summary())
 
 

@@ -10,6 +10,7 @@ import pytest
 from leadrefinery.predict.features import FeatureSpec, build_features
 from leadrefinery.predict.icp import wilson
 from leadrefinery.predict.training import make_examples
+from leadrefinery.project import Project
 
 AS_OF = datetime(2026, 3, 10)
 
@@ -79,6 +80,41 @@ def test_examples_exclude_converted_and_unlabelled(store):
     assert list(u1["label"]) == [1]
     # as_of + horizon past the end of data: not labelled yet, left out
     assert (ex["as_of"] + pd.Timedelta(days=7) <= pd.Timestamp("2026-03-30T10:00:01")).all()
+
+
+def _business(project, with_leak: bool):
+    """30 trials: the active half converts; with `with_leak`, every converter then pays an
+    invoice - an event that only ever happens after conversion, so a perfect (leaky) signal."""
+    project.settings.ingest.conversion_events = ["Subscription Started"]
+    msgs = []
+    for i in range(30):
+        user, active = f"t{i}", i % 2 == 0
+        msgs += [_identify(user, 1 + i % 3)] + _msgs(user, 2 + i % 3, 4 if active else 1)
+        if active:
+            msgs += _msgs(user, 12 + i % 5, 1, "Subscription Started")
+            if with_leak:
+                msgs += _msgs(user, 13 + i % 5, 2, "Invoice Paid")
+    msgs += _msgs("t1", 31, 1)  # data end
+    project.ingestor.ingest_messages(msgs, source="t")
+    ex = make_examples(project.engine, horizon_days=7, offsets=(1.0, 5.0, 9.0, 12.0, 15.0))
+    spec = FeatureSpec.learn(project.engine, ex, exclude_events=["Subscription Started"])
+    return ex, spec, build_features(project.engine, ex, spec)
+
+
+def test_a_post_conversion_event_cannot_help(project, tmp_path):
+    """Leakage probe: the store with post-conversion invoices yields exactly the examples and
+    features of the store without them, so no model trained on them can use the leak."""
+    ex_leak, spec_leak, X_leak = _business(project, with_leak=True)
+    clean = Project.init(tmp_path / "clean", name="clean", write_key="k")
+    try:
+        ex_clean, _, X_clean = _business(clean, with_leak=False)
+    finally:
+        clean.close()
+    assert ex_leak["label"].sum() > 0 and (ex_leak["label"] == 0).sum() > 0
+    assert "Invoice Paid" not in spec_leak.events
+    assert not [c for c in X_leak.columns if "Invoice" in c]
+    pd.testing.assert_frame_equal(ex_leak, ex_clean)
+    pd.testing.assert_frame_equal(X_leak, X_clean)
 
 
 def test_wilson_interval():

@@ -78,7 +78,7 @@ def test_fit_returns_self_and_follows_sklearn_conventions() -> None:
     model = LeadModel(**FAST, param_grid=[{"num_leaves": 7}])
     assert model.fit(X, y) is model
     assert not hasattr(LeadModel(), "booster_")  # learned state appears only at fit
-    assert model.get_params()["valid_fraction"] == 0.15
+    assert model.get_params()["valid_fraction"] == 0.3 and model.get_params()["n_tails"] == 3
     twin = clone(model)
     assert twin.get_params() == model.get_params() and not hasattr(twin, "booster_")
     p = model.predict_proba(X)
@@ -90,13 +90,26 @@ def test_learns_signal_and_respects_time_order(fitted) -> None:
     model, X_test, y_test = fitted
     auc = roc_auc(y_test, model.predict_proba(X_test)[:, 1])
     assert auc > 0.75
-    assert model.n_train_ + model.n_valid_ + model.n_calibration_ == 3000
-    # order: the calibration slice is the newest rows
+    assert model.n_train_ == 3000 and model.n_valid_ == 900
+    # order: the validation tails are the newest rows, whatever order they come in
     X, y = leads(1000)
     t = pd.date_range("2024-01-01", periods=1000, freq="h").to_numpy()[::-1]  # newest first
     m = LeadModel(**FAST, param_grid=[{"num_leaves": 7}]).fit(X, y, order=t)
-    assert m.window_["calibration"][1] == str(pd.Timestamp(t.max()).isoformat())
+    assert m.window_["valid"][0] == str(pd.Timestamp(np.sort(t)[700]).isoformat())
+    assert m.window_["valid"][1] == str(pd.Timestamp(t.max()).isoformat())
     assert m.window_["train"][0] == str(pd.Timestamp(t.min()).isoformat())
+
+
+def test_rounds_come_from_every_tail_and_respect_the_floor() -> None:
+    X, y = leads(2000, seed=11)
+    model = LeadModel(**FAST, min_rounds=40, param_grid=[{"num_leaves": 7}, {"num_leaves": 15}])
+    model.fit(X, y)
+    assert len(model.tuning_) == 2 and model.best_params_ in [t["setting"] for t in model.tuning_]
+    assert model.best_iteration_ >= 40
+    assert model.n_rounds_ >= model.best_iteration_  # the final model sees more rows
+    # a floor above the early-stopping patience still holds
+    assert LeadModel(**FAST, min_rounds=200, param_grid=[{"num_leaves": 7}]).fit(
+        X, y).best_iteration_ >= 200
 
 
 def test_noise_labels_are_judged_not_better_than_chance() -> None:
@@ -144,7 +157,18 @@ def test_calibration_improves_brier_when_the_rate_drifts() -> None:
     b_raw = brier(y_test, raw.predict_proba(X_test)[:, 1])
     assert b_cal < b_raw
     assert calibrated.calibrator_.kind in ("sigmoid", "isotonic")
-    assert raw.calibrator_.kind == "none" and raw.n_calibration_ == 0
+    assert raw.calibrator_.kind == "none" and raw.calibration_report_ == {}
+
+
+def test_auto_calibration_keeps_lightgbm_probability_when_no_map_carries_forward() -> None:
+    # a stationary process: LightGBM's own probability is already calibrated, and a map must
+    # beat it on every later tail to be used
+    X, y = leads(4000, seed=12)
+    model = LeadModel(**FAST, param_grid=[{"num_leaves": 7}]).fit(X, y)
+    report = model.calibration_report_
+    assert set(report) == {"brier_none", "brier_sigmoid", "brier_isotonic"}
+    if model.calibrator_.kind != "none":
+        assert report[f"brier_{model.calibrator_.kind}"] < report["brier_none"]
 
 
 def test_explain_gives_three_and_three_factors_in_words(fitted) -> None:
@@ -215,11 +239,9 @@ def test_unseen_category_and_missing_column(fitted) -> None:
         model.predict_proba(X.drop(columns=["source"]))
 
 
-@pytest.mark.parametrize("refit", ["all", "train+valid", "none"])
-def test_refit_modes_all_score_honestly(refit: str) -> None:
-    X, y = leads(1500, seed=8)
-    model = LeadModel(**FAST, refit=refit, param_grid=[{"num_leaves": 7}]).fit(X, y)
-    X_test, y_test = leads(800, seed=9)
-    assert roc_auc(y_test, model.predict_proba(X_test)[:, 1]) > 0.7
-    with pytest.raises(ValueError, match="refit"):
-        LeadModel(refit="sometimes").fit(X, y)
+def test_too_little_history_for_the_tails_is_refused() -> None:
+    X, y = leads(100)
+    with pytest.raises(TrainingDataError, match="validation tail"):
+        LeadModel(**FAST, n_tails=5).fit(X, y)
+    with pytest.raises(ValueError, match="n_tails"):
+        LeadModel(n_tails=0).fit(X, y)

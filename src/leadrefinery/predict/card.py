@@ -133,7 +133,6 @@ class ModelCard:
             counts={
                 "train": int(model.n_train_),
                 "valid": int(model.n_valid_),
-                "calibration": int(model.n_calibration_),
                 "test": int(y.size),
             },
             features={
@@ -185,10 +184,13 @@ class ModelCard:
             "| slice | rows | window |",
             "| --- | ---: | --- |",
         ]
-        for part in ("train", "valid", "calibration", "test"):
+        shown = {"train": "train (final model)",
+                 "valid": "validation tails (newest train rows: rounds, calibration)",
+                 "test": "test"}
+        for part, label in shown.items():
             w = self.data_window.get(part)
             lines.append(
-                f"| {part} | {self.counts.get(part, 0)} | {' .. '.join(w) if w else '-'} |"
+                f"| {label} | {self.counts.get(part, 0)} | {' .. '.join(w) if w else '-'} |"
             )
         lines += [
             "",
@@ -246,7 +248,7 @@ class ModelCard:
             "- top features by gain: "
             + ", ".join(f"{t['feature']} ({t['gain_share']:.0%})" for t in self.top_features[:5]),
             f"- LightGBM {self.model['best_params']}, {self.model['rounds']} rounds, "
-            f"validation AUC {self.model['valid_auc']:.3f}, "
+            f"out-of-fold AUC on the validation tails {self.model['valid_auc']:.3f}, "
             f"calibration {self.model['calibration']}, "
             f"trained in {self.model['fit_seconds']:.1f} s",
         ]

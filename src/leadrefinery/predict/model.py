@@ -2,22 +2,21 @@
 
 How `fit(X, y, order=...)` uses the rows, oldest to newest (`order` is the time of each row):
 
-    |<--------------- train --------------->|<-- valid -->|<-- calibration -->|
-                                              ~15 %          ~15 % (newest)
+    |<-------------------- older rows -------------------->|<-tail 1->|<-tail 2->|<-tail 3->|
+                                                             newest `valid_fraction` (30 %)
 
-1. Each setting of a small grid (`param_grid`) is trained on *train* with early stopping on
-   *valid*; the setting with the best validation AUC wins (ties: fewer rounds).
-2. The winner is retrained on train + valid for the early-stopping rounds scaled by the row
-   ratio (`refit="none"` keeps the tuned model instead).
-3. That model, which has never seen the calibration slice, scores it; Platt scaling and
-   isotonic regression compete there by a two-fold cross-fitted Brier score and the better map
-   is fitted on the whole slice. Being the newest rows, the slice also re-anchors probabilities
-   to the recent conversion rate. The map reads the raw score minus the log-odds of the base
-   rate the booster was trained on, so it carries over to a booster retrained on more rows.
-4. `refit="all"` (default): the winning setting is retrained once more on every row - the
-   newest ones matter most when behaviour drifts - and the map from step 3 is kept (as
-   scikit-learn's `CalibratedClassifierCV(ensemble=False)` does). With `refit="train+valid"`
-   the ranker never sees the calibration slice.
+1. Each setting of a small grid (`param_grid`) is trained, once per tail, on all the rows before
+   that tail and scored on the tail after every boosting round (early stopping ends a run once
+   it stops improving). The setting and round count with the best score averaged over the tails
+   win; `min_rounds` is a floor. Several tails make the choice robust to one odd period (a single
+   tail once stopped a model after one round).
+2. The winning setting's out-of-fold scores on the tails choose the calibration: none (LightGBM's
+   own probability), Platt or isotonic, whichever has the lowest cross-fitted Brier score. Every
+   map is monotone, so calibration cannot change the ranking; "none" wins unless a map really
+   helps. Scores are read relative to the base rate each booster learned from, so the map
+   carries over to the final booster.
+3. The final model learns from every row - the newest matter most when behaviour drifts - for
+   the chosen rounds scaled by its extra rows.
 
 Nothing here ever looks at a test set; evaluate the fitted model on rows newer than all of these.
 
@@ -80,6 +79,7 @@ BASE_PARAMS: dict[str, Any] = {
     "deterministic": True,
 }
 
+FAST_ROWS = 50_000  # from this many training rows on, learning_rate "auto" is 0.1, not 0.05
 MIN_ROWS = 20  # per slice, and each slice needs both outcomes
 MIN_BIN = 40  # rows per bin of the isotonic calibration map
 
@@ -156,30 +156,70 @@ def _both(y: np.ndarray) -> bool:
     return 0 < int(y.sum()) < y.size
 
 
+def _mean_curve(curves: list[np.ndarray]) -> np.ndarray:
+    """Per-round mean of the tails' metric curves; a curve that stopped early keeps its last
+    value (early stopping ends a curve once it has stopped improving)."""
+    size = max(c.size for c in curves)
+    return np.mean([np.pad(c, (0, size - c.size), mode="edge") for c in curves], axis=0)
+
+
+def _forward_errors(
+    kind: str, z: list[np.ndarray], p_raw: list[np.ndarray], y: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Squared errors of a calibration map on each tail when fitted on the tails before it: the
+    map must carry forward in time, as it will have to on new leads (a map that only fits the
+    period it was fitted on loses here). One tail: its halves (every other row) in turn."""
+    if len(z) == 1:
+        halves = [np.arange(y[0].size) % 2 == k for k in (0, 1)]
+        z, p_raw, y = ([a[h] for h in halves] for a in (z[0], p_raw[0], y[0]))
+        pairs = [([0], 1), ([1], 0)]
+    else:
+        pairs = [(list(range(k)), k) for k in range(1, len(z))]
+    out = []
+    for fit, k in pairs:
+        if kind == "none":
+            p = p_raw[k]
+        else:
+            y_fit = np.concatenate([y[i] for i in fit])
+            if not _both(y_fit):
+                return [np.full(y[k].size, np.inf) for _, k in pairs]
+            p = Calibrator.fit(kind, np.concatenate([z[i] for i in fit]), y_fit).apply(z[k])
+        out.append((p - y[k]) ** 2)
+    return out
+
+
+def _clearly_better(errors: list[np.ndarray], reference: list[np.ndarray]) -> bool:
+    """Lower mean error on every step, and overall by more than two standard errors."""
+    diffs = [e - r for e, r in zip(errors, reference, strict=True)]
+    if not all(np.isfinite(d).all() and d.mean() < 0 for d in diffs):
+        return False
+    d = np.concatenate(diffs)
+    return bool(d.mean() + 2 * d.std(ddof=1) / math.sqrt(d.size) < 0)
+
+
 class LeadModel(ClassifierMixin, BaseEstimator):
-    """Calibrated LightGBM conversion model with a time-ordered validation tail.
+    """Calibrated LightGBM conversion model tuned on time-ordered validation tails.
 
     Parameters
     ----------
     learning_rate, max_rounds, early_stopping_rounds
-        boosting schedule; rounds are found by early stopping on the validation tail.
+        boosting schedule; rounds are chosen on the validation tails. learning_rate "auto":
+        0.05, or 0.1 from `FAST_ROWS` training rows on (many rows support larger steps, and
+        half the rounds keep training on 200 k people within a minute).
     min_rounds
-        floor on the rounds early stopping may choose (1 = none).
+        floor on the rounds the tails may choose.
     stopping_metric
         "auc" (default) or "binary_logloss", for early stopping and picking the grid setting.
     param_grid
         LightGBM settings to try (default `DEFAULT_GRID`); each is merged over `params`.
     params
         extra LightGBM parameters applied to every setting.
-    valid_fraction, calibration_fraction
-        shares of the (time-ordered) training rows for the validation tail and the newest
-        calibration slice.
+    valid_fraction, n_tails
+        the newest `valid_fraction` of the (time-ordered) training rows, cut into `n_tails`
+        consecutive validation tails.
     calibration
-        "auto" (choose Platt or isotonic on the calibration slice), "sigmoid", "isotonic" or
-        "none" (no calibration slice is held out).
-    refit
-        "all" (retrain on train + valid, calibrate, retrain on every row), "train+valid"
-        (retrain on train + valid, calibrate) or "none"; see the module docstring.
+        "auto" (the lowest cross-fitted Brier of none, Platt and isotonic on the tails'
+        out-of-fold scores), "sigmoid", "isotonic" or "none".
     n_jobs
         LightGBM threads (0 = its default, all cores).
     describer
@@ -189,17 +229,16 @@ class LeadModel(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         *,
-        learning_rate: float = 0.05,
+        learning_rate: float | str = "auto",
         max_rounds: int = 3000,
         early_stopping_rounds: int = 100,
-        min_rounds: int = 1,
+        min_rounds: int = 20,
         stopping_metric: str = "auc",
         param_grid: Sequence[Mapping[str, Any]] | None = None,
         params: Mapping[str, Any] | None = None,
-        valid_fraction: float = 0.15,
-        calibration_fraction: float = 0.15,
+        valid_fraction: float = 0.3,
+        n_tails: int = 3,
         calibration: str = "auto",
-        refit: str = "all",
         n_jobs: int = 0,
         random_state: int = 0,
         describer: FeatureDescriber | None = None,
@@ -212,9 +251,8 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         self.param_grid = param_grid
         self.params = params
         self.valid_fraction = valid_fraction
-        self.calibration_fraction = calibration_fraction
+        self.n_tails = n_tails
         self.calibration = calibration
-        self.refit = refit
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.describer = describer
@@ -224,7 +262,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
     def _lgb_params(self, setting: Mapping[str, Any]) -> dict[str, Any]:
         return {
             **BASE_PARAMS,
-            "learning_rate": self.learning_rate,
+            "learning_rate": self.learning_rate_,
             "num_threads": self.n_jobs,
             "seed": self.random_state,
             **dict(self.params or {}),
@@ -249,12 +287,12 @@ class LeadModel(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"stopping_metric must be auc or binary_logloss, not {self.stopping_metric!r}"
             )
-        if self.refit not in ("all", "train+valid", "none"):
-            raise ValueError(f"refit must be all, train+valid or none, not {self.refit!r}")
         if self.calibration not in ("auto", "sigmoid", "isotonic", "none"):
             raise ValueError(
                 f"calibration must be auto, sigmoid, isotonic or none, not {self.calibration!r}"
             )
+        if self.n_tails < 1:
+            raise ValueError(f"n_tails must be at least 1, not {self.n_tails!r}")
         if isinstance(order, str):
             order_values = X[order].to_numpy()
             X = X.drop(columns=[order])
@@ -277,151 +315,141 @@ class LeadModel(ClassifierMixin, BaseEstimator):
             order_sorted = order_values[idx]
         else:
             order_sorted = np.arange(len(y_arr))
-
         n = len(y_arr)
-        n_cal = 0 if self.calibration == "none" else int(round(self.calibration_fraction * n))
-        n_val = int(round(self.valid_fraction * n))
-        n_tr = n - n_val - n_cal
-        slices = {
-            "train": slice(0, n_tr),
-            "valid": slice(n_tr, n_tr + n_val),
-            "calibration": slice(n_tr + n_val, n),
-        }
-        for name, sl in slices.items():
-            if name == "calibration" and n_cal == 0:
-                continue
-            part = y_arr[sl]
-            if part.size < MIN_ROWS or not _both(part):
-                raise TrainingDataError(
-                    f"the {name} slice has {part.size} rows and {int(part.sum())} conversions; "
-                    f"need at least {MIN_ROWS} rows with both outcomes in each of train, valid "
-                    f"and calibration ({n} rows in all)"
-                )
-        tr, va, ca = slices["train"], slices["valid"], slices["calibration"]
+        tails = self._tails(y_arr)
+        self.learning_rate_ = (
+            (0.1 if n >= FAST_ROWS else 0.05) if self.learning_rate == "auto"
+            else float(self.learning_rate)
+        )
 
-        # 1. choose a setting and a number of rounds on the validation tail
-        d_tr = self._dataset(frame.iloc[tr], y_arr[tr])
-        d_va = self._dataset(frame.iloc[va], y_arr[va], reference=d_tr)
+        # 1. each setting of the grid learns the rows before the newest tail and is scored on
+        # that tail after every round; the best score (at min_rounds or more) picks the setting
+        d_all = self._dataset(frame, y_arr)
         settings = DEFAULT_GRID if self.param_grid is None else self.param_grid
         grid: list[dict[str, Any]] = [dict(s) for s in settings] or [{}]
         tuning: list[dict[str, Any]] = []
-        best: tuple[float, int, int] | None = None
-        boosters = []
-        for i, setting in enumerate(grid):
-            params = {**self._lgb_params(setting), "metric": self.stopping_metric}
-            booster = lgb.train(
-                params,
-                d_tr,
-                num_boost_round=self.max_rounds,
-                valid_sets=[d_va],
-                valid_names=["valid"],
-                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-                keep_training_booster=True,  # keep the rounds after the best, for min_rounds
-            )
-            rounds = min(
-                max(1, self.min_rounds, booster.best_iteration), booster.current_iteration()
-            )
-            p_va = booster.predict(frame.iloc[va], num_iteration=rounds)
-            valid_auc = roc_auc(y_arr[va], p_va)
-            p_va = np.clip(p_va, 1e-12, 1 - 1e-12)
-            valid_logloss = float(
-                -np.mean(y_arr[va] * np.log(p_va) + (1 - y_arr[va]) * np.log(1 - p_va))
-            )
-            tuning.append(
-                {
-                    "setting": dict(setting),
-                    "rounds": rounds,
-                    "valid_auc": valid_auc,
-                    "valid_logloss": valid_logloss,
-                }
-            )
-            boosters.append(booster)
-            score = valid_auc if self.stopping_metric == "auc" else -valid_logloss
-            key = (score, -rounds, -i)
-            if best is None or key > best:
-                best = key
-        assert best is not None
-        best_i = -best[2]
+        runs: list[tuple[lgb.Booster, np.ndarray]] = []
+        for setting in grid:
+            booster, curve = self._run_tail(setting, d_all, tails[-1])
+            rounds, score = self._best_round(curve)
+            tuning.append({"setting": dict(setting), "rounds": rounds,
+                           f"newest_tail_{self.stopping_metric}": score})
+            runs.append((booster, curve))
+        sign = 1.0 if self.stopping_metric == "auc" else -1.0
+        best_i = max(range(len(grid)),  # ties: fewer rounds, then the earlier (simpler) setting
+                     key=lambda i: (sign * tuning[i][f"newest_tail_{self.stopping_metric}"],
+                                    -tuning[i]["rounds"], -i))
         self.best_params_ = dict(grid[best_i])
-        self.best_iteration_ = int(tuning[best_i]["rounds"])
-        self.valid_auc_ = float(tuning[best_i]["valid_auc"])
-        self.tuning_ = tuning
 
+        # ... and the winner, trained before each older tail too, gets its round count from
+        # the curves averaged over all tails (one odd period cannot decide it alone)
+        older = [self._run_tail(self.best_params_, d_all, tail) for tail in tails[:-1]]
+        boosters = [b for b, _ in older] + [runs[best_i][0]]
+        curves = [c for _, c in older] + [runs[best_i][1]]
+        self.best_iteration_, _ = self._best_round(_mean_curve(curves))
+        self.tuning_ = tuning
         self.timings_ = {"tuning": time.perf_counter() - started}
 
-        # 2. refit on train + valid
-        if self.refit in ("all", "train+valid"):
-            fit_rows = slice(0, n_tr + n_val)
-            rounds = max(1, int(round(self.best_iteration_ * (n_tr + n_val) / n_tr)))
-            booster = lgb.train(
-                self._lgb_params(self.best_params_),
-                self._dataset(frame.iloc[fit_rows], y_arr[fit_rows]),
-                num_boost_round=rounds,
+        # 2. the tails' out-of-fold scores choose and fit the calibration map; each score is
+        # relative to the base rate its booster learned from (see `Calibrator`)
+        z, p_raw, y_oof = [], [], []
+        for booster, (start, stop) in zip(boosters, tails, strict=True):
+            raw = booster.predict(
+                frame.iloc[start:stop], raw_score=True,
+                num_iteration=min(self.best_iteration_, booster.current_iteration()),
             )
-        else:
-            rounds = self.best_iteration_
-            booster = lgb.Booster(model_str=boosters[best_i].model_to_string(num_iteration=rounds))
-
-        offset = _logit_rate(y_arr[: n_tr + n_val] if self.refit != "none" else y_arr[tr])
-
-        # 3. calibrate on the newest slice, which no step above has seen
-        self.calibration_report_: dict[str, float] = {}
-        if n_cal:
-            z = np.asarray(booster.predict(frame.iloc[ca], raw_score=True)) - offset
-            y_ca = y_arr[ca]
-            kinds = ["sigmoid", "isotonic"] if self.calibration == "auto" else [self.calibration]
+            z.append(raw - _logit_rate(y_arr[:start]))
+            p_raw.append(_expit(raw))
+            y_oof.append(y_arr[start:stop])
+        z_oof, y_cat = np.concatenate(z), np.concatenate(y_oof)
+        self.valid_auc_ = roc_auc(y_cat, z_oof)
+        kind, self.calibration_report_ = self.calibration, {}
+        if kind == "auto":
+            # a map replaces LightGBM's own probability only if, fitted on older tails, it
+            # lowers the Brier score on every later tail and clearly overall (by more than two
+            # standard errors of the paired difference): it has to carry forward in time
+            kinds = ("none", "sigmoid", "isotonic")
+            errors = {k: _forward_errors(k, z, p_raw, y_oof) for k in kinds}
             self.calibration_report_ = {
-                f"brier_{k}": self._crossfit_brier(k, z, y_ca, offset) for k in ["none", *kinds]
+                f"brier_{k}": float(np.mean(np.concatenate(v))) for k, v in errors.items()
             }
-            if len(kinds) > 1:
-                kind = min(kinds, key=lambda k: self.calibration_report_[f"brier_{k}"])
-            else:
-                kind = kinds[0]
-            self.calibrator_ = Calibrator.fit(kind, z, y_ca)
-        else:
-            self.calibrator_ = Calibrator("none", b=offset)
-
-        # 4. refit="all": the final model also learns from the newest rows; the calibration map
-        # stays the one fitted on predictions for rows its model had not seen (like
-        # scikit-learn's CalibratedClassifierCV(ensemble=False))
-        if self.refit == "all" and n_cal:  # (without a calibration slice, step 2 used all rows)
-            rounds = max(1, int(round(self.best_iteration_ * n / n_tr)))
-            booster = lgb.train(
-                self._lgb_params(self.best_params_),
-                self._dataset(frame, y_arr),
-                num_boost_round=rounds,
+            kind = min(
+                (k for k in ("sigmoid", "isotonic") if _clearly_better(errors[k], errors["none"])),
+                key=lambda k: self.calibration_report_[f"brier_{k}"], default="none",
             )
-            offset = _logit_rate(y_arr)
-        self.booster_ = booster
-        self.offset_ = offset
-        self.timings_["total"] = time.perf_counter() - started
-        self.n_rounds_ = rounds
 
+        # 3. the final model learns from every row - the newest matter most when behaviour
+        # drifts - for the chosen rounds scaled by how many more rows it sees than the tails'
+        mean_rows = float(np.mean([start for start, _ in tails]))
+        rounds = max(1, int(round(self.best_iteration_ * n / mean_rows)))
+        self.booster_ = lgb.train(
+            self._lgb_params(self.best_params_), d_all, num_boost_round=rounds
+        )
+        self.offset_ = _logit_rate(y_arr)
+        self.calibrator_ = (
+            Calibrator("none", b=self.offset_)
+            if kind == "none"
+            else Calibrator.fit(kind, z_oof, y_cat)
+        )
+        self.n_rounds_ = rounds
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = len(self.schema_.columns)
         self.feature_names_in_ = np.array(self.schema_.columns, dtype=object)
-        self.n_train_, self.n_valid_, self.n_calibration_ = n_tr, n_val, n_cal
+        self.n_train_, self.n_valid_ = n, n - tails[0][0]
         self.window_ = {
-            name: [_jsonable(order_sorted[sl][0]), _jsonable(order_sorted[sl][-1])]
-            for name, sl in slices.items()
-            if sl.stop > sl.start
+            "train": [_jsonable(order_sorted[0]), _jsonable(order_sorted[-1])],
+            "valid": [_jsonable(order_sorted[tails[0][0]]), _jsonable(order_sorted[-1])],
         }
         self.base_rate_ = float(y_arr.mean())
-        self.fit_seconds_ = time.perf_counter() - started
+        self.fit_seconds_ = self.timings_["total"] = time.perf_counter() - started
         return self
 
-    @staticmethod
-    def _crossfit_brier(kind: str, z: np.ndarray, y: np.ndarray, offset: float) -> float:
-        """Brier of a calibration map fitted on one half of the slice, scored on the other."""
-        if kind == "none":
-            return _brier(y, _expit(z + offset))
-        halves = [np.arange(y.size) % 2 == 0, np.arange(y.size) % 2 == 1]
-        p = np.empty(y.size)
-        for fit_mask, score_mask in (halves, halves[::-1]):
-            if not _both(y[fit_mask]):
-                return math.inf
-            p[score_mask] = Calibrator.fit(kind, z[fit_mask], y[fit_mask]).apply(z[score_mask])
-        return _brier(y, p)
+    def _run_tail(
+        self, setting: Mapping[str, Any], d_all: lgb.Dataset, tail: tuple[int, int]
+    ) -> tuple[lgb.Booster, np.ndarray]:
+        """Train on the rows before `tail`, scoring the tail after every round until early
+        stopping; the booster keeps its rounds past the best, and the per-round curve."""
+        start, stop = tail
+        history: dict[str, Any] = {}
+        booster = lgb.train(
+            {**self._lgb_params(setting), "metric": self.stopping_metric},
+            d_all.subset(np.arange(start)),
+            num_boost_round=self.max_rounds,
+            valid_sets=[d_all.subset(np.arange(start, stop))],
+            valid_names=["tail"],
+            callbacks=[
+                # patient enough that every curve reaches min_rounds
+                lgb.early_stopping(max(self.early_stopping_rounds, self.min_rounds), verbose=False),
+                lgb.record_evaluation(history),
+            ],
+            keep_training_booster=True,
+        )
+        return booster, np.asarray(history["tail"][self.stopping_metric])
+
+    def _best_round(self, curve: np.ndarray) -> tuple[int, float]:
+        """(rounds, score) of the best round of a metric curve, at `min_rounds` or later."""
+        gain = curve if self.stopping_metric == "auc" else -curve
+        floor = min(max(1, self.min_rounds), gain.size) - 1
+        i = floor + int(np.argmax(gain[floor:]))
+        return i + 1, float(curve[i])
+
+    def _tails(self, y: np.ndarray) -> list[tuple[int, int]]:
+        """(start, stop) of each validation tail: the newest `valid_fraction` of the rows cut
+        into `n_tails` consecutive blocks; each is scored by a model of the rows before it."""
+        n = y.size
+        n_val = int(round(self.valid_fraction * n))
+        edges = np.linspace(n - n_val, n, self.n_tails + 1).round().astype(int)
+        tails = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+        for start, stop in tails:
+            for name, part in (("training part", y[:start]), ("validation tail", y[start:stop])):
+                if part.size < MIN_ROWS or not _both(part):
+                    raise TrainingDataError(
+                        f"a {name} has {part.size} rows and {int(part.sum())} conversions; need "
+                        f"at least {MIN_ROWS} rows with both outcomes in each of the "
+                        f"{self.n_tails} validation tail(s) and the rows before it ({n} rows "
+                        "in all; lower n_tails or add history)"
+                    )
+        return tails
 
     # ------------------------------------------------------------- predict
 
@@ -486,6 +514,7 @@ class LeadModel(ClassifierMixin, BaseEstimator):
             "calibrator": asdict(self.calibrator_),
             "learned": {
                 "best_params": self.best_params_,
+                "learning_rate": self.learning_rate_,
                 "best_iteration": self.best_iteration_,
                 "n_rounds": self.n_rounds_,
                 "offset": self.offset_,
@@ -494,7 +523,6 @@ class LeadModel(ClassifierMixin, BaseEstimator):
                 "calibration_report": self.calibration_report_,
                 "n_train": self.n_train_,
                 "n_valid": self.n_valid_,
-                "n_calibration": self.n_calibration_,
                 "window": self.window_,
                 "base_rate": self.base_rate_,
                 "fit_seconds": self.fit_seconds_,
@@ -545,12 +573,16 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         labels = manifest.get("describer_labels") or {}
         if describer is None and labels:
             describer = FeatureDescriber(labels)
-        model = cls(**manifest["params"], describer=describer)
+        known = set(cls._get_param_names())  # parameters retired since the file was saved
+        model = cls(
+            **{k: v for k, v in manifest["params"].items() if k in known}, describer=describer
+        )
         model.schema_ = FeatureSchema.from_dict(manifest["schema"])
         model.calibrator_ = Calibrator(**manifest["calibrator"])
         model.booster_ = lgb.Booster(model_str=booster_text)
         learned = manifest["learned"]
         model.best_params_ = learned["best_params"]
+        model.learning_rate_ = learned.get("learning_rate", model.learning_rate)
         model.best_iteration_ = learned["best_iteration"]
         model.n_rounds_ = learned["n_rounds"]
         model.offset_ = learned["offset"]
@@ -559,7 +591,6 @@ class LeadModel(ClassifierMixin, BaseEstimator):
         model.calibration_report_ = learned["calibration_report"]
         model.n_train_ = learned["n_train"]
         model.n_valid_ = learned["n_valid"]
-        model.n_calibration_ = learned["n_calibration"]
         model.window_ = learned["window"]
         model.base_rate_ = learned["base_rate"]
         model.fit_seconds_ = learned["fit_seconds"]

@@ -2,7 +2,8 @@
 
 Public datasets (`predict/datasets.py`): every model is trained on the same older rows and scored
 on the same newer rows; predictions are pooled over folds. The demo business: generate, ingest,
-train through `Project.train` and put the test AUC next to the generator's ceiling AUC.
+train through `Project.train` and put the test AUC next to the AUC the generator's true
+probabilities reach on the same test examples (the ceiling), overall and per as-of offset.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .baselines import HGBBaseline, LogisticBaseline, OdooNaiveBayes
 from .card import comparison_table
 from .datasets import LOADERS
-from .metrics import evaluate
+from .errors import TrainingDataError
+from .metrics import evaluate, roc_auc
 from .model import LeadModel
 
 
-def evaluate_dataset(name: str, root: str | Path | None = None, n_jobs: int = 2) -> dict[str, Any]:
+def evaluate_dataset(name: str, root: str | Path | None = None, n_jobs: int = 1) -> dict[str, Any]:
     ds = LOADERS[name](root)
     makers = {
-        "LeadModel (ours)": lambda: LeadModel(n_jobs=n_jobs, min_rounds=20),
+        "LeadModel (ours)": lambda: LeadModel(n_jobs=n_jobs),
         "HistGradientBoosting": HGBBaseline,
         "logistic regression": LogisticBaseline,
         "Odoo naive Bayes": OdooNaiveBayes,
@@ -47,6 +50,9 @@ def evaluate_dataset(name: str, root: str | Path | None = None, n_jobs: int = 2)
 
 def evaluate_demo(people: int = 3000, months: int = 4, seed: int = 7,
                   horizon_days: float = 30) -> dict[str, Any]:
+    """Train on a generated business and compare with its true probabilities on exactly the
+    model's test examples (person x as-of time, label = converted within the horizon after
+    it), overall and per as-of offset (days after signup)."""
     from ..demo import run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,9 +60,44 @@ def evaluate_demo(people: int = 3000, months: int = 4, seed: int = 7,
                        say=lambda _s: None)
         with res.project as p:
             tr = p.train(horizon_days=horizon_days)
-        card = tr.card
-        return {"dataset": f"demo business ({people} people, {months} months, seed {seed})",
-                "auc": card.metrics["auc"], "ceiling_auc": res.ceiling_auc,
-                "gap": res.ceiling_auc - card.metrics["auc"],
-                "baselines": {b["model"]: b["auc"] for b in card.baselines},
-                "verdict": card.verdict}
+            emails = p.engine.query_arrow("SELECT person_id, lower(email) AS email FROM people")
+        truth = pd.read_csv(res.data_dir / "truth.csv")
+        truth["email"] = truth["email"].str.lower()
+        ids = emails.to_pandas().merge(truth[["email", "true_probability"]], on="email")
+        test = tr.test.merge(ids[["person_id", "true_probability"]], on="person_id", how="left")
+    if test["true_probability"].isna().any():
+        raise TrainingDataError(
+            f"{int(test['true_probability'].isna().sum())} test examples have no true probability "
+            "in truth.csv; the ceiling would not be on the model's rows"
+        )
+    y = test["label"].to_numpy()
+    by_offset = []
+    for k, part in test.groupby("offset_days"):
+        yk = part["label"].to_numpy()
+        ok = 0 < yk.sum() < yk.size
+        by_offset.append({
+            "offset_days": float(k), "examples": int(yk.size), "conversions": int(yk.sum()),
+            "auc": roc_auc(yk, part["probability"].to_numpy()) if ok else None,
+            "ceiling_auc": roc_auc(yk, part["true_probability"].to_numpy()) if ok else None,
+        })
+    auc = roc_auc(y, test["probability"].to_numpy())
+    ceiling = roc_auc(y, test["true_probability"].to_numpy())
+    card = tr.card
+    return {
+        "dataset": f"demo business ({people} people, {months} months, seed {seed})",
+        "test_examples": int(y.size), "test_conversions": int(y.sum()),
+        "auc": auc, "ceiling_auc": ceiling, "gap": ceiling - auc, "target_gap": 0.03,
+        "target_met": ceiling - auc <= 0.03,
+        "by_offset": by_offset,
+        "population_ceiling_auc": res.ceiling_auc,
+        "why": (
+            "ceiling = AUC of the generator's true conversion probability on the same test "
+            "examples. That probability is fixed per person at signup and already knows what "
+            "the person will do; the model only sees behaviour up to each as-of time, so the "
+            "gap is widest for examples a day or three after signup and narrows as behaviour "
+            "accumulates (see by_offset). population_ceiling_auc is the generator's own figure "
+            "(one row per person, label = ever converted) - not comparable to the model's rows."
+        ),
+        "baselines": {b["model"]: b["auc"] for b in card.baselines},
+        "verdict": card.verdict,
+    }

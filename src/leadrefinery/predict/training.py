@@ -5,7 +5,11 @@ person converted (a won outcome) within `horizon` days after as_of. People conve
 as_of are left out, and so are examples whose horizon reaches past the end of the data (their
 label is not known yet). The split is by time: the newest ~20 % of as_of times are the test part;
 the training part only keeps examples whose whole label window ends before the test part begins,
-so no training label is read from the test period.
+so no training label is read from the test period. Beyond `MAX_EXAMPLES` examples, those of a
+stable random share of people are used (`sample_people`; the card says so).
+
+`predict` caches factors for the top of the ranked list only; `explain_people` computes them
+for any other person when a list or a person page shows them.
 
 Files (in the project): `models/predictive/<version>/` holds `booster.txt`, `manifest.json`,
 `card.json`, `card.md` and `features.json`; `models/predictive/published` names the published
@@ -28,7 +32,7 @@ import pyarrow as pa
 
 from ..store.engine import Engine
 from .baselines import LogisticBaseline, OdooNaiveBayes
-from .buckets import BucketScheme
+from .buckets import BucketScheme, holdout_draw
 from .card import ModelCard
 from .errors import ModelFileError, TrainingDataError
 from .features import FeatureSpec, build_features, describer_for, rule_categories
@@ -38,6 +42,7 @@ from .model import LeadModel
 MODELS_DIR = Path("models") / "predictive"
 PUBLISHED = "published"
 DEFAULT_OFFSETS = (1.0, 3.0, 7.0, 14.0, 28.0, 56.0)
+MAX_EXAMPLES = 100_000  # training on 200 k people stays within a minute on 2 cores
 
 
 def conversion_times(engine: Engine) -> pd.DataFrame:
@@ -59,7 +64,7 @@ def make_examples(
     engine: Engine, *, horizon_days: float = 30, offsets: tuple[float, ...] = DEFAULT_OFFSETS,
     end: datetime | None = None,
 ) -> pd.DataFrame:
-    """person_id, as_of, label, converted_at for every labelled (person, offset)."""
+    """person_id, as_of, offset_days, label, converted_at for every labelled (person, offset)."""
     end = end or data_end(engine)
     people = engine.query_arrow(
         "SELECT person_id, first_seen FROM people WHERE first_seen IS NOT NULL"
@@ -71,6 +76,7 @@ def make_examples(
     for k in offsets:
         part = people.copy()
         part["as_of"] = part["first_seen"] + pd.Timedelta(days=k)
+        part["offset_days"] = k
         parts.append(part)
     ex = pd.concat(parts, ignore_index=True)
     known = ex["as_of"] + horizon <= pd.Timestamp(end)
@@ -78,6 +84,18 @@ def make_examples(
     ex = ex[known & not_yet].copy()
     ex["label"] = (ex["converted_at"].notna() & (ex["converted_at"] < ex["as_of"] + horizon)).astype(int)
     return ex.sort_values(["as_of", "person_id"], kind="stable").reset_index(drop=True)
+
+
+def sample_people(ex: pd.DataFrame, max_examples: int | None) -> pd.DataFrame:
+    """At most ~`max_examples` examples: all of them, or every example of a stable random share
+    of people (a hash of the person id, so retraining picks the same people). Beyond a few
+    hundred thousand rows a boosted model gains little, and feature SQL and training time grow
+    with every row."""
+    if max_examples is None or len(ex) <= max_examples:
+        return ex
+    share = max_examples / len(ex)
+    keep = {p for p in ex["person_id"].unique() if holdout_draw(p, seed="training-sample") < share}
+    return ex[ex["person_id"].isin(keep)].reset_index(drop=True)
 
 
 def time_split(ex: pd.DataFrame, horizon_days: float, test_fraction: float = 0.2):
@@ -96,6 +114,7 @@ class TrainResult:
     published: bool
     seconds: float
     examples: int
+    test: pd.DataFrame  # the test examples: person_id, as_of, offset_days, label, probability
 
     def summary(self) -> dict[str, Any]:
         m = self.card.metrics
@@ -116,11 +135,14 @@ def train(
     offsets: tuple[float, ...] = DEFAULT_OFFSETS,
     exclude_events: list[str] | None = None,
     publish: bool = False,
-    n_jobs: int = 2,
+    n_jobs: int = 1,
     version: str | None = None,
+    max_examples: int | None = MAX_EXAMPLES,
 ) -> TrainResult:
     started = time.perf_counter()
     ex = make_examples(engine, horizon_days=horizon_days, offsets=offsets)
+    all_examples = len(ex)
+    ex = sample_people(ex, max_examples)
     if len(ex) < 200 or ex["label"].sum() < 20:
         raise TrainingDataError(
             f"{len(ex)} labelled examples with {int(ex['label'].sum())} conversions; need at "
@@ -139,7 +161,7 @@ def train(
     X_tr, y_tr, X_te, y_te = X[train_mask], y[train_mask], X[test_mask], y[test_mask]
     if y_te.sum() == 0 or y_te.sum() == len(y_te):
         raise TrainingDataError("the test part has only one outcome; need more history")
-    model = LeadModel(n_jobs=n_jobs, min_rounds=20, describer=describer_for(list(X.columns)))
+    model = LeadModel(n_jobs=n_jobs, describer=describer_for(list(X.columns)))
     model.fit(X_tr, y_tr, order=ex.loc[train_mask, "as_of"].to_numpy())
     p_te = model.predict_proba(X_te)[:, 1]
     baselines = {"LeadModel": evaluate(y_te, p_te)}
@@ -160,6 +182,9 @@ def train(
             f"label: converted within {horizon_days:g} days after as_of "
             f"(as_of = first seen + {', '.join(f'{o:g}' for o in offsets)} days)",
             f"test part: as_of >= {cutoff}; training labels all end before it",
+            *([f"examples of a stable random {len(ex) / all_examples:.0%} of people "
+               f"({len(ex):,} of {all_examples:,}), to keep training within a minute"]
+              if len(ex) < all_examples else []),
         ],
     )
     version = version or datetime.now(UTC).strftime("v%Y%m%d-%H%M%S")
@@ -173,7 +198,9 @@ def train(
     _record_model(engine, version, path, card, horizon_days)
     if publish:
         publish_version(engine, root, version)
-    return TrainResult(version, path, card, publish, time.perf_counter() - started, len(ex))
+    test = ex.loc[test_mask, ["person_id", "as_of", "offset_days", "label"]].reset_index(drop=True)
+    test["probability"] = p_te
+    return TrainResult(version, path, card, publish, time.perf_counter() - started, len(ex), test)
 
 
 def _record_model(engine: Engine, version: str, path: Path, card: ModelCard, horizon: float) -> None:
@@ -239,8 +266,9 @@ def predict(
     out["surge"] = (np.isin(out["bucket"], ["C", "D"]) & (n7 >= surge_min)
                     & (n7 >= 3.0 * np.maximum(prev / 3.0, 1.0)))
     order = np.argsort(-p, kind="stable")
-    explain = set(order[:explain_top].tolist())
-    explain |= set(np.flatnonzero(np.isin(out["bucket"], ["A", "B"]) | out["surge"]).tolist())
+    # exact contributions cost ~1 ms a row: cache them for the top of the list and the surges
+    # only (what sales looks at first); `explain_people` does any other row when it is shown
+    explain = set(order[:explain_top].tolist()) | set(np.flatnonzero(out["surge"]).tolist())
     idx = np.array(sorted(explain), dtype=int)
     factors = [None] * len(out)
     if idx.size:
@@ -256,3 +284,30 @@ def predict(
     engine.execute("DELETE FROM predictions")
     engine.append("predictions", pa.Table.from_pandas(out, preserve_index=False))
     return out
+
+
+def explain_people(
+    engine: Engine, root: Path, person_ids: list[str], *, version: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """{person_id: {"positive": [...], "negative": [...]}} for people scored in `predictions`
+    whose factors `predict` did not cache (it explains only the top of the list): computed now,
+    for these people only, from features as of the time they were scored."""
+    ids = [str(i) for i in person_ids]
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    people = engine.query_arrow(
+        f"SELECT person_id, as_of, model_version FROM predictions WHERE person_id IN ({marks})",
+        ids,
+    ).to_pandas()
+    if version is None and len(people):
+        version = str(people["model_version"].iloc[0])
+    people = people[people["model_version"] == version].reset_index(drop=True)
+    if not len(people):
+        return {}
+    _, model, spec = load_version(root, version)
+    X = build_features(engine, people[["person_id", "as_of"]], spec)
+    return {
+        pid: {"positive": e.to_dict()["positive"], "negative": e.to_dict()["negative"]}
+        for pid, e in zip(people["person_id"], model.explain(X), strict=True)
+    }

@@ -4,6 +4,7 @@
     page = lead_page(engine, model, f, page=1, per_page=50, scope=Scope.everyone())
     page.total, page.rows                 # rows: score, grade, stage, reasons, last activity, ...
     for chunk in iter_leads(engine, model, f):   # every matching row, in chunks (CSV export)
+    with_predictions(engine, rows, explain_missing=...)  # + holdout, surge, top factors
     facets(engine, model)                 # the values each filter can take
 
 Only one page (or one chunk) of rows is ever read: the count and the page are two queries over
@@ -13,7 +14,8 @@ model is published, its predictions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -369,3 +371,39 @@ def facets(engine: Engine, model: Model, scope: Scope | None = None) -> dict[str
         "source": sources,
         "bucket": buckets,
     }
+
+
+PREDICTIVE = ("probability", "bucket", "holdout", "surge", "factors")
+
+
+def with_predictions(
+    engine: Engine, rows: list[dict[str, Any]],
+    explain_missing: Callable[[list[str]], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Add to each row (by `person_id`) its predictive probability, bucket, control-holdout
+    mark, behavioural-surge flag and top factors ({"positive": [...], "negative": [...]}, each
+    {"text", "contribution"}); None where no model has scored the person. `predict` caches
+    factors for the top of the list only; `explain_missing(ids)` computes the rest, for just
+    these rows."""
+    for r in rows:
+        r.update(dict.fromkeys(PREDICTIVE))
+    pred = predictions(engine)
+    ids = [str(r["person_id"]) for r in rows]
+    if not pred or pred.table != "predictions" or not ids:
+        return rows
+    m = ", ".join("?" for _ in ids)
+    got = {r[0]: r[1:] for r in engine.query(
+        f"SELECT person_id, {', '.join(PREDICTIVE)} FROM predictions WHERE person_id IN ({m})",
+        ids)}
+    for r in rows:
+        if r["person_id"] in got:
+            p, bucket, holdout, surge, factors = got[r["person_id"]]
+            r.update(probability=num(p), bucket=bucket, holdout=bool(holdout),
+                     surge=bool(surge), factors=loads(factors))
+    missing = [r["person_id"] for r in rows if r["person_id"] in got and not r["factors"]]
+    if missing and explain_missing is not None:
+        found = explain_missing(missing)
+        for r in rows:
+            if r["person_id"] in found:
+                r["factors"] = json.loads(json.dumps(found[r["person_id"]], default=str))
+    return rows
