@@ -1198,17 +1198,41 @@ def icp_cmd(
 @handle_errors
 def evaluate_cmd(
     dataset: Annotated[str, typer.Option(
-        help="bank-marketing | x-education | maven-crm | demo")] = "demo",
+        help="bank-marketing | x-education | maven-crm | demo | project (this project's "
+        "imported people and outcomes: a CRM export)")] = "demo",
     people: Annotated[int, typer.Option(help="demo: people to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="demo: generator seed.")] = 7,
+    order: Annotated[str | None, typer.Option(
+        help="project: the column giving time order (default: each person's created time).")] = None,
+    drop: Annotated[list[str] | None, typer.Option(
+        help="project: a column not to learn from (filled in after the outcome); repeatable.")] = None,
+    keep: Annotated[list[str] | None, typer.Option(
+        help="project: keep a column the leak guard would drop; repeatable.")] = None,
+    monthly_from: Annotated[int | None, typer.Option(
+        help="project: expanding monthly windows, testing each month from this one on "
+        "(months counted from the first); default: the newest 20 % is the test set.")] = None,
+    closed_only: Annotated[bool, typer.Option(
+        "--closed-only", help="project: only people with a won or lost outcome.")] = False,
+    project: ProjectOpt = None,
 ) -> None:
     """Honest evaluation: our model against baselines under a time-ordered split."""
-    from .predict.service import evaluate_dataset, evaluate_demo
+    from .predict.service import compare, evaluate_dataset, evaluate_demo
+    from .predict.tabular import store_dataset
 
     if dataset == "demo":
         _print_json(evaluate_demo(people=people, seed=seed))
         return
-    out = evaluate_dataset(dataset)
+    if dataset == "project":
+        with open_project(project) as p:
+            ds = store_dataset(p.engine, order=order, drop=drop or [], keep=keep or [],
+                               monthly_from=monthly_from, closed_only=closed_only)
+        console.print(f"{len(ds.y):,} people, {int(ds.y.sum()):,} converted; "
+                      f"{ds.X.shape[1]} columns learnt from; dropped: {', '.join(ds.dropped) or 'none'}")
+        if ds.notes:
+            console.print(ds.notes)
+        out = compare(ds)
+    else:
+        out = evaluate_dataset(dataset)
     console.print(f"{out['dataset']}: {out['protocol']} ({out['rows']:,} test rows)")
-    console.print(out["table"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(out["table"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"LeadModel: {out['verdict']}")

@@ -97,3 +97,17 @@ def test_an_outcome_file_is_told_by_its_name(tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
     path.write_text("person_id,when\np1,2025-01-01\n")
     assert guess_csv_kind(path) == "people"
+
+
+def test_evaluate_a_crm_export_from_the_command_line(project: Project, leads) -> None:
+    from typer.testing import CliRunner
+
+    from leadrefinery.cli import app
+
+    out = CliRunner().invoke(
+        app, ["evaluate", "--dataset", "project", "--project", str(project.root),
+              "--order", "Lead Number"])
+    assert out.exit_code == 0, out.output
+    assert "dropped as leaks" in out.output and "Tags" in out.output
+    assert "LeadModel (ours)" in out.output and "Odoo naive Bayes" in out.output
+    assert "LeadModel: better than chance" in out.output

@@ -1,4 +1,5 @@
-"""`leadrefinery evaluate`: the bench protocol on a public dataset, or on a generated business.
+"""`leadrefinery evaluate`: the bench protocol on a public dataset, on the project's own imported
+people and outcomes (`predict/tabular.py`), or on a generated business.
 
 Public datasets (`predict/datasets.py`): every model is trained on the same older rows and scored
 on the same newer rows; predictions are pooled over folds. The demo business: generate, ingest,
@@ -15,16 +16,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from .baselines import HGBBaseline, LogisticBaseline, OdooNaiveBayes
 from .card import comparison_table
-from .datasets import LOADERS
+from .datasets import LOADERS, Dataset
 from .errors import TrainingDataError
 from .metrics import evaluate, roc_auc
 from .model import LeadModel
 
 
 def evaluate_dataset(name: str, root: str | Path | None = None, n_jobs: int = 1) -> dict[str, Any]:
-    ds = LOADERS[name](root)
+    if name not in LOADERS:
+        raise InputError(f"no dataset named {name!r}; use one of {', '.join(LOADERS)}, demo "
+                         "or project")
+    return compare(LOADERS[name](root), n_jobs=n_jobs)
+
+
+def compare(ds: Dataset, n_jobs: int = 1) -> dict[str, Any]:
+    """Our model and the baselines, each trained on the same older rows of every fold."""
     makers = {
         "LeadModel (ours)": lambda: LeadModel(n_jobs=n_jobs),
         "HistGradientBoosting": HGBBaseline,
@@ -43,8 +52,8 @@ def evaluate_dataset(name: str, root: str | Path | None = None, n_jobs: int = 1)
             preds[k][fold.test] = est.predict_proba(X_te)[:, 1]
     tested = ~np.isnan(preds["LeadModel (ours)"])
     evals = {k: evaluate(ds.y[tested], p[tested]) for k, p in preds.items()}
-    return {"dataset": name, "protocol": ds.protocol, "rows": int(tested.sum()),
-            "table": comparison_table(evals),
+    return {"dataset": ds.name, "protocol": ds.protocol, "rows": int(tested.sum()),
+            "table": comparison_table(evals), "dropped": ds.dropped, "notes": ds.notes,
             "verdict": evals["LeadModel (ours)"].verdict.text}
 
 

@@ -4,7 +4,7 @@ The path a user with a spreadsheet of leads takes (no events needed):
 
     leadrefinery ingest leads.csv --kind people            # one row per lead; every column a trait
     leadrefinery ingest leads.csv --kind opportunities --map won=Converted   # the outcomes
-    leadrefinery evaluate --store --order "Lead Number" --drop "Tags,Lead Quality"
+    leadrefinery evaluate --dataset project --order "Lead Number" --drop Tags --drop "Lead Quality"
 
 Features are the people's traits as imported (numbers where a column only holds numbers,
 categories otherwise); the label is "has a won outcome". Rows are put in time order by a trait
@@ -132,7 +132,7 @@ def store_dataset(
         months = (first_seen.dt.year * 12 + first_seen.dt.month).to_numpy()
         periods = months - months.min()
     ds = Dataset(
-        name="store",
+        name="project",
         X=X,
         y=y,
         order=key.to_numpy()[pos],
