@@ -16,18 +16,18 @@ from leadrefinery.predict.errors import TrainingDataError
 from leadrefinery.predict.tabular import store_dataset
 
 
-def write_leads(path: Path, n: int = 400, seed: int = 3) -> pd.DataFrame:
+def write_leads(path: Path, n: int = 1200, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     start = datetime(2025, 1, 1)
     rows = []
     for i in range(n):
         source = rng.choice(["Referral", "Google", "Ads"])
         visits = int(rng.poisson(3))
-        p = {"Referral": 0.5, "Google": 0.25, "Ads": 0.1}[source] + 0.03 * visits
+        p = {"Referral": 0.6, "Google": 0.25, "Ads": 0.05}[source] + 0.04 * visits
         won = bool(rng.random() < min(p, 0.95))
         rows.append({
             "Lead ID": f"L{i:04d}",
-            "Created": (start + timedelta(days=i // 4, hours=int(rng.integers(24)))).isoformat(" "),
+            "Created": (start + timedelta(days=i // 12, hours=int(rng.integers(24)))).isoformat(" "),
             "Lead Number": 1000 + i,
             "Source": source,
             "Visits": visits,
