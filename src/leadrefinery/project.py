@@ -250,7 +250,7 @@ class Project:
         horizon_days: float = 30,
         publish: bool = False,
         offsets: tuple[float, ...] | None = None,
-        n_jobs: int = 2,
+        n_jobs: int = 1,  # LightGBM threads wait on each other on shared cores
     ):  # -> TrainResult
         """Train a predictive model on this store's history; see predict/training.py."""
         from .predict.training import DEFAULT_OFFSETS, train
