@@ -9,35 +9,48 @@ the `Engine` from rows strictly older than the example's `as_of`:
 * events (`ts < as_of`): counts of each `track` event name and page group (first two path
   segments) over 7/30/90 days, all events in the last 7 days and the 21 before (trend), distinct
   active days in 30 days, days since the last event, days since the first event;
-* traits from `trait_history` as of then (`arg_max(value, ts) FILTER (ts < as_of)`), the
-  account's traits likewise, and a webmail flag from the e-mail as of then;
+* traits from `trait_history` as of then (the newest value with `ts < as_of`), the account's
+  traits likewise, and a webmail flag from the e-mail as of then;
 * the rule model's category scores and stage from the newest `scores` snapshot whose own
   `as_of <= as_of` (a snapshot only used events up to its as_of), when one exists.
 
 Conversion events (`[ingest] conversion_events`) are never features: they are the label.
 `tests/unit/test_features_pit.py` fails if any feature changes when events after `as_of` are
-added. The SQL is DuckDB's dialect (the default engine).
+added.
+
+One SQL text per query, for every engine: each is written in DuckDB's dialect with the
+`LR_` placeholders of `model.dialects` (JSON access, exact epoch microseconds), parsed by sqlglot,
+its `?` values bound as literals in the tree, and rendered for `engine.dialect`. The few
+constructs neither sqlglot nor `model.dialects` carry across are rewritten by `_REWRITES` here.
+`tests/engines/test_features_engines.py` proves DuckDB and PostgreSQL build the same frame.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from sqlglot import exp
 
+from ..model.dialects import call, parse_ours, render
 from ..store.engine import Engine
 from .explain import FeatureDescriber
 
 __all__ = ["FeatureSpec", "build_features", "describer_for"]
 
 WINDOWS = (7, 30, 90)
-PAGE_GROUP = r"regexp_extract(coalesce(json_extract_string(e.properties, '$.path'), ''), '^(/[^/?#]*(/[^/?#]*)?)', 1)"
+# the first two path segments of a page view ('' when the path does not start with '/')
+PAGE_GROUP = (
+    "coalesce(regexp_extract(coalesce(LR_JSON_TEXT(e.properties, 'path'), ''),"
+    " '^(/[^/?#]*(/[^/?#]*)?)', 1), '')"
+)
+DAY_US = 86_400_000_000
 # traits that identify a person rather than describe one
 IDENTIFYING = {
     "email", "phone", "firstname", "lastname", "first_name", "last_name", "name", "createdat",
@@ -46,6 +59,51 @@ IDENTIFYING = {
 }
 MAX_CATEGORIES = 60
 EXAMPLES = "_pit_examples"
+
+
+Rewrite = Callable[[exp.Expression], exp.Expression]
+
+
+def _json_keys(build: Rewrite) -> Rewrite:
+    """LR_JSON_KEYS(col), one row per key of a JSON object column, as `build(col)`."""
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and str(node.this).upper() == "LR_JSON_KEYS":
+            return build(node.expressions[0])
+        return node
+
+    return rewrite
+
+
+def _substring_regexp(node: exp.Expression) -> exp.Expression:
+    """regexp_extract(text, pattern, 1) as PostgreSQL's SUBSTRING(text FROM pattern), which
+    returns the pattern's first group (PostgreSQL has no regexp_extract)."""
+    group = node.args.get("group") if isinstance(node, exp.RegexpExtract) else None
+    if group is not None and group.name == "1":
+        return exp.Substring(this=node.this, start=node.expression)
+    return node
+
+
+# what neither sqlglot nor `model.dialects` carries to an engine: tree rewrites per dialect
+_REWRITES: dict[str, tuple[Rewrite, ...]] = {
+    "duckdb": (_json_keys(lambda col: exp.Unnest(expressions=[call("json_keys", col)])),),
+    "postgres": (_json_keys(lambda col: call("jsonb_object_keys", col)), _substring_regexp),
+    "spark": (_json_keys(lambda col: exp.Explode(this=call("json_object_keys", col))),),
+}
+
+
+def _sql(engine: Engine, template: str, values: Sequence[Any] = ()) -> str:
+    """`template` (DuckDB dialect, `LR_` placeholders, `?` for `values`) in `engine`'s dialect.
+    Values become literals in the tree, so no engine's placeholder style matters."""
+    tree = exp.replace_placeholders(parse_ours(template), *values)
+    for rewrite in _REWRITES[engine.dialect]:
+        tree = tree.transform(rewrite, copy=False)
+    return render(cast(exp.Expression, tree), engine.dialect, pretty=False)
+
+
+def _marks(values: Sequence[Any]) -> str:
+    """`(?, ?, …)` for an IN list of `values`; `(NULL)` (matches nothing) when empty."""
+    return "(" + (", ".join("?" for _ in values) or "NULL") + ")"
 
 
 @dataclass
@@ -80,19 +138,26 @@ class FeatureSpec:
         """Event names, page groups and traits seen before the examples' as-of times."""
         _register(engine, examples)
         excl = list(exclude_events)
-        marks = ", ".join("?" for _ in excl) or "NULL"
         events = engine.query(
-            f"""SELECT e.event, count(*) n FROM {EXAMPLES} x JOIN events e
-                ON e.person_id = x.person_id AND e.ts < x.as_of
-                WHERE e.type = 'track' AND e.event IS NOT NULL AND e.event NOT IN ({marks})
-                GROUP BY 1 ORDER BY n DESC, 1 LIMIT {int(max_events)}""",
-            excl,
+            _sql(
+                engine,
+                f"""SELECT e.event, count(*) AS n FROM {EXAMPLES} x JOIN events e
+                    ON e.person_id = x.person_id AND e.ts < x.as_of
+                    WHERE e.type = 'track' AND e.event IS NOT NULL
+                        AND NOT coalesce(e.event IN {_marks(excl)}, FALSE)
+                    GROUP BY 1 ORDER BY n DESC, 1 LIMIT {int(max_events)}""",
+                excl,
+            )
         )
         pages = engine.query(
-            f"""SELECT {PAGE_GROUP} g, count(*) n FROM {EXAMPLES} x JOIN events e
-                ON e.person_id = x.person_id AND e.ts < x.as_of
-                WHERE e.type = 'page' GROUP BY 1 HAVING g <> '' ORDER BY n DESC, 1
-                LIMIT {int(max_pages)}"""
+            _sql(
+                engine,
+                f"""SELECT g, count(*) AS n FROM (
+                        SELECT {PAGE_GROUP} AS g FROM {EXAMPLES} x JOIN events e
+                            ON e.person_id = x.person_id AND e.ts < x.as_of
+                        WHERE e.type = 'page') AS p
+                    WHERE g <> '' GROUP BY 1 ORDER BY n DESC, 1 LIMIT {int(max_pages)}""",
+            )
         )
         n_people = max(1, int(examples["person_id"].nunique()))
         traits = _learn_traits(engine, "trait_history", "person_id", n_people)
@@ -108,10 +173,15 @@ class FeatureSpec:
 
 def _learn_traits(engine: Engine, table: str, key_col: str, n_people: int | None) -> dict[str, str]:
     rows = engine.query(
-        f"""SELECT key, count(DISTINCT {key_col}) n, count(DISTINCT value::VARCHAR) v,
-                   avg(CASE WHEN try_cast(json_extract_string(value, '$') AS DOUBLE) IS NULL
-                       THEN 0 ELSE 1 END) numeric_share
-            FROM {table} GROUP BY key"""
+        _sql(
+            engine,
+            f"""SELECT key, count(DISTINCT owner) AS n, count(DISTINCT value) AS v,
+                    CAST(avg(CASE WHEN LR_TO_NUM(value) IS NULL THEN 0 ELSE 1 END) AS DOUBLE)
+                        AS numeric_share
+                FROM (SELECT key, {key_col} AS owner, LR_JSON_SCALAR(value) AS value
+                      FROM {table}) AS t
+                GROUP BY key""",
+        )
     )
     total = max((r[1] for r in rows), default=1)
     out: dict[str, str] = {}
@@ -126,12 +196,17 @@ def _learn_traits(engine: Engine, table: str, key_col: str, n_people: int | None
 
 
 def _register(engine: Engine, examples: pd.DataFrame) -> None:
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE {EXAMPLES} (ex BIGINT, person_id VARCHAR, as_of TIMESTAMP)")
+    """The examples as a temporary table of this connection, `ex` numbering them in order."""
+    engine.execute(_sql(engine, f"DROP TABLE IF EXISTS {EXAMPLES}"))
+    columns = "ex BIGINT, person_id VARCHAR, as_of TIMESTAMP"
+    engine.execute(_sql(engine, f"CREATE TEMP TABLE {EXAMPLES} ({columns})"))
     data = pa.table(
         {
             "ex": pa.array(np.arange(len(examples)), pa.int64()),
             "person_id": pa.array(examples["person_id"].astype(str).tolist(), pa.string()),
-            "as_of": pa.array(pd.to_datetime(examples["as_of"]).dt.tz_localize(None), pa.timestamp("us")),
+            "as_of": pa.array(
+                pd.to_datetime(examples["as_of"]).dt.tz_localize(None), pa.timestamp("us")
+            ),
         }
     )
     engine.append(EXAMPLES, data)
@@ -142,31 +217,57 @@ def _slug(text: str) -> str:
     return re.sub(r'[,:\[\]{}"]', "_", str(text))
 
 
+def _newest(
+    engine: Engine, columns: dict[str, str], source: str, partition: str, order: str,
+    values: Sequence[Any] = (),
+) -> pd.DataFrame:
+    """`columns` (alias -> expression) of the newest row of `source` in each `partition` by
+    `order`: a portable arg_max (PostgreSQL has none), with a deterministic tie-break."""
+    inner = ", ".join(f"{expr} AS {alias}" for alias, expr in columns.items())
+    return _frame(
+        engine.query_arrow(
+            _sql(
+                engine,
+                f"""SELECT {", ".join(columns)} FROM (
+                        SELECT {inner},
+                            row_number() OVER (PARTITION BY {partition} ORDER BY {order}) AS rn
+                        {source}) AS newest
+                    WHERE rn = 1""",
+                values,
+            )
+        )
+    )
+
+
 def build_features(engine: Engine, examples: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """One row per example (same order), numeric counts and categorical traits."""
     _register(engine, examples)
     n = len(examples)
     cols: dict[str, Any] = {}
     excl = list(spec.exclude_events)
-    marks = ", ".join("?" for _ in excl) or "NULL"
 
     # 1. per example: activity summary, all event types but the conversion ones
     summary = _frame(
         engine.query_arrow(
-            f"""SELECT x.ex,
-                count(*) FILTER (e.ts >= x.as_of - INTERVAL 7 DAY) AS n7,
-                count(*) FILTER (e.ts >= x.as_of - INTERVAL 28 DAY
-                                 AND e.ts < x.as_of - INTERVAL 7 DAY) AS prev21,
-                count(*) FILTER (e.ts >= x.as_of - INTERVAL 30 DAY) AS n30,
-                count(*) AS n_all,
-                count(DISTINCT CAST(e.ts AS DATE)) FILTER (e.ts >= x.as_of - INTERVAL 30 DAY)
-                    AS active_days_30,
-                date_diff('second', max(e.ts), x.as_of) / 86400.0 AS days_since_last,
-                date_diff('second', min(e.ts), x.as_of) / 86400.0 AS days_since_first
-            FROM {EXAMPLES} x JOIN events e ON e.person_id = x.person_id AND e.ts < x.as_of
-            WHERE NOT (e.type = 'track' AND e.event IN ({marks}))
-            GROUP BY x.ex, x.as_of""",
-            excl,
+            _sql(
+                engine,
+                f"""SELECT x.ex,
+                    count(*) FILTER (e.ts >= x.as_of - INTERVAL 7 DAY) AS n7,
+                    count(*) FILTER (e.ts >= x.as_of - INTERVAL 28 DAY
+                                     AND e.ts < x.as_of - INTERVAL 7 DAY) AS prev21,
+                    count(*) FILTER (e.ts >= x.as_of - INTERVAL 30 DAY) AS n30,
+                    count(*) AS n_all,
+                    count(DISTINCT CAST(e.ts AS DATE)) FILTER (e.ts >= x.as_of - INTERVAL 30 DAY)
+                        AS active_days_30,
+                    CAST(LR_EPOCH_US(x.as_of) - LR_EPOCH_US(max(e.ts)) AS DOUBLE) / {DAY_US}
+                        AS days_since_last,
+                    CAST(LR_EPOCH_US(x.as_of) - LR_EPOCH_US(min(e.ts)) AS DOUBLE) / {DAY_US}
+                        AS days_since_first
+                FROM {EXAMPLES} x JOIN events e ON e.person_id = x.person_id AND e.ts < x.as_of
+                WHERE NOT (e.type = 'track' AND coalesce(e.event IN {_marks(excl)}, FALSE))
+                GROUP BY x.ex, x.as_of""",
+                excl,
+            )
         )
     )
     for name in ("n7", "prev21", "n30", "n_all", "active_days_30"):
@@ -182,16 +283,20 @@ def build_features(engine: Engine, examples: pd.DataFrame, spec: FeatureSpec) ->
     ):
         if not names:
             continue
-        name_marks = ", ".join("?" for _ in names)
+        windows = ", ".join(
+            f"count(*) FILTER (e.ts >= x.as_of - INTERVAL {w} DAY) AS c{w}" for w in WINDOWS
+        )
         counts = _frame(
             engine.query_arrow(
-                f"""SELECT x.ex, {expr} AS name,
-                    {", ".join(f"count(*) FILTER (e.ts >= x.as_of - INTERVAL {w} DAY) AS c{w}" for w in WINDOWS)}
-                FROM {EXAMPLES} x JOIN events e ON e.person_id = x.person_id AND e.ts < x.as_of
-                    AND e.ts >= x.as_of - INTERVAL {max(WINDOWS)} DAY
-                WHERE {where} AND {expr} IN ({name_marks})
-                GROUP BY ALL""",
-                list(names),
+                _sql(
+                    engine,
+                    f"""SELECT x.ex, {expr} AS name, {windows}
+                    FROM {EXAMPLES} x JOIN events e ON e.person_id = x.person_id
+                        AND e.ts < x.as_of AND e.ts >= x.as_of - INTERVAL {max(WINDOWS)} DAY
+                    WHERE {where} AND {expr} IN {_marks(names)}
+                    GROUP BY 1, 2""",
+                    list(names),
+                )
             )
         )
         for name in names:
@@ -201,17 +306,16 @@ def build_features(engine: Engine, examples: pd.DataFrame, spec: FeatureSpec) ->
                 cols[col] = _fill(sub, f"c{w}", n, 0.0)
 
     # 3. person traits as of then, and the webmail flag of the e-mail as of then
-    keys = list(spec.traits)
-    trait_rows = _frame(
-        engine.query_arrow(
-            f"""SELECT x.ex, t.key,
-                    json_extract_string(arg_max(t.value, t.ts), '$') AS value
-                FROM {EXAMPLES} x JOIN trait_history t
-                    ON t.person_id = x.person_id AND t.ts < x.as_of
-                WHERE t.key IN ({", ".join("?" for _ in keys) or "NULL"}, 'email')
-                GROUP BY x.ex, t.key""",
-            keys,
-        )
+    keys = [*spec.traits, "email"]
+    trait_rows = _newest(
+        engine,
+        {"ex": "x.ex", "key": "t.key", "value": "LR_JSON_SCALAR(t.value)"},
+        f"""FROM {EXAMPLES} x JOIN trait_history t
+                ON t.person_id = x.person_id AND t.ts < x.as_of
+            WHERE t.key IN {_marks(keys)}""",
+        "x.ex, t.key",
+        "t.ts DESC, t.message_id DESC",
+        keys,
     )
     for key, kind in spec.traits.items():
         cols[f"trait.{_slug(key)}"] = _trait(trait_rows, key, n, kind)
@@ -221,32 +325,33 @@ def build_features(engine: Engine, examples: pd.DataFrame, spec: FeatureSpec) ->
     # 4. account traits as of then (the person's account as the store knows it)
     if spec.account_traits:
         akeys = list(spec.account_traits)
-        acct_rows = _frame(
-            engine.query_arrow(
-                f"""SELECT x.ex, t.key,
-                        json_extract_string(arg_max(t.value, t.ts), '$') AS value
-                    FROM {EXAMPLES} x JOIN people p ON p.person_id = x.person_id
-                    JOIN account_trait_history t
-                        ON t.account_id = p.account_id AND t.ts < x.as_of
-                    WHERE t.key IN ({", ".join("?" for _ in akeys)})
-                    GROUP BY x.ex, t.key""",
-                akeys,
-            )
+        acct_rows = _newest(
+            engine,
+            {"ex": "x.ex", "key": "t.key", "value": "LR_JSON_SCALAR(t.value)"},
+            f"""FROM {EXAMPLES} x JOIN people p ON p.person_id = x.person_id
+                JOIN account_trait_history t ON t.account_id = p.account_id AND t.ts < x.as_of
+                WHERE t.key IN {_marks(akeys)}""",
+            "x.ex, t.key",
+            "t.ts DESC, t.message_id DESC",
+            akeys,
         )
         for key, kind in spec.account_traits.items():
             cols[f"account.{_slug(key)}"] = _trait(acct_rows, key, n, kind)
 
     # 5. the rule model's view, from the newest snapshot not newer than as_of
     if spec.use_rule_scores:
-        rule = _frame(
-            engine.query_arrow(
-                f"""SELECT x.ex, arg_max(s.score, s.as_of) AS score,
-                        arg_max(s.stage_rank, s.as_of) AS stage_rank,
-                        arg_max(s.categories::VARCHAR, s.as_of) AS categories
-                    FROM {EXAMPLES} x JOIN scores s
-                        ON s.person_id = x.person_id AND s.as_of <= x.as_of
-                    GROUP BY x.ex"""
-            )
+        rule = _newest(
+            engine,
+            {
+                "ex": "x.ex",
+                "score": "s.score",
+                "stage_rank": "s.stage_rank",
+                "categories": "CAST(s.categories AS VARCHAR)",
+            },
+            f"""FROM {EXAMPLES} x JOIN scores s
+                ON s.person_id = x.person_id AND s.as_of <= x.as_of""",
+            "x.ex",
+            "s.as_of DESC, s.run_id DESC",
         )
         cols["rule_score"] = _fill(rule, "score", n, np.nan)
         cols["rule_stage_rank"] = _fill(rule, "stage_rank", n, np.nan)
@@ -263,7 +368,11 @@ def build_features(engine: Engine, examples: pd.DataFrame, spec: FeatureSpec) ->
 
 def rule_categories(engine: Engine) -> list[str]:
     rows = engine.query(
-        "SELECT DISTINCT unnest(json_keys(categories)) FROM latest_scores WHERE categories IS NOT NULL"
+        _sql(
+            engine,
+            "SELECT DISTINCT LR_JSON_KEYS(categories) FROM latest_scores"
+            " WHERE categories IS NOT NULL",
+        )
     )
     return sorted(r[0] for r in rows)
 
