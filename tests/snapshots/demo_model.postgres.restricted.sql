@@ -50,7 +50,7 @@ SELECT
       THEN '"parallel_classes":' || '{' || '"max_open":' || COALESCE(CAST(ab_parallel_classes_n AS VARCHAR), 'null') || ',"key":' || COALESCE(
         CAST(TO_JSON(CAST(CAST(ab_parallel_classes_key AS VARCHAR) AS TEXT)) AS TEXT),
         'null'
-      ) || ',"days_ago":' || COALESCE(CAST(ab_parallel_classes_days_ago AS VARCHAR), 'null') || '}'
+      ) || ',"days_ago":' || COALESCE(CAST(ab_parallel_classes_days_ago AS VARCHAR), 'null') || ',"minutes_over_limit":' || COALESCE(CAST(ab_parallel_classes_minutes AS VARCHAR), 'null') || '}'
     END,
     CASE
       WHEN ab_scripted_resume
@@ -229,6 +229,7 @@ FROM (
             'referralcode',
             'referralsource',
             'role',
+            'signupsource',
             'source',
             'title',
             'utmcampaign',
@@ -284,6 +285,7 @@ FROM (
             MAX(CASE WHEN th.rn = 1 AND th.nk = 'source' THEN th.v END),
             MAX(CASE WHEN th.rn = 1 AND th.nk = 'leadsource' THEN th.v END),
             MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralsource' THEN th.v END),
+            MAX(CASE WHEN th.rn = 1 AND th.nk = 'signupsource' THEN th.v END),
             MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmsource' THEN th.v END),
             MAX(CASE WHEN th.rn = 1 AND th.key = '$first_source' THEN th.v END)
           )
@@ -529,12 +531,53 @@ FROM (
       CAST(e.ts AS DATE) AS day,
       e.type AS ev_type,
       e.event AS ev_event,
-      e.properties #>> '{template}' AS x2,
-      e.properties #>> '{guests}' AS x3,
-      COALESCE(e.properties #>> '{path}', e.context #>> '{page,path}') AS x4,
-      e.properties #>> '{duration_minutes}' AS x5,
-      e.properties #>> '{max_duration_minutes}' AS x6,
-      e.properties #>> '{environment_id}' AS x7
+      CASE
+        WHEN (
+          e.type = 'track' AND e.event IN ('Environment Launched')
+        )
+        THEN e.properties #>> '{template}'
+      END AS x2,
+      CASE
+        WHEN (
+          e.type = 'track' AND e.event IN ('Environment Launched')
+        )
+        OR (
+          e.type = 'track' AND e.event IN ('Environment Launched', 'Environment Resumed')
+        )
+        THEN e.properties #>> '{guests}'
+      END AS x3,
+      CASE
+        WHEN (
+          e.type = 'page'
+        )
+        THEN COALESCE(e.properties #>> '{path}', e.context #>> '{page,path}')
+      END AS x4,
+      CASE
+        WHEN (
+          e.type = 'track' AND e.event IN ('Environment Stopped')
+        )
+        THEN e.properties #>> '{duration_minutes}'
+      END AS x5,
+      CASE
+        WHEN (
+          e.type = 'track' AND e.event IN ('Environment Stopped')
+        )
+        THEN e.properties #>> '{max_duration_minutes}'
+      END AS x6,
+      CASE
+        WHEN (
+          (
+            e.type = 'track' AND e.event IN ('Environment Launched', 'Environment Resumed')
+          )
+          OR (
+            e.type = 'track' AND e.event IN ('Environment Stopped')
+          )
+        )
+        OR (
+          e.type = 'track' AND e.event IN ('Environment Resumed')
+        )
+        THEN e.properties #>> '{environment_id}'
+      END AS x7
     FROM events AS e
     WHERE
       e.ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
@@ -645,6 +688,18 @@ FROM (
         ),
         FALSE
       ) AS m_ab_too_many_guests,
+      COALESCE(
+        ev_type = 'track'
+        AND ev_event IN ('Environment Launched', 'Environment Resumed')
+        AND (
+          ev_event = 'Environment Resumed'
+          OR CASE
+            WHEN x3 ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
+            THEN CAST(x3 AS DOUBLE PRECISION)
+          END >= CAST(3 AS DOUBLE PRECISION)
+        ),
+        FALSE
+      ) AS m_ab_parallel_classes_start,
       COALESCE(ev_type = 'track' AND ev_event IN ('Environment Stopped'), FALSE) AS m_ab_parallel_classes_stop,
       COALESCE(ev_type = 'track' AND ev_event IN ('Environment Resumed'), FALSE) AS m_ab_scripted_resume,
       CASE
@@ -652,17 +707,6 @@ FROM (
         THEN CAST(6 AS DOUBLE PRECISION)
         ELSE CAST(3 AS DOUBLE PRECISION)
       END AS pt_environment_launched,
-      CAST(6 AS DOUBLE PRECISION) AS pt_ran_a_class,
-      CAST(1 AS DOUBLE PRECISION) AS pt_evaluate_content,
-      CAST(1.5 AS DOUBLE PRECISION) AS pt_sample_content,
-      CAST(2.5 AS DOUBLE PRECISION) AS pt_integrate_content,
-      CAST(3 AS DOUBLE PRECISION) AS pt_security_content,
-      CAST(4 AS DOUBLE PRECISION) AS pt_pricing_page,
-      CAST(2 AS DOUBLE PRECISION) AS pt_email_click,
-      CAST(25 AS DOUBLE PRECISION) AS pt_contact_sales,
-      CAST(15 AS DOUBLE PRECISION) AS pt_docs_purchased,
-      CAST(12 AS DOUBLE PRECISION) AS pt_training_registered,
-      CAST(6 AS DOUBLE PRECISION) AS pt_enterprise_pricing,
       x2 AS fv_templates_tried,
       CASE
         WHEN x5 ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
@@ -680,11 +724,11 @@ FROM (
       person_id,
       CAST(SUM(CASE WHEN m_environment_launched THEN 1 ELSE 0 END) AS BIGINT) AS r_environment_launched_n,
       CAST(SUM(CASE WHEN m_ran_a_class THEN 1 ELSE 0 END) AS BIGINT) AS r_ran_a_class_n,
-      MAX(CASE WHEN m_ran_a_class THEN pt_ran_a_class END) AS r_ran_a_class_raw,
+      MAX(CASE WHEN m_ran_a_class THEN CAST(6 AS DOUBLE PRECISION) END) AS r_ran_a_class_raw,
       MAX(
         CASE
           WHEN m_ran_a_class
-          THEN pt_ran_a_class * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(21 AS DOUBLE PRECISION))
+          THEN CAST(6 AS DOUBLE PRECISION) * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(21 AS DOUBLE PRECISION))
         END
       ) AS r_ran_a_class_dec,
       CAST(SUM(CASE WHEN m_evaluate_content THEN 1 ELSE 0 END) AS BIGINT) AS r_evaluate_content_n,
@@ -693,43 +737,43 @@ FROM (
       CAST(SUM(CASE WHEN m_security_content THEN 1 ELSE 0 END) AS BIGINT) AS r_security_content_n,
       CAST(SUM(CASE WHEN m_pricing_page THEN 1 ELSE 0 END) AS BIGINT) AS r_pricing_page_n,
       CAST(SUM(CASE WHEN m_email_click THEN 1 ELSE 0 END) AS BIGINT) AS r_email_click_n,
-      SUM(CASE WHEN m_email_click THEN pt_email_click END) AS r_email_click_raw,
+      SUM(CASE WHEN m_email_click THEN CAST(2 AS DOUBLE PRECISION) END) AS r_email_click_raw,
       SUM(
         CASE
           WHEN m_email_click
-          THEN pt_email_click * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(14 AS DOUBLE PRECISION))
+          THEN CAST(2 AS DOUBLE PRECISION) * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(14 AS DOUBLE PRECISION))
         END
       ) AS r_email_click_dec,
       CAST(SUM(CASE WHEN m_contact_sales THEN 1 ELSE 0 END) AS BIGINT) AS r_contact_sales_n,
-      MAX(CASE WHEN m_contact_sales THEN pt_contact_sales END) AS r_contact_sales_raw,
+      MAX(CASE WHEN m_contact_sales THEN CAST(25 AS DOUBLE PRECISION) END) AS r_contact_sales_raw,
       MAX(
         CASE
           WHEN m_contact_sales
-          THEN pt_contact_sales * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(30 AS DOUBLE PRECISION))
+          THEN CAST(25 AS DOUBLE PRECISION) * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(30 AS DOUBLE PRECISION))
         END
       ) AS r_contact_sales_dec,
       CAST(SUM(CASE WHEN m_docs_purchased THEN 1 ELSE 0 END) AS BIGINT) AS r_docs_purchased_n,
-      MAX(CASE WHEN m_docs_purchased THEN pt_docs_purchased END) AS r_docs_purchased_raw,
+      MAX(CASE WHEN m_docs_purchased THEN CAST(15 AS DOUBLE PRECISION) END) AS r_docs_purchased_raw,
       MAX(
         CASE
           WHEN m_docs_purchased
-          THEN pt_docs_purchased * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(45 AS DOUBLE PRECISION))
+          THEN CAST(15 AS DOUBLE PRECISION) * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(45 AS DOUBLE PRECISION))
         END
       ) AS r_docs_purchased_dec,
       CAST(SUM(CASE WHEN m_training_registered THEN 1 ELSE 0 END) AS BIGINT) AS r_training_registered_n,
-      MAX(CASE WHEN m_training_registered THEN pt_training_registered END) AS r_training_registered_raw,
+      MAX(CASE WHEN m_training_registered THEN CAST(12 AS DOUBLE PRECISION) END) AS r_training_registered_raw,
       MAX(
         CASE
           WHEN m_training_registered
-          THEN pt_training_registered * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(45 AS DOUBLE PRECISION))
+          THEN CAST(12 AS DOUBLE PRECISION) * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(45 AS DOUBLE PRECISION))
         END
       ) AS r_training_registered_dec,
       CAST(SUM(CASE WHEN m_enterprise_pricing THEN 1 ELSE 0 END) AS BIGINT) AS r_enterprise_pricing_n,
-      MAX(CASE WHEN m_enterprise_pricing THEN pt_enterprise_pricing END) AS r_enterprise_pricing_raw,
+      MAX(CASE WHEN m_enterprise_pricing THEN CAST(6 AS DOUBLE PRECISION) END) AS r_enterprise_pricing_raw,
       MAX(
         CASE
           WHEN m_enterprise_pricing
-          THEN pt_enterprise_pricing * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(21 AS DOUBLE PRECISION))
+          THEN CAST(6 AS DOUBLE PRECISION) * POWER(CAST(0.5 AS DOUBLE PRECISION), age_d / CAST(21 AS DOUBLE PRECISION))
         END
       ) AS r_enterprise_pricing_dec,
       CAST(CAST(SUM(CASE WHEN m_f_logins THEN 1 ELSE 0 END) AS BIGINT) AS DOUBLE PRECISION) AS f_logins,
@@ -881,7 +925,7 @@ FROM (
     FROM (
       SELECT
         person_id,
-        pt_evaluate_content AS pt,
+        CAST(1 AS DOUBLE PRECISION) AS pt,
         age_d,
         ROW_NUMBER() OVER (
           PARTITION BY person_id, day
@@ -906,7 +950,7 @@ FROM (
     FROM (
       SELECT
         person_id,
-        pt_sample_content AS pt,
+        CAST(1.5 AS DOUBLE PRECISION) AS pt,
         age_d,
         ROW_NUMBER() OVER (
           PARTITION BY person_id, day
@@ -931,7 +975,7 @@ FROM (
     FROM (
       SELECT
         person_id,
-        pt_integrate_content AS pt,
+        CAST(2.5 AS DOUBLE PRECISION) AS pt,
         age_d,
         ROW_NUMBER() OVER (
           PARTITION BY person_id, day
@@ -956,7 +1000,7 @@ FROM (
     FROM (
       SELECT
         person_id,
-        pt_security_content AS pt,
+        CAST(3 AS DOUBLE PRECISION) AS pt,
         age_d,
         ROW_NUMBER() OVER (
           PARTITION BY person_id, day
@@ -981,7 +1025,7 @@ FROM (
     FROM (
       SELECT
         person_id,
-        pt_pricing_page AS pt,
+        CAST(4 AS DOUBLE PRECISION) AS pt,
         age_d,
         ROW_NUMBER() OVER (
           PARTITION BY person_id, day
@@ -993,88 +1037,154 @@ FROM (
     ) AS t
     GROUP BY
       person_id
-  ), lr_ab_parallel_classes_s AS (
-    SELECT
-      person_id,
-      k_ab_parallel_classes AS k,
-      ts AS t0,
-      ts_us AS t0_us,
-      message_id,
-      CAST(NULL AS DOUBLE PRECISION) AS lim
-    FROM lr_ev
-    WHERE
-      m_ran_a_class AND NOT k_ab_parallel_classes IS NULL
-  ), lr_ab_parallel_classes_e AS (
-    SELECT
-      person_id,
-      k_ab_parallel_classes AS k,
-      ts AS t1,
-      ts_us AS t1_us
-    FROM lr_ev
-    WHERE
-      m_ab_parallel_classes_stop AND NOT k_ab_parallel_classes IS NULL
   ), lr_ab_parallel_classes_iv AS (
     SELECT
-      s.person_id,
-      s.k,
-      s.t0,
-      s.t0_us,
-      s.lim,
-      MIN(x.t1) AS t1,
-      COALESCE(MIN(x.t1_us), 1780272000000000) AS t1_us
-    FROM lr_ab_parallel_classes_s AS s
-    LEFT JOIN lr_ab_parallel_classes_e AS x
-      ON x.person_id = s.person_id AND x.k = s.k AND x.t1_us >= s.t0_us
+      person_id,
+      k,
+      ts AS t0,
+      ts_us AS t0_us,
+      lim,
+      COALESCE(t1_us, 1780272000000000) AS t1_us
+    FROM (
+      SELECT
+        person_id,
+        k,
+        ts,
+        ts_us,
+        lim,
+        is_stop,
+        MIN(CASE WHEN is_stop = 1 THEN ts_us END) OVER (
+          PARTITION BY person_id, k
+          ORDER BY ts_us, is_stop
+          ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING
+        ) AS t1_us
+      FROM (
+        SELECT
+          person_id,
+          k_ab_parallel_classes AS k,
+          ts,
+          ts_us,
+          CAST(NULL AS DOUBLE PRECISION) AS lim,
+          0 AS is_stop
+        FROM lr_ev
+        WHERE
+          m_ab_parallel_classes_start AND NOT k_ab_parallel_classes IS NULL
+        UNION ALL
+        SELECT
+          person_id,
+          k_ab_parallel_classes AS k,
+          ts,
+          ts_us,
+          CAST(NULL AS DOUBLE PRECISION) AS lim,
+          1 AS is_stop
+        FROM lr_ev
+        WHERE
+          m_ab_parallel_classes_stop AND NOT k_ab_parallel_classes IS NULL
+      ) AS t
+    ) AS t
+    WHERE
+      is_stop = 0
+  ), lr_ab_parallel_classes_ss AS (
+    SELECT
+      person_id,
+      k,
+      MIN(t0) AS t0,
+      MIN(t0_us) AS t0_us,
+      MAX(lim) AS lim,
+      MAX(t1_us) AS t1_us
+    FROM (
+      SELECT
+        *,
+        SUM(new_s) OVER (
+          PARTITION BY person_id, k
+          ORDER BY t0_us, t1_us
+          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ) AS sid
+      FROM (
+        SELECT
+          person_id,
+          k,
+          t0,
+          t0_us,
+          t1_us,
+          lim,
+          CASE
+            WHEN t0_us - LAG(t1_us) OVER (PARTITION BY person_id, k ORDER BY t0_us, t1_us) <= 300000000
+            THEN 0
+            ELSE 1
+          END AS new_s
+        FROM lr_ab_parallel_classes_iv
+      ) AS t
+    ) AS t
     GROUP BY
-      s.person_id,
-      s.k,
-      s.t0,
-      s.t0_us,
-      s.lim,
-      s.message_id
+      person_id,
+      k,
+      sid
   ), lr_ab_parallel_classes AS (
     SELECT
       person_id,
       open_n AS ab_parallel_classes_n,
       k AS ab_parallel_classes_key,
-      CAST(1780272000000000 - t_us AS DOUBLE PRECISION) / CAST(86400000000 AS DOUBLE PRECISION) AS ab_parallel_classes_days_ago
+      CAST(1780272000000000 - t_us AS DOUBLE PRECISION) / CAST(86400000000 AS DOUBLE PRECISION) AS ab_parallel_classes_days_ago,
+      CAST(over_us AS DOUBLE PRECISION) / CAST(60000000 AS DOUBLE PRECISION) AS ab_parallel_classes_minutes
     FROM (
       SELECT
         person_id,
         t_us,
         k,
         open_n,
+        MAX(stretch_us) OVER (PARTITION BY person_id) AS over_us,
         ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY open_n DESC NULLS LAST, t_us, k) AS rn
       FROM (
         SELECT
           person_id,
           t_us,
           k,
-          d,
-          SUM(d) OVER (
-            PARTITION BY person_id
-            ORDER BY t_us, d, k
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-          ) AS open_n
+          open_n,
+          SUM(CASE WHEN open_n > 1 THEN COALESCE(t_next - t_us, 0) ELSE 0 END) OVER (PARTITION BY person_id, isl) AS stretch_us
         FROM (
           SELECT
-            person_id,
-            t0_us AS t_us,
-            1 AS d,
-            k
-          FROM lr_ab_parallel_classes_iv
-          UNION ALL
-          SELECT
-            person_id,
-            t1_us AS t_us,
-            -1 AS d,
-            k
-          FROM lr_ab_parallel_classes_iv
+            *,
+            SUM(CASE WHEN open_n > 1 THEN 0 ELSE 1 END) OVER (
+              PARTITION BY person_id
+              ORDER BY t_us, d, k
+              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) AS isl
+          FROM (
+            SELECT
+              person_id,
+              t_us,
+              k,
+              d,
+              SUM(d) OVER (
+                PARTITION BY person_id
+                ORDER BY t_us, d, k
+                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+              ) AS open_n,
+              LEAD(t_us) OVER (PARTITION BY person_id ORDER BY t_us, d, k) AS t_next
+            FROM (
+              SELECT
+                person_id,
+                t0_us AS t_us,
+                1 AS d,
+                k
+              FROM lr_ab_parallel_classes_ss
+              UNION ALL
+              SELECT
+                person_id,
+                t1_us AS t_us,
+                -1 AS d,
+                k
+              FROM lr_ab_parallel_classes_ss
+            ) AS t
+          ) AS t
         ) AS t
       ) AS t
     ) AS t
     WHERE
-      rn = 1 AND open_n > 2
+      rn = 1
+      AND open_n > 1
+      AND CAST(over_us AS DOUBLE PRECISION) / CAST(60000000 AS DOUBLE PRECISION) >= CAST(240 AS DOUBLE PRECISION)
   ), lr_ab_scripted_resume AS (
     SELECT
       person_id,
@@ -1797,6 +1907,7 @@ FROM (
       ab_parallel_classes.ab_parallel_classes_n,
       ab_parallel_classes.ab_parallel_classes_key,
       ab_parallel_classes.ab_parallel_classes_days_ago,
+      ab_parallel_classes.ab_parallel_classes_minutes,
       NOT ab_scripted_resume.ab_scripted_resume_n IS NULL AS ab_scripted_resume,
       ab_scripted_resume.ab_scripted_resume_n,
       ab_scripted_resume.ab_scripted_resume_key,

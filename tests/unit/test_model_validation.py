@@ -254,3 +254,26 @@ def test_on_is_a_key_not_a_boolean() -> None:
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no model file"):
         load_model(tmp_path / "nope.yaml")
+
+
+def test_session_fields_are_checked_with_file_line_and_rule() -> None:
+    session = (
+        "abuse:\n  - id: long\n    kind: session\n    start: {on: track, event: Started}\n"
+        "    stop: {on: track, event: Stopped}\n    key: properties.id\n    max_minutes: 60\n"
+    )
+    ok = parse_model(model_text(OK_RULE, session + "    resume_within: 5m\n"), "m.yaml")
+    assert ok.spec.abuse[0].resume_within == pytest.approx(5 / 1440)
+    e = fails(model_text(OK_RULE, session + "    resume_within: soon\n"))
+    assert "'soon' is not a duration" in str(e) and e.rule == "long" and e.line == 18
+    e = fails(model_text(OK_RULE, session + "    min_minutes: 30\n"))
+    assert "belong to kind: concurrent" in str(e) and e.rule == "long"
+    e = fails(model_text(OK_RULE, session + "    resume_whithin: 5m\n"))
+    assert "did you mean 'resume_within'?" in str(e) and e.line == 18
+    e = fails(
+        model_text(
+            OK_RULE,
+            session.replace("kind: session", "kind: concurrent").replace("max_minutes: 60", "")
+            + "    min_minutes: -1\n",
+        )
+    )
+    assert "min_minutes" in str(e) and e.rule == "long"

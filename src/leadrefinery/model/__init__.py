@@ -70,9 +70,11 @@ The language in brief (`sample/model.yaml` is a complete example):
       - {id: too_many_guests, kind: event, on: track, event: Environment Launched,
          when: "properties.guests > 10", measure: properties.guests}
       - {id: session_too_long, kind: session, key: properties.environment_id, max_minutes: 240,
-         start: {on: track, event: Environment Launched},
-         stop: {on: track, event: Environment Stopped}}
+         start: {on: track, event: [Environment Launched, Environment Resumed]},
+         stop: {on: track, event: Environment Stopped},
+         resume_within: 5m}             # resumed right after an auto-suspend: same session
       - {id: parallel_envs, kind: concurrent, key: properties.environment_id, max_concurrent: 1,
+         min_minutes: 240,              # ... for at least this long in one stretch (optional)
          start: {on: track, event: Environment Launched},
          stop: {on: track, event: Environment Stopped}}
       - {id: scripted_resume, kind: regular, on: track, event: Environment Resumed,

@@ -202,7 +202,8 @@ class Scope:
         dotted = ".".join(parts)
         hint = suggest(head, list(self.namespaces))
         raise ExprError(
-            f"unknown field {dotted!r} in {self.where}{hint} (known here: {', '.join(self.known())})"
+            f"unknown field {dotted!r} in {self.where}{hint} "
+            f"(known here: {', '.join(self.known())})"
         )
 
 

@@ -88,7 +88,8 @@ def latest_cutoffs(engine: Engine, model: Model) -> dict[str, float] | None:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
-# Two stand-ins, so a template is checked once: rendered for each, one filled in must give the other.
+# Two stand-ins, so a template is checked once: rendered for each, one filled in must give
+# the other.
 _STAND_INS = (
     (datetime(2001, 2, 3, 4, 5, 6, 789012), "lr-template-run-a"),
     (datetime(2002, 3, 4, 5, 6, 7, 890123), "lr-template-run-b"),
@@ -133,8 +134,12 @@ def scoring_sql(
     if isinstance(restrict, list):  # ids inlined: one person's explain, not worth keeping
         return render_at(as_of, insert_run or "")
     key = (
-        model.hash, engine.dialect, restrict, json.dumps(cutoffs, sort_keys=True),
-        insert_run is not None, snapshot,
+        model.hash,
+        engine.dialect,
+        restrict,
+        json.dumps(cutoffs, sort_keys=True),
+        insert_run is not None,
+        snapshot,
     )
     with _TEMPLATES_LOCK:
         if key not in _TEMPLATES:
@@ -206,7 +211,9 @@ def score(
     run_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     restricted = restrict is not None
     with engine.transaction():
-        engine.execute(scoring_sql(engine, model, as_of=as_of, restrict=restrict, insert_run=run_id))
+        engine.execute(
+            scoring_sql(engine, model, as_of=as_of, restrict=restrict, insert_run=run_id)
+        )
         people = int(engine.scalar("SELECT count(*) FROM scores WHERE run_id = ?", [run_id]) or 0)
         cutoffs = None
         g = model.spec.grades

@@ -336,7 +336,12 @@ class SessionAbuse(AbuseBase):
     session:    flag an interval longer than `max_minutes` (or than `limit`, an expression on
                 the start event such as properties.max_duration_minutes); an interval still
                 open at the as-of time counts up to it.
-    concurrent: flag more than `max_concurrent` intervals open at the same moment.
+    concurrent: flag more than `max_concurrent` intervals open at the same moment (for at
+                least `min_minutes` in one stretch, when given).
+
+    `resume_within` (e.g. 5m): a start this soon after the previous stop of the same key
+    continues that session (an environment resumed right after an auto-suspend is one
+    session, from its first start to its last stop; its limit is the largest of its starts').
     """
 
     kind: Literal["session", "concurrent"]
@@ -346,14 +351,16 @@ class SessionAbuse(AbuseBase):
     max_minutes: float | None = Field(default=None, gt=0)
     limit: str | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
+    min_minutes: float | None = Field(default=None, gt=0)
+    resume_within: Duration | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SessionAbuse:
         if self.kind == "session":
             if self.max_minutes is None and self.limit is None:
                 raise ValueError("kind: session needs max_minutes (or limit)")
-            if self.max_concurrent is not None:
-                raise ValueError("max_concurrent belongs to kind: concurrent")
+            if self.max_concurrent is not None or self.min_minutes is not None:
+                raise ValueError("max_concurrent/min_minutes belong to kind: concurrent")
         else:
             if self.max_concurrent is None:
                 self.max_concurrent = 1

@@ -7,6 +7,9 @@
       query_arrow   DataFrame.toArrow(); timestamps come back naive UTC, like DuckDB's
       append        Arrow -> DataFrame (Arrow-enabled) -> columns aligned and cast -> insertInto
       transaction   a no-op block (`transactional = False`): Parquet tables have no rollback
+      shared CTEs   a compiled query's CTE read more than once (the events-per-person step)
+                    is computed first, persisted, as a temporary view: Spark would otherwise
+                    recompute it at every reference
 
 Session settings, chosen on purpose (they are what make Spark agree with DuckDB and PostgreSQL):
 
@@ -39,6 +42,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -209,17 +213,67 @@ class SparkEngine(Engine):
         stmt = self._parse_delete(sql)
         if stmt is not None:
             self._delete(stmt, sql, params)
-        else:
-            self._sql(sql, params)
+            return
+        with self._shared_ctes_cached(sql, params) as staged:
+            self._sql(staged, params)
 
     def query_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        df = self._sql(sql, params)
-        try:
-            with _quiet():
-                table = df.toArrow()
-        except (PySparkException, Py4JError) as exc:
-            raise self._wrap(exc, sql) from exc
+        with self._shared_ctes_cached(sql, params) as staged:
+            df = self._sql(staged, params)
+            try:
+                with _quiet():
+                    table = df.toArrow()
+            except (PySparkException, Py4JError) as exc:
+                raise self._wrap(exc, sql) from exc
         return _naive_utc(table)
+
+    # -- CTEs read more than once, computed once ------------------------------------------------
+
+    @contextmanager
+    def _shared_ctes_cached(self, sql: str, params: Sequence[Any] | None) -> Iterator[str]:
+        """`sql` with each CTE that is read more than once computed first, persisted, as a
+        temporary view. Spark inlines a CTE at every reference, so a scoring query would
+        otherwise recompute its events-per-person step once per rule group and abuse rule."""
+        tree = None
+        if not params and "lr_" in sql and "WITH" in sql.upper():
+            try:
+                tree = sqlglot.parse_one(sql, read="spark")
+            except sqlglot.errors.ParseError:
+                tree = None  # let Spark report it
+        with_ = tree.find(exp.With) if tree is not None else None
+        if tree is None or with_ is None:
+            yield sql
+            return
+        cached: list[tuple[str, DataFrame]] = []
+        try:
+            for cte in list(with_.expressions):
+                name = cte.alias
+                refs = [t for t in tree.find_all(exp.Table) if t.name == name and not t.db]
+                if len(refs) < 2 or not name.startswith("lr_"):  # only the compiler's own
+                    continue
+                view = f"lr_cached_{uuid.uuid4().hex[:12]}_{name}"
+                upto = with_.expressions[: with_.expressions.index(cte) + 1]
+                query = exp.Select(expressions=[exp.Star()]).from_(name)
+                query.set("with_", exp.With(expressions=[c.copy() for c in upto]))
+                df = self._sql(query.sql(dialect="spark")).persist()
+                df.count()  # computed now, once
+                df.createOrReplaceTempView(view)
+                cached.append((view, df))
+                for t in refs:
+                    t.set("this", exp.to_identifier(view))
+                    if not t.alias:
+                        t.set("alias", exp.TableAlias(this=exp.to_identifier(name)))
+                cte.pop()
+            if not cached:
+                yield sql
+                return
+            if not with_.expressions:
+                with_.pop()
+            yield tree.sql(dialect="spark")
+        finally:
+            for view, df in cached:
+                self.spark.catalog.dropTempView(view)
+                df.unpersist()
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         # through Arrow, so timestamps are naive UTC (collect() would use the local time zone)
