@@ -545,7 +545,7 @@ FROM (
     WHERE
       e.ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
       AND NOT e.person_id IS NULL
-  ), lr_ev AS (
+  ), lr_ev AS MATERIALIZED (
     SELECT
       person_id,
       ts,

@@ -587,7 +587,7 @@ FROM (
           person_id
         FROM touched_people
       )
-  ), lr_ev AS (
+  ), lr_ev AS MATERIALIZED (
     SELECT
       person_id,
       ts,

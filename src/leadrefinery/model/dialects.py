@@ -62,6 +62,9 @@ class Dialect:
     to_num: Callable[[exp.Expression], exp.Expression]
     json_string: Callable[[exp.Expression], exp.Expression]
     strip_nonalnum: Callable[[exp.Expression], exp.Expression]
+    # `WITH x AS MATERIALIZED (...)`: computed once however often it is read (Spark has no such
+    # hint; the Spark engine persists shared CTEs itself)
+    materialized_ctes: bool = True
 
 
 def _double(e: exp.Expression) -> exp.Expression:
@@ -129,6 +132,7 @@ DIALECTS: dict[str, Dialect] = {
             exp.Literal.number(1),
         ),
         strip_nonalnum=lambda e: call("regexp_replace", e, s("[^A-Za-z0-9]"), s("")),
+        materialized_ctes=False,
     ),
 }
 
@@ -159,7 +163,11 @@ def lower(tree: exp.Expression, engine: str) -> exp.Expression:
     """The AST with every placeholder replaced by `engine`'s spelling."""
     d = DIALECTS[engine]
     # children first, so placeholders nested in placeholders are replaced too
-    return tree.copy().transform(lambda n: _replace(n, d), copy=False)
+    out = tree.copy().transform(lambda n: _replace(n, d), copy=False)
+    if not d.materialized_ctes:
+        for cte in out.find_all(exp.CTE):
+            cte.set("materialized", None)
+    return out
 
 
 def render(tree: exp.Expression, engine: str, *, pretty: bool = True) -> str:
