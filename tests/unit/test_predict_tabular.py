@@ -27,7 +27,7 @@ def write_leads(path: Path, n: int = 1200, seed: int = 3) -> pd.DataFrame:
         won = bool(rng.random() < min(p, 0.95))
         rows.append({
             "Lead ID": f"L{i:04d}",
-            "Created": (start + timedelta(days=i // 12, hours=int(rng.integers(24)))).isoformat(" "),
+            "Created": str(start + timedelta(days=i // 12, hours=int(rng.integers(24)))),
             "Lead Number": 1000 + i,
             "Source": source,
             "Visits": visits,

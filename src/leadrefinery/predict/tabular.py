@@ -82,7 +82,8 @@ def _leaks(X: pd.DataFrame, y: np.ndarray, train: np.ndarray) -> dict[str, float
             score = rate.reindex(col.cat.codes.to_numpy()).to_numpy()
         else:
             score = col.to_numpy(dtype="float64")
-        score = np.where(np.isnan(score), np.nanmean(score) if np.isfinite(score).any() else 0, score)
+        fill = np.nanmean(score) if np.isfinite(score).any() else 0.0
+        score = np.where(np.isnan(score), fill, score)
         auc = roc_auc(yt, score)
         auc = max(auc, 1 - auc)
         if auc >= LEAK_AUC:
