@@ -24,14 +24,17 @@ newest row not after the time asked, which differs from the exact live score by 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import pyarrow as pa
-
 from ..model.load import Model
-from ..model.scoring import SCORE_COLUMNS, now_utc, scoring_sql
+from ..model.scoring import (
+    SCORE_COLUMNS,
+    new_run_id,
+    record_run,
+    refresh_latest,
+    scoring_sql,
+)
 from ..store.engine import Engine
 
 RUN_TABLE = "lr_rt_run"  # a temp table (per connection): the rows of the live run under way
@@ -48,25 +51,16 @@ def score_live(engine: Engine, model: Model, ids_table: str, as_of: datetime) ->
     """Rescore the people in `ids_table` as of `as_of` into RUN_TABLE and `latest_scores`
     (in the caller's transaction)."""
     started = time.perf_counter()
-    run_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    run_id = new_run_id(as_of)
     sql = scoring_sql(engine, model, as_of=as_of, restrict=ids_table)
     engine.execute(
         f"CREATE OR REPLACE TEMP TABLE {RUN_TABLE} AS SELECT ? AS run_id, ? AS model, "
         f"? AS model_version, CAST(? AS TIMESTAMP) AS as_of, q.* FROM ({sql}) q",
         [run_id, model.name, model.version, as_of])
     people = int(engine.scalar(f"SELECT count(*) FROM {RUN_TABLE}") or 0)
-    newest = engine.scalar("SELECT max(as_of) FROM score_runs WHERE model = ?", [model.name])
-    if newest is None or as_of >= newest:  # an older as-of must not replace newer scores
-        cols = ", ".join(SCORE_COLUMNS)
-        engine.execute("DELETE FROM latest_scores WHERE model = ? AND person_id IN "
-                       f"(SELECT person_id FROM {RUN_TABLE})", [model.name])
-        engine.execute(f"INSERT INTO latest_scores ({cols}) SELECT {cols} FROM {RUN_TABLE}")
-    engine.append("score_runs", pa.table({
-        "run_id": [run_id], "model": [model.name], "model_version": [model.version],
-        "model_hash": [model.hash], "as_of": pa.array([as_of], pa.timestamp("us")),
-        "created_at": pa.array([now_utc()], pa.timestamp("us")), "engine": [engine.name],
-        "people": pa.array([people], pa.int64()), "restricted": [True], "cutoffs": [None],
-        "seconds": [time.perf_counter() - started]}))
+    refresh_latest(engine, model, as_of, f"FROM {RUN_TABLE}", [], everyone=False)
+    record_run(engine, model, run_id, as_of, people=people, restricted=True,
+               seconds=time.perf_counter() - started)
     return LiveRun(run_id, as_of, people)
 
 

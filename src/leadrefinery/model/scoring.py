@@ -198,6 +198,55 @@ def insert_scores_sql(engine: Engine, plan: Plan, run_id: str, table: str = "sco
     return render(insert, engine.dialect, pretty=False)
 
 
+def new_run_id(as_of: datetime) -> str:
+    return f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def refresh_latest(
+    engine: Engine, model: Model, as_of: datetime, rows: str, params: list, *, everyone: bool
+) -> bool:
+    """Make `rows` (`FROM … WHERE …` over the score columns) the model's latest scores — for
+    everyone, or for those people only — unless a newer run exists; True if they were."""
+    newest = engine.scalar("SELECT max(as_of) FROM score_runs WHERE model = ?", [model.name])
+    if newest is not None and as_of < naive_utc(newest):  # older must not replace newer
+        return False
+    if everyone:
+        engine.execute("DELETE FROM latest_scores WHERE model = ?", [model.name])
+    else:
+        engine.execute(
+            f"DELETE FROM latest_scores WHERE model = ? AND person_id IN (SELECT person_id {rows})",
+            [model.name, *params],
+        )
+    cols = ", ".join(SCORE_COLUMNS)
+    engine.execute(f"INSERT INTO latest_scores ({cols}) SELECT {cols} {rows}", params)
+    return True
+
+
+def record_run(
+    engine: Engine, model: Model, run_id: str, as_of: datetime, *, people: int,
+    restricted: bool, seconds: float, cutoffs: dict[str, float] | None = None,
+) -> None:
+    """The run's row in `score_runs`."""
+    engine.append(
+        "score_runs",
+        pa.table(
+            {
+                "run_id": [run_id],
+                "model": [model.name],
+                "model_version": [model.version],
+                "model_hash": [model.hash],
+                "as_of": pa.array([as_of], pa.timestamp("us")),
+                "created_at": pa.array([now_utc()], pa.timestamp("us")),
+                "engine": [engine.name],
+                "people": pa.array([people], pa.int64()),
+                "restricted": [restricted],
+                "cutoffs": [json.dumps(cutoffs) if cutoffs is not None else None],
+                "seconds": [seconds],
+            }
+        ),
+    )
+
+
 def score(
     engine: Engine,
     model: Model,
@@ -208,7 +257,7 @@ def score(
     """Score everyone (or the restricted people) as of `as_of` (default: now) and store it."""
     started = time.perf_counter()
     as_of = naive_utc(as_of) if as_of else now_utc()
-    run_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    run_id = new_run_id(as_of)
     restricted = restrict is not None
     with engine.transaction():
         engine.execute(
@@ -224,22 +273,10 @@ def score(
                     "SELECT grade, min(score) FROM scores WHERE run_id = ? GROUP BY grade", [run_id]
                 )
             }
-        newest = engine.scalar("SELECT max(as_of) FROM score_runs WHERE model = ?", [model.name])
-        latest = newest is None or as_of >= naive_utc(newest)
-        if latest:
-            if restricted:
-                engine.execute(
-                    "DELETE FROM latest_scores WHERE model = ? AND person_id IN "
-                    "(SELECT person_id FROM scores WHERE run_id = ?)",
-                    [model.name, run_id],
-                )
-            else:
-                engine.execute("DELETE FROM latest_scores WHERE model = ?", [model.name])
-            cols = ", ".join(SCORE_COLUMNS)
-            engine.execute(
-                f"INSERT INTO latest_scores ({cols}) SELECT {cols} FROM scores WHERE run_id = ?",
-                [run_id],
-            )
+        latest = refresh_latest(
+            engine, model, as_of, "FROM scores WHERE run_id = ?", [run_id],
+            everyone=not restricted,
+        )
         if not restricted:
             engine.execute(
                 """
@@ -256,24 +293,8 @@ def score(
                 [run_id],
             )
         seconds = time.perf_counter() - started
-        engine.append(
-            "score_runs",
-            pa.table(
-                {
-                    "run_id": [run_id],
-                    "model": [model.name],
-                    "model_version": [model.version],
-                    "model_hash": [model.hash],
-                    "as_of": pa.array([as_of], pa.timestamp("us")),
-                    "created_at": pa.array([now_utc()], pa.timestamp("us")),
-                    "engine": [engine.name],
-                    "people": pa.array([people], pa.int64()),
-                    "restricted": [restricted],
-                    "cutoffs": [json.dumps(cutoffs) if cutoffs is not None else None],
-                    "seconds": [seconds],
-                }
-            ),
-        )
+        record_run(engine, model, run_id, as_of, people=people, restricted=restricted,
+                   seconds=seconds, cutoffs=cutoffs)
     return ScoreRun(run_id, model.name, model.version, as_of, people, seconds, restricted, latest)
 
 
