@@ -17,8 +17,6 @@ perfectly is dropped too and reported — it is the outcome or written after it 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import orjson
 import pandas as pd
@@ -167,7 +165,3 @@ def store_dataset(
     )
     return ds
 
-
-def describe(ds: Dataset) -> dict[str, Any]:
-    return {"rows": len(ds.y), "converted": int(ds.y.sum()), "features": list(ds.X.columns),
-            "dropped": ds.dropped, "protocol": ds.protocol, "notes": ds.notes}
