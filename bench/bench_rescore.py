@@ -100,7 +100,7 @@ acct AS (
   GROUP BY account_id
 ),
 ev AS (
-  SELECT person_id, ts, message_id, type, event, ts::DATE AS day,
+  SELECT person_id, ts, type, event, ts::DATE AS day,
          (cut.us - epoch_us(ts)) / 86400000000.0 AS age,
          coalesce(properties ->> '$.path', context ->> '$.page.path') AS path,
          properties ->> '$.template' AS template,
@@ -120,22 +120,24 @@ m AS (
     type = 'page' AND path LIKE '/pricing%' AS m_pricing
   FROM ev
 ),
-hits AS (  -- occurrences of the rules with a per-day limit, one row per (rule, event)
-  SELECT person_id, day, ts, message_id, 'env' AS r, 2 AS per_day,
+-- occurrences of the per-day limited rules, one row per (rule, event); at one instant the
+-- larger points count first (the model's rule: no message id needed to break ties)
+hits AS (
+  SELECT person_id, day, ts, 'env' AS r, 2 AS per_day,
          (CASE WHEN template IN ('windows-lab', 'data-science') THEN 6 ELSE 3 END) * pow(0.5, age / 14) AS p
   FROM m WHERE m_env
-  UNION ALL SELECT person_id, day, ts, message_id, 'eval', 3, 1 * pow(0.5, age / 21) FROM m WHERE m_eval
-  UNION ALL SELECT person_id, day, ts, message_id, 'sample', 3, 1.5 * pow(0.5, age / 21) FROM m WHERE m_sample
-  UNION ALL SELECT person_id, day, ts, message_id, 'integ', 3, 2.5 * pow(0.5, age / 21) FROM m WHERE m_integ
-  UNION ALL SELECT person_id, day, ts, message_id, 'sec', 2, 3 * pow(0.5, age / 30) FROM m WHERE m_sec
-  UNION ALL SELECT person_id, day, ts, message_id, 'pricing', 1, 4 * pow(0.5, age / 14) FROM m WHERE m_pricing
+  UNION ALL SELECT person_id, day, ts, 'eval', 3, 1 * pow(0.5, age / 21) FROM m WHERE m_eval
+  UNION ALL SELECT person_id, day, ts, 'sample', 3, 1.5 * pow(0.5, age / 21) FROM m WHERE m_sample
+  UNION ALL SELECT person_id, day, ts, 'integ', 3, 2.5 * pow(0.5, age / 21) FROM m WHERE m_integ
+  UNION ALL SELECT person_id, day, ts, 'sec', 2, 3 * pow(0.5, age / 30) FROM m WHERE m_sec
+  UNION ALL SELECT person_id, day, ts, 'pricing', 1, 4 * pow(0.5, age / 14) FROM m WHERE m_pricing
 ),
 limited AS (
   SELECT person_id,
     sum(p) FILTER (WHERE r = 'env') AS env, sum(p) FILTER (WHERE r = 'eval') AS eval,
     sum(p) FILTER (WHERE r = 'sample') AS sample, sum(p) FILTER (WHERE r = 'integ') AS integ,
     sum(p) FILTER (WHERE r = 'sec') AS sec, sum(p) FILTER (WHERE r = 'pricing') AS pricing
-  FROM (SELECT *, row_number() OVER (PARTITION BY person_id, r, day ORDER BY ts DESC, message_id DESC) AS rk
+  FROM (SELECT *, row_number() OVER (PARTITION BY person_id, r, day ORDER BY ts DESC, p DESC) AS rk
         FROM hits) WHERE rk <= per_day
   GROUP BY person_id
 ),

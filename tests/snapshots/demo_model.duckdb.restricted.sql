@@ -168,59 +168,68 @@ FROM (
       person_id,
       key,
       nk,
-      v,
-      ROW_NUMBER() OVER (
-        PARTITION BY person_id, key
-        ORDER BY CASE WHEN key IN ('$first_name', '$first_source') THEN ts END, CASE WHEN key IN ('$first_name', '$first_source') THEN message_id END, ts DESC, message_id DESC
-      ) AS rn
+      JSON_EXTRACT_STRING(value, '$') AS v
     FROM (
       SELECT
         person_id,
         key,
-        LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) AS nk,
-        ts,
-        message_id,
-        JSON_EXTRACT_STRING(value, '$') AS v
-      FROM trait_history
-      WHERE
-        ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
-        AND (
-          key IN (
-            '$account_id',
-            '$first_name',
-            '$first_source',
-            'emailVerified',
-            'phoneCountry',
-            'phoneVerified',
-            'productInterest'
+        nk,
+        value,
+        ROW_NUMBER() OVER (
+          PARTITION BY person_id, key
+          ORDER BY CASE WHEN key IN ('$first_name', '$first_source') THEN ts END, CASE WHEN key IN ('$first_name', '$first_source') THEN message_id END, ts DESC, message_id DESC
+        ) AS rn
+      FROM (
+        SELECT
+          person_id,
+          key,
+          LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) AS nk,
+          ts,
+          message_id,
+          value
+        FROM trait_history
+        WHERE
+          ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
+          AND (
+            key IN (
+              '$account_id',
+              '$first_name',
+              '$first_source',
+              'emailVerified',
+              'phoneCountry',
+              'phoneVerified',
+              'productInterest'
+            )
+            OR LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) IN (
+              'campaign',
+              'company',
+              'companyname',
+              'email',
+              'emailaddress',
+              'jobtitle',
+              'leadsource',
+              'organisation',
+              'organization',
+              'position',
+              'referralcode',
+              'referralsource',
+              'role',
+              'signupsource',
+              'source',
+              'title',
+              'utmcampaign',
+              'utmsource'
+            )
           )
-          OR LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) IN (
-            'campaign',
-            'company',
-            'companyname',
-            'email',
-            'emailaddress',
-            'jobtitle',
-            'leadsource',
-            'organisation',
-            'organization',
-            'position',
-            'referralcode',
-            'referralsource',
-            'role',
-            'signupsource',
-            'source',
-            'title',
-            'utmcampaign',
-            'utmsource'
+          AND person_id IN (
+            SELECT
+              person_id
+            FROM touched_people
           )
-        )
-        AND person_id IN (
-          SELECT
-            person_id
-          FROM touched_people
-        )
+      ) AS t
     ) AS t
+    WHERE
+      rn = 1
   ), lr_prof AS (
     SELECT
       pop.person_id,
@@ -228,10 +237,10 @@ FROM (
       NULLIF(
         TRIM(
           COALESCE(
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'campaign' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralcode' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmcampaign' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.key = '$first_name' THEN th.v END)
+            MAX(CASE WHEN th.nk = 'campaign' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'referralcode' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'utmcampaign' THEN th.v END),
+            MAX(CASE WHEN th.key = '$first_name' THEN th.v END)
           )
         ),
         ''
@@ -239,10 +248,10 @@ FROM (
       NULLIF(
         TRIM(
           COALESCE(
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'company' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'companyname' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'organization' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'organisation' THEN th.v END)
+            MAX(CASE WHEN th.nk = 'company' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'companyname' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'organization' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'organisation' THEN th.v END)
           )
         ),
         ''
@@ -251,8 +260,8 @@ FROM (
         NULLIF(
           TRIM(
             COALESCE(
-              MAX(CASE WHEN th.rn = 1 AND th.nk = 'email' THEN th.v END),
-              MAX(CASE WHEN th.rn = 1 AND th.nk = 'emailaddress' THEN th.v END)
+              MAX(CASE WHEN th.nk = 'email' THEN th.v END),
+              MAX(CASE WHEN th.nk = 'emailaddress' THEN th.v END)
             )
           ),
           ''
@@ -261,12 +270,12 @@ FROM (
       NULLIF(
         TRIM(
           COALESCE(
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'source' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'leadsource' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralsource' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'signupsource' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmsource' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.key = '$first_source' THEN th.v END)
+            MAX(CASE WHEN th.nk = 'source' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'leadsource' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'referralsource' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'signupsource' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'utmsource' THEN th.v END),
+            MAX(CASE WHEN th.key = '$first_source' THEN th.v END)
           )
         ),
         ''
@@ -274,19 +283,19 @@ FROM (
       NULLIF(
         TRIM(
           COALESCE(
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'title' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'jobtitle' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'role' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'position' THEN th.v END)
+            MAX(CASE WHEN th.nk = 'title' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'jobtitle' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'role' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'position' THEN th.v END)
           )
         ),
         ''
       ) AS p_title,
-      MAX(CASE WHEN th.rn = 1 AND th.key = '$account_id' THEN th.v END) AS p_group_account,
-      MAX(CASE WHEN th.rn = 1 AND th.key = 'emailVerified' THEN th.v END) AS tr1,
-      MAX(CASE WHEN th.rn = 1 AND th.key = 'phoneCountry' THEN th.v END) AS tr0,
-      MAX(CASE WHEN th.rn = 1 AND th.key = 'phoneVerified' THEN th.v END) AS tr2,
-      MAX(CASE WHEN th.rn = 1 AND th.key = 'productInterest' THEN th.v END) AS tr3
+      MAX(CASE WHEN th.key = '$account_id' THEN th.v END) AS p_group_account,
+      MAX(CASE WHEN th.key = 'emailVerified' THEN th.v END) AS tr1,
+      MAX(CASE WHEN th.key = 'phoneCountry' THEN th.v END) AS tr0,
+      MAX(CASE WHEN th.key = 'phoneVerified' THEN th.v END) AS tr2,
+      MAX(CASE WHEN th.key = 'productInterest' THEN th.v END) AS tr3
     FROM lr_pop AS pop
     LEFT JOIN lr_th AS th
       ON th.person_id = pop.person_id
@@ -495,7 +504,6 @@ FROM (
     SELECT
       e.person_id,
       e.ts,
-      e.message_id,
       EPOCH_US(e.ts) AS ts_us,
       CAST(1780272000000000 - EPOCH_US(e.ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
       CAST(e.ts AS DATE) AS day,
@@ -560,14 +568,10 @@ FROM (
           person_id
         FROM touched_people
       )
-  ), lr_ev AS MATERIALIZED (
+  ), lr_evm AS MATERIALIZED (
     SELECT
       person_id,
       ts,
-      message_id,
-      ts_us,
-      age_d,
-      day,
       COALESCE(ev_type = 'track' AND ev_event IN ('Environment Launched'), FALSE) AS m_environment_launched,
       COALESCE(
         ev_type = 'track'
@@ -664,9 +668,16 @@ FROM (
       x2 AS fv_templates_tried,
       TRY_CAST(x5 AS DOUBLE) AS mv_ab_session_over_limit,
       TRY_CAST(x3 AS DOUBLE) AS mv_ab_too_many_guests,
-      x7 AS k_ab_parallel_classes,
-      x7 AS k_ab_scripted_resume
+      x7 AS k_ab_parallel_classes
     FROM lr_ev0
+  ), lr_ev AS NOT MATERIALIZED (
+    SELECT
+      *,
+      EPOCH_US(ts) AS ts_us,
+      CAST(1780272000000000 - EPOCH_US(ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
+      CAST(ts AS DATE) AS day,
+      k_ab_parallel_classes AS k_ab_scripted_resume
+    FROM lr_evm
   ), lr_agg AS (
     SELECT
       person_id,
@@ -805,6 +816,40 @@ FROM (
     FROM lr_ev
     GROUP BY
       person_id
+  ), lr_evs AS MATERIALIZED (
+    SELECT
+      person_id,
+      ts,
+      m_environment_launched,
+      m_evaluate_content,
+      m_sample_content,
+      m_integrate_content,
+      m_security_content,
+      m_pricing_page,
+      m_ab_parallel_classes_start,
+      m_ab_parallel_classes_stop,
+      m_ab_scripted_resume,
+      pt_environment_launched,
+      k_ab_parallel_classes
+    FROM lr_evm
+    WHERE
+      m_environment_launched
+      OR m_evaluate_content
+      OR m_sample_content
+      OR m_integrate_content
+      OR m_security_content
+      OR m_pricing_page
+      OR m_ab_parallel_classes_start
+      OR m_ab_parallel_classes_stop
+      OR m_ab_scripted_resume
+  ), lr_evw AS NOT MATERIALIZED (
+    SELECT
+      *,
+      EPOCH_US(ts) AS ts_us,
+      CAST(1780272000000000 - EPOCH_US(ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
+      CAST(ts AS DATE) AS day,
+      k_ab_parallel_classes AS k_ab_scripted_resume
+    FROM lr_evs
   ), lr_fq_environment_launched AS (
     SELECT
       person_id,
@@ -820,8 +865,8 @@ FROM (
         person_id,
         pt_environment_launched AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-      FROM lr_ev
+        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, pt_environment_launched DESC) AS rk
+      FROM lr_evw
       WHERE
         m_environment_launched
     ) AS t
@@ -842,8 +887,8 @@ FROM (
         person_id,
         CAST(1 AS DOUBLE) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-      FROM lr_ev
+        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+      FROM lr_evw
       WHERE
         m_evaluate_content
     ) AS t
@@ -864,8 +909,8 @@ FROM (
         person_id,
         CAST(1.5 AS DOUBLE) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-      FROM lr_ev
+        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+      FROM lr_evw
       WHERE
         m_sample_content
     ) AS t
@@ -886,8 +931,8 @@ FROM (
         person_id,
         CAST(2.5 AS DOUBLE) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-      FROM lr_ev
+        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+      FROM lr_evw
       WHERE
         m_integrate_content
     ) AS t
@@ -908,8 +953,8 @@ FROM (
         person_id,
         CAST(3 AS DOUBLE) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-      FROM lr_ev
+        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+      FROM lr_evw
       WHERE
         m_security_content
     ) AS t
@@ -930,8 +975,8 @@ FROM (
         person_id,
         CAST(4 AS DOUBLE) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-      FROM lr_ev
+        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+      FROM lr_evw
       WHERE
         m_pricing_page
     ) AS t
@@ -966,7 +1011,7 @@ FROM (
           ts_us,
           CAST(NULL AS DOUBLE) AS lim,
           0 AS is_stop
-        FROM lr_ev
+        FROM lr_evw
         WHERE
           m_ab_parallel_classes_start AND NOT k_ab_parallel_classes IS NULL
         UNION ALL
@@ -977,7 +1022,7 @@ FROM (
           ts_us,
           CAST(NULL AS DOUBLE) AS lim,
           1 AS is_stop
-        FROM lr_ev
+        FROM lr_evw
         WHERE
           m_ab_parallel_classes_stop AND NOT k_ab_parallel_classes IS NULL
       ) AS t
@@ -1119,9 +1164,9 @@ FROM (
             SELECT
               person_id,
               k_ab_scripted_resume AS k,
-              ts_us - LAG(ts_us) OVER (PARTITION BY person_id, k_ab_scripted_resume ORDER BY ts, message_id) AS gap_us,
+              ts_us - LAG(ts_us) OVER (PARTITION BY person_id, k_ab_scripted_resume ORDER BY ts) AS gap_us,
               ts
-            FROM lr_ev
+            FROM lr_evw
             WHERE
               m_ab_scripted_resume
           ) AS t

@@ -17,59 +17,68 @@ WITH lr_pop AS (
     person_id,
     key,
     nk,
-    v,
-    ROW_NUMBER() OVER (
-      PARTITION BY person_id, key
-      ORDER BY CASE WHEN key IN ('$first_name', '$first_source') THEN ts END NULLS LAST, CASE WHEN key IN ('$first_name', '$first_source') THEN message_id END NULLS LAST, ts DESC, message_id DESC
-    ) AS rn
+    GET_JSON_OBJECT(CONCAT('{"v":', value, '}'), '$.v') AS v
   FROM (
     SELECT
       person_id,
       key,
-      LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) AS nk,
-      ts,
-      message_id,
-      GET_JSON_OBJECT(CONCAT('{"v":', value, '}'), '$.v') AS v
-    FROM trait_history
-    WHERE
-      ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
-      AND (
-        key IN (
-          '$account_id',
-          '$first_name',
-          '$first_source',
-          'emailVerified',
-          'phoneCountry',
-          'phoneVerified',
-          'productInterest'
+      nk,
+      value,
+      ROW_NUMBER() OVER (
+        PARTITION BY person_id, key
+        ORDER BY CASE WHEN key IN ('$first_name', '$first_source') THEN ts END NULLS LAST, CASE WHEN key IN ('$first_name', '$first_source') THEN message_id END NULLS LAST, ts DESC, message_id DESC
+      ) AS rn
+    FROM (
+      SELECT
+        person_id,
+        key,
+        LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) AS nk,
+        ts,
+        message_id,
+        value
+      FROM trait_history
+      WHERE
+        ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
+        AND (
+          key IN (
+            '$account_id',
+            '$first_name',
+            '$first_source',
+            'emailVerified',
+            'phoneCountry',
+            'phoneVerified',
+            'productInterest'
+          )
+          OR LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) IN (
+            'campaign',
+            'company',
+            'companyname',
+            'email',
+            'emailaddress',
+            'jobtitle',
+            'leadsource',
+            'organisation',
+            'organization',
+            'position',
+            'referralcode',
+            'referralsource',
+            'role',
+            'signupsource',
+            'source',
+            'title',
+            'utmcampaign',
+            'utmsource'
+          )
         )
-        OR LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) IN (
-          'campaign',
-          'company',
-          'companyname',
-          'email',
-          'emailaddress',
-          'jobtitle',
-          'leadsource',
-          'organisation',
-          'organization',
-          'position',
-          'referralcode',
-          'referralsource',
-          'role',
-          'signupsource',
-          'source',
-          'title',
-          'utmcampaign',
-          'utmsource'
+        AND person_id IN (
+          SELECT
+            person_id
+          FROM touched_people
         )
-      )
-      AND person_id IN (
-        SELECT
-          person_id
-        FROM touched_people
-      )
+    ) AS t
   ) AS t
+  WHERE
+    rn = 1
 ), lr_prof AS (
   SELECT
     pop.person_id,
@@ -77,10 +86,10 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'campaign' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralcode' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmcampaign' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.key = '$first_name' THEN th.v END)
+          MAX(CASE WHEN th.nk = 'campaign' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'referralcode' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'utmcampaign' THEN th.v END),
+          MAX(CASE WHEN th.key = '$first_name' THEN th.v END)
         )
       ),
       ''
@@ -88,10 +97,10 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'company' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'companyname' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'organization' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'organisation' THEN th.v END)
+          MAX(CASE WHEN th.nk = 'company' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'companyname' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'organization' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'organisation' THEN th.v END)
         )
       ),
       ''
@@ -100,8 +109,8 @@ WITH lr_pop AS (
       NULLIF(
         TRIM(
           COALESCE(
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'email' THEN th.v END),
-            MAX(CASE WHEN th.rn = 1 AND th.nk = 'emailaddress' THEN th.v END)
+            MAX(CASE WHEN th.nk = 'email' THEN th.v END),
+            MAX(CASE WHEN th.nk = 'emailaddress' THEN th.v END)
           )
         ),
         ''
@@ -110,12 +119,12 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'source' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'leadsource' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'referralsource' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'signupsource' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'utmsource' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.key = '$first_source' THEN th.v END)
+          MAX(CASE WHEN th.nk = 'source' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'leadsource' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'referralsource' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'signupsource' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'utmsource' THEN th.v END),
+          MAX(CASE WHEN th.key = '$first_source' THEN th.v END)
         )
       ),
       ''
@@ -123,19 +132,19 @@ WITH lr_pop AS (
     NULLIF(
       TRIM(
         COALESCE(
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'title' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'jobtitle' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'role' THEN th.v END),
-          MAX(CASE WHEN th.rn = 1 AND th.nk = 'position' THEN th.v END)
+          MAX(CASE WHEN th.nk = 'title' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'jobtitle' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'role' THEN th.v END),
+          MAX(CASE WHEN th.nk = 'position' THEN th.v END)
         )
       ),
       ''
     ) AS p_title,
-    MAX(CASE WHEN th.rn = 1 AND th.key = '$account_id' THEN th.v END) AS p_group_account,
-    MAX(CASE WHEN th.rn = 1 AND th.key = 'emailVerified' THEN th.v END) AS tr1,
-    MAX(CASE WHEN th.rn = 1 AND th.key = 'phoneCountry' THEN th.v END) AS tr0,
-    MAX(CASE WHEN th.rn = 1 AND th.key = 'phoneVerified' THEN th.v END) AS tr2,
-    MAX(CASE WHEN th.rn = 1 AND th.key = 'productInterest' THEN th.v END) AS tr3
+    MAX(CASE WHEN th.key = '$account_id' THEN th.v END) AS p_group_account,
+    MAX(CASE WHEN th.key = 'emailVerified' THEN th.v END) AS tr1,
+    MAX(CASE WHEN th.key = 'phoneCountry' THEN th.v END) AS tr0,
+    MAX(CASE WHEN th.key = 'phoneVerified' THEN th.v END) AS tr2,
+    MAX(CASE WHEN th.key = 'productInterest' THEN th.v END) AS tr3
   FROM lr_pop AS pop
   LEFT JOIN lr_th AS th
     ON th.person_id = pop.person_id
@@ -344,7 +353,6 @@ WITH lr_pop AS (
   SELECT
     e.person_id,
     e.ts,
-    e.message_id,
     UNIX_MICROS(e.ts) AS ts_us,
     CAST(1780272000000000 - UNIX_MICROS(e.ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
     CAST(e.ts AS DATE) AS day,
@@ -406,14 +414,10 @@ WITH lr_pop AS (
         person_id
       FROM touched_people
     )
-), lr_ev AS (
+), lr_evm AS (
   SELECT
     person_id,
     ts,
-    message_id,
-    ts_us,
-    age_d,
-    day,
     COALESCE(ev_type = 'track' AND ev_event IN ('Environment Launched'), FALSE) AS m_environment_launched,
     COALESCE(
       ev_type = 'track'
@@ -510,9 +514,16 @@ WITH lr_pop AS (
     x2 AS fv_templates_tried,
     TRY_CAST(x5 AS DOUBLE) AS mv_ab_session_over_limit,
     TRY_CAST(x3 AS DOUBLE) AS mv_ab_too_many_guests,
-    x7 AS k_ab_parallel_classes,
-    x7 AS k_ab_scripted_resume
+    x7 AS k_ab_parallel_classes
   FROM lr_ev0
+), lr_ev AS (
+  SELECT
+    *,
+    UNIX_MICROS(ts) AS ts_us,
+    CAST(1780272000000000 - UNIX_MICROS(ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
+    CAST(ts AS DATE) AS day,
+    k_ab_parallel_classes AS k_ab_scripted_resume
+  FROM lr_evm
 ), lr_agg AS (
   SELECT
     person_id,
@@ -651,6 +662,40 @@ WITH lr_pop AS (
   FROM lr_ev
   GROUP BY
     person_id
+), lr_evs AS (
+  SELECT
+    person_id,
+    ts,
+    m_environment_launched,
+    m_evaluate_content,
+    m_sample_content,
+    m_integrate_content,
+    m_security_content,
+    m_pricing_page,
+    m_ab_parallel_classes_start,
+    m_ab_parallel_classes_stop,
+    m_ab_scripted_resume,
+    pt_environment_launched,
+    k_ab_parallel_classes
+  FROM lr_evm
+  WHERE
+    m_environment_launched
+    OR m_evaluate_content
+    OR m_sample_content
+    OR m_integrate_content
+    OR m_security_content
+    OR m_pricing_page
+    OR m_ab_parallel_classes_start
+    OR m_ab_parallel_classes_stop
+    OR m_ab_scripted_resume
+), lr_evw AS (
+  SELECT
+    *,
+    UNIX_MICROS(ts) AS ts_us,
+    CAST(1780272000000000 - UNIX_MICROS(ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
+    CAST(ts AS DATE) AS day,
+    k_ab_parallel_classes AS k_ab_scripted_resume
+  FROM lr_evs
 ), lr_fq_environment_launched AS (
   SELECT
     person_id,
@@ -666,8 +711,8 @@ WITH lr_pop AS (
       person_id,
       pt_environment_launched AS pt,
       age_d,
-      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-    FROM lr_ev
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, pt_environment_launched DESC) AS rk
+    FROM lr_evw
     WHERE
       m_environment_launched
   ) AS t
@@ -688,8 +733,8 @@ WITH lr_pop AS (
       person_id,
       CAST(1 AS DOUBLE) AS pt,
       age_d,
-      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-    FROM lr_ev
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+    FROM lr_evw
     WHERE
       m_evaluate_content
   ) AS t
@@ -710,8 +755,8 @@ WITH lr_pop AS (
       person_id,
       CAST(1.5 AS DOUBLE) AS pt,
       age_d,
-      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-    FROM lr_ev
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+    FROM lr_evw
     WHERE
       m_sample_content
   ) AS t
@@ -732,8 +777,8 @@ WITH lr_pop AS (
       person_id,
       CAST(2.5 AS DOUBLE) AS pt,
       age_d,
-      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-    FROM lr_ev
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+    FROM lr_evw
     WHERE
       m_integrate_content
   ) AS t
@@ -754,8 +799,8 @@ WITH lr_pop AS (
       person_id,
       CAST(3 AS DOUBLE) AS pt,
       age_d,
-      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-    FROM lr_ev
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+    FROM lr_evw
     WHERE
       m_security_content
   ) AS t
@@ -776,8 +821,8 @@ WITH lr_pop AS (
       person_id,
       CAST(4 AS DOUBLE) AS pt,
       age_d,
-      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC, message_id DESC) AS rk
-    FROM lr_ev
+      ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC) AS rk
+    FROM lr_evw
     WHERE
       m_pricing_page
   ) AS t
@@ -812,7 +857,7 @@ WITH lr_pop AS (
         ts_us,
         CAST(NULL AS DOUBLE) AS lim,
         0 AS is_stop
-      FROM lr_ev
+      FROM lr_evw
       WHERE
         m_ab_parallel_classes_start AND NOT k_ab_parallel_classes IS NULL
       UNION ALL
@@ -823,7 +868,7 @@ WITH lr_pop AS (
         ts_us,
         CAST(NULL AS DOUBLE) AS lim,
         1 AS is_stop
-      FROM lr_ev
+      FROM lr_evw
       WHERE
         m_ab_parallel_classes_stop AND NOT k_ab_parallel_classes IS NULL
     ) AS t
@@ -965,12 +1010,9 @@ WITH lr_pop AS (
           SELECT
             person_id,
             k_ab_scripted_resume AS k,
-            ts_us - LAG(ts_us) OVER (
-              PARTITION BY person_id, k_ab_scripted_resume
-              ORDER BY ts NULLS LAST, message_id NULLS LAST
-            ) AS gap_us,
+            ts_us - LAG(ts_us) OVER (PARTITION BY person_id, k_ab_scripted_resume ORDER BY ts NULLS LAST) AS gap_us,
             ts
-          FROM lr_ev
+          FROM lr_evw
           WHERE
             m_ab_scripted_resume
         ) AS t

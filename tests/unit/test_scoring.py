@@ -142,6 +142,35 @@ def test_max_per_day_keeps_the_most_recent_of_the_day(project: Project) -> None:
     assert r["r_p"] == pytest.approx(10 * 0.5 ** (2 + 1 / 24), rel=1e-12)
 
 
+def test_occurrences_at_one_instant_keep_the_larger_points(project: Project) -> None:
+    # two launches in the same microsecond, one per day allowed: which counts must not depend
+    # on message ids or storage order — the larger points do (u1 and u2 differ only in ids)
+    t = at(days=1)
+    low, high = {"template": "linux-lab"}, {"template": "windows-lab"}
+    msgs = [
+        track("u1", "Environment Launched", t, **low),
+        track("u1", "Environment Launched", t, **high),
+    ]
+    msgs += [
+        track("u2", "Environment Launched", t, **high),
+        track("u2", "Environment Launched", t, **low),
+    ]
+    load(project, msgs)
+    m = model("""
+        rules:
+          - id: env
+            on: track
+            event: Environment Launched
+            frequency: {max_per_day: 1}
+            cases:
+              - {when: "properties.template = 'windows-lab'", points: 8}
+              - {points: 3}
+        """)
+    r = rows(project, m)
+    assert r["u1"]["r_env"] == r["u2"]["r_env"] == 8
+    assert r["u1"]["r_env_n"] == 2
+
+
 def test_cases_categories_caps_and_score_range(project: Project) -> None:
     load(
         project,
