@@ -1378,8 +1378,9 @@ class Builder:
 
         Each reader keeps only rows where one of its matchers holds, so the slice is the rows
         where any of them does. DuckDB feeds its grouping readers (lr_agg) while lr_evm is
-        computed, but keeps all of lr_evm for windowed readers: with ~10 of them reading every
-        event, 10 M events spilled to disk under a 1.5 GB limit (query 43 s -> 26 s)."""
+        computed, but keeps all of lr_evm (spilled to disk at 10 M events under a 1.5 GB limit)
+        for the others: ~10 windowed readers each rescanning every wide row of it took the query
+        to 43 s; reading this narrow slice, 26 s."""
         used = {c.name for q in readers for c in q.find_all(exp.Column)}
         ms = [m for m in self.matchers if m in used]
         values = [n for n in self.ev_values if n in used]
