@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.arrived: dict[str, float] = {}  # probe user -> first arrival
+        self.created: dict[str, float] = {}  # probe user -> its alert's created_at (fast lane)
         self.count = 0
         self.lock = threading.Lock()
         rx = self
@@ -127,6 +129,8 @@ class Receiver:
                     pid = (body.get("person") or {}).get("id", "")
                     if body["trigger"]["id"] == "buy_ready" and pid.startswith("probe-"):
                         rx.arrived.setdefault(pid, now)
+                        rx.created.setdefault(pid, datetime.fromisoformat(
+                            body["created_at"].replace("Z", "+00:00")).timestamp())
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -248,6 +252,11 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         with receiver.lock:
             e2w = [receiver.arrived[p] - t for p, t in acked.items() if p in receiver.arrived]
             lost = [p for p in acked if p not in receiver.arrived]
+            # the two halves: ack -> the fast lane takes it up (log, load, wait for the lane);
+            # then -> delivered (the lane's transaction, the deliverer's claim and POST)
+            to_lane = [receiver.created[p] - t for p, t in acked.items() if p in receiver.created]
+            to_rx = [receiver.arrived[p] - receiver.created[p] for p in acked
+                     if p in receiver.created]
         return {
             "mode": mode,
             "events_per_s": sent.events / elapsed,
@@ -269,6 +278,11 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "e2w_p50_s": pct(e2w, 0.5),
             "e2w_p99_s": pct(e2w, 0.99),
             "e2w_max_s": max(e2w) if e2w else None,
+            "ack_to_lane_s": {"p50": pct(to_lane, 0.5), "p99": pct(to_lane, 0.99)},
+            "lane_to_rx_s": {"p50": pct(to_rx, 0.5), "p99": pct(to_rx, 0.99)},
+            "fast_batch_ms": rt.get("fast_batch_ms", {}),
+            "loader_batch_ms": health["loader"].get("batch_ms", {}),
+            "loop_lag_ms": health["log"].get("loop_lag_ms", {}),
             "probes_lost": len(lost),
             "load_before": load0,
             "load_after": load1,

@@ -46,6 +46,12 @@ class ServerSection(Section):
     max_batch_bytes: int = 500 * 1024
     # how often the ingestion log is loaded into the store (micro-batches)
     load_interval_ms: int = 200
+    # while `serve` runs, DuckDB moves its write-ahead log into the store file once the log
+    # reaches this size (DuckDB's default is 16). That checkpoint runs inside whichever commit
+    # crosses the line — a micro-batch, the fast lane, the alert deliverer — and at 20 k
+    # events/s a 16 MB log fills every second or two, each checkpoint pausing that commit for up
+    # to a second. Larger: rarer (and cheaper in all) pauses; a restart replays a longer log.
+    checkpoint_mb: int = Field(256, ge=1)
     public_url: str | None = None
 
 
@@ -402,6 +408,12 @@ class TriggersSection(Section):
     # when rescoring falls behind, at most this many people per transaction; people with a
     # buy-readiness event go first, in a batch of their own
     max_batch_people: int = Field(20000, ge=1)
+    # in `serve`, the rescoring thread's niceness (Linux: per thread): below the loader and the
+    # fast lane (10), which are below the request loop (0) — rescoring is the work that can wait
+    rescore_nice: int = Field(19, ge=0, le=19)
+    # before a rescoring batch, wait at most this long while ingestion is behind or the fast
+    # lane has work
+    yield_seconds: float = Field(5.0, ge=0)
 
 
 class Settings(Section):

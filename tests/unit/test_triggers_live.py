@@ -522,6 +522,62 @@ def test_buy_readiness_takes_the_fast_lane_and_is_announced_once(proj: Project):
     assert rt.stats.errors == 0, rt.stats.last_error
 
 
+def test_fast_lane_runs_in_the_loaders_transaction_and_falls_back_to_its_thread(
+        proj: Project):
+    """`act_in_load` evaluates the micro-batch's own events inside the loader's transaction:
+    its alert commits (or rolls back) with them. A commit that did not include it (the loader's
+    retry after a failure) hands the people to the fast lane's thread instead — once."""
+    import pyarrow as pa
+
+    from leadrefinery.ingest.loader import STORED_VIEW, EventLoader
+
+    ingest(proj, [identify("hal", T0 - timedelta(days=1)),
+                  identify("ivy", T0 - timedelta(days=1))])
+    clock = ManualClock(T0 - timedelta(hours=1))
+    sc = scorer_for(proj, clock)
+    sc.sweep(kind="startup")
+    clock.set(T0)
+    loader = EventLoader(proj.engine, proj.settings)
+
+    def lines(*events: dict) -> pa.Table:
+        return pa.table({"line_no": list(range(1, len(events) + 1)),
+                         "line": [json.dumps(e) for e in events]})
+
+    def ready() -> list[str]:
+        return [a["person_id"] for a in alerts(proj) if a["trigger_id"] == "ready"]
+
+    rt = Realtime(sc, settings=proj.settings)
+    rt._ready.set()  # (the startup sweep is done)
+    ran = [True]
+    rt.acted_in_load = lambda: ran[0]
+    # a failure after the fast lane's work rolls its alert back with the events
+    with pytest.raises(RuntimeError):
+        def fail(e) -> None:
+            rt.act_in_load(e)
+            raise RuntimeError("the disk is full")
+
+        loader.load_lines(lines(track("hal", "Documentation Purchased", T0)), "t", after=fail)
+    assert ready() == []
+    # the retry ran without it: `on_loaded` queues hal for the thread, which announces him
+    ran[0] = False
+    hal = track("hal", "Documentation Purchased", T0)
+    loader.load_lines(lines(hal), "t")
+    rt.on_loaded(["hal"])
+    assert rt._fast == {"hal"}
+    res = sc.act_on_actions(rt._fast)
+    rt._fast.clear()
+    assert res.alerts == 1 and ready() == ["hal"]
+    # in the transaction: only the micro-batch's own events count (hal's is not re-announced)
+    ran[0] = True
+    loader.load_lines(lines(track("ivy", "Documentation Purchased", T0),
+                            track("hal", "Logged In", T0)), "t", after=rt.act_in_load)
+    rt.on_loaded(["ivy", "hal"])
+    assert not rt._fast and sorted(ready()) == ["hal", "ivy"]
+    assert rt.stats.alerts == 1 and rt.stats.errors == 0
+    assert sc.through("actions") is not None
+    assert proj.engine.scalar(f"SELECT count(*) FROM {STORED_VIEW}") == 2
+
+
 def test_http_routes_forms_activities_unsubscribe_realtime(proj: Project, monkeypatch):
     import warnings
 

@@ -30,11 +30,18 @@ Two lanes inside `serve`
 Rescoring costs about the same whether a batch holds five people or thousands (the compiled
 query and its plan dominate), so when events arrive faster than that, batches grow (at most
 `[triggers] max_batch_people`) and score-based alerts wait for the next batch. Buy-readiness
-triggers need no rescoring — the event is the condition — so a **fast lane** (its own thread,
-`Scorer.act_on_actions`) evaluates them for every loaded micro-batch at once, with the last
-stored score in the alert, and fast-tracks the lead; the rescoring lane then leaves them alone.
+triggers need no rescoring — the event is the condition — so a **fast lane** evaluates them
+for every loaded micro-batch at once, with the last stored score in the alert, and fast-tracks
+the lead; the rescoring lane then leaves them alone. The fast lane runs *inside the loader's
+micro-batch transaction* (`act_in_load` -> `Scorer.act_on_stored`, reading only the events the
+micro-batch stored): no hand-over, no second transaction, and the alert commits with its event.
+When that is not possible (before the startup sweep; the loader's retry of a failed micro-batch
+runs without it) the people go to the fast lane's own thread (`Scorer.act_on_actions`), and
+the in-load path waits until that thread is idle, so the two never evaluate side by side.
 The lanes never write the same rows: buy-readiness memory lives in `trigger_episodes`, not in
-`person_state`.
+`person_state`. In `serve` the rescoring thread runs nicer than the loader (`[triggers]
+rescore_nice`) and starts a batch once the loader has caught up (at most `yield_seconds` later):
+a rescoring batch slows every micro-batch — and so the fast lane — while it runs.
 
 Time passes without events: scores decay, stages expire, a lab session runs past its limit.
 The **sweeps** catch that, in the server and from `leadrefinery sweep` (cron):
@@ -79,6 +86,7 @@ from sqlglot import exp
 
 from ..config import Settings
 from ..errors import LeadRefineryError
+from ..ingest.loader import STORED_VIEW
 from ..model.dialects import DIALECTS, render
 from ..model.explain import reason as reason_text
 from ..model.load import Model
@@ -124,8 +132,6 @@ KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated a
 # work committed — written in the same transaction as that work (see `unprocessed`)
 THROUGH_KEY = "realtime.through:"
 RECEIVE_SKEW = timedelta(minutes=1)  # requests received together reach the log in any order
-# while ingestion is behind or the fast lane busy, a rescoring batch waits at most this long
-YIELD_SECONDS = 5.0
 _TS = pa.timestamp("us")
 
 
@@ -432,8 +438,9 @@ class Scorer:
                         d[(tid, key, direction)] = at
         return open_, last
 
-    def _actions(self, now: datetime) -> dict[str, list[Action]]:
-        """Recent buy-readiness events of the people being processed (action triggers)."""
+    def _actions(self, now: datetime, source: str | None = None) -> dict[str, list[Action]]:
+        """Recent buy-readiness events of the people being processed (action triggers); or
+        all of those in `source`, a table or view shaped like `events`."""
         assert self.triggers is not None
         ts = self.triggers.of_kind("action")
         if not ts:
@@ -460,8 +467,8 @@ class Scorer:
 
         q = (exp.select("person_id", "message_id", "ts", "type", "event",
                         exp.alias_(path, "path"))
-             .from_("events")
-             .where(exp.condition(self._in_ids()))
+             .from_(source or "events")
+             .where(exp.condition("TRUE" if source else self._in_ids()))
              .where(exp.GTE(this=exp.column("ts"), expression=ts_lit(since)))
              .where(exp.LTE(this=exp.column("ts"), expression=ts_lit(now)))
              .where(exp.or_(*conds)))
@@ -505,41 +512,62 @@ class Scorer:
         if ts is None or not ids or not ts.of_kind("action"):
             return res
         now = now or self.clock.now()
-        only = frozenset(t.id for t in ts.of_kind("action"))
-        e = self.engine
-        with e.transaction():
+        with self.engine.transaction():
             self.advance("actions", through)
             self._ids_table(ids)
-            acts = self._actions(now)
-            if not acts:
-                return res
-            self._ids_table(sorted(acts))
-            olds = self._old_states()
-            open_eps, last_fired = self._episodes(now)
-            amemo = self._action_memo(now)
-            opened: list[dict[str, Any]] = []
-            fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
-            fast: list[str] = []
-            recent = timedelta(hours=self.cfg.action_recent_hours)
-            for pid, evs in acts.items():
-                old = olds.get(pid, (None, {}, None))[0]
-                state = old or LeadState()
-                out = evaluate(ts, pid, old, state, memo=amemo.get(pid, {}),
-                               open_episodes=open_eps.get(pid, {}),
-                               last_fired=last_fired.get(pid, {}), now=now, actions=evs,
-                               recent=recent, only=only)
-                opened += [{**o, "person_id": pid} for o in out.opened]
-                fired += [(pid, {}, state, old, f) for f in out.firings]
-                res.suppressed += out.suppressed
-                if out.fast_track:
-                    fast.append(pid)
-            self._write_episodes(opened, [])
-            res.people, res.firings = len(acts), len(fired)
-            res.alerts = self.enqueue_with_stored_reasons(fired, now)
-            if fast:
-                res.fast_tracked = self._fast_track(fast, now)
+            self._act(self._actions(now), now, res)
         res.seconds = time.perf_counter() - began
         return res
+
+    def act_on_stored(self, source: str, now: datetime | None = None) -> BatchResult:
+        """The fast lane inside the loader's transaction: buy-readiness triggers of the events
+        in `source` (the micro-batch just stored), as `act_on_actions` — and the lane's
+        watermark moved to the micro-batch's newest event, in the same transaction."""
+        began = time.perf_counter()
+        res = BatchResult()
+        ts = self.triggers
+        if ts is None or not ts.of_kind("action"):
+            return res
+        now = now or self.clock.now()
+        with self.engine.transaction():  # (joins the loader's)
+            self.advance("actions", self.engine.scalar(f"SELECT max(received_at) FROM {source}"))
+            self._act(self._actions(now, source), now, res)
+        res.seconds = time.perf_counter() - began
+        return res
+
+    def _act(self, acts: dict[str, list[Action]], now: datetime, res: BatchResult) -> None:
+        """Evaluate the buy-readiness triggers of `acts` (person -> events); write episodes,
+        alerts and fast-tracks (in the caller's transaction)."""
+        if not acts:
+            return
+        ts = self.triggers
+        assert ts is not None
+        only = frozenset(t.id for t in ts.of_kind("action"))
+        self._ids_table(sorted(acts))
+        olds = self._old_states()
+        open_eps, last_fired = self._episodes(now)
+        amemo = self._action_memo(now)
+        opened: list[dict[str, Any]] = []
+        fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
+        fast: list[str] = []
+        recent = timedelta(hours=self.cfg.action_recent_hours)
+        for pid, evs in acts.items():
+            old = olds.get(pid, (None, {}, None))[0]
+            state = old or LeadState()
+            out = evaluate(ts, pid, old, state, memo=amemo.get(pid, {}),
+                           open_episodes=open_eps.get(pid, {}),
+                           last_fired=last_fired.get(pid, {}), now=now, actions=evs,
+                           recent=recent, only=only)
+            opened += [{**o, "person_id": pid} for o in out.opened]
+            fired += [(pid, {}, state, old, f) for f in out.firings]
+            res.suppressed += out.suppressed
+            if out.fast_track:
+                fast.append(pid)
+        self._write_episodes(opened, [])
+        res.people, res.firings = len(acts), len(fired)
+        res.alerts = self.enqueue_with_stored_reasons(fired, now)
+        if fast:
+            res.fast_tracked = self._fast_track(fast, now)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -1057,7 +1085,8 @@ class Realtime:
         self._fast_wake = threading.Event()
         self._fast_thread: threading.Thread | None = None
         self._ready = threading.Event()  # the startup sweep is done
-        self.fast_lag_seconds: deque[float] = deque(maxlen=4096)
+        self.fast_lag_seconds: deque[float] = deque(maxlen=4096)  # hook -> committed
+        self.fast_seconds: deque[float] = deque(maxlen=4096)  # one fast-lane transaction
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -1074,6 +1103,9 @@ class Realtime:
         self.received_through: Callable[[], datetime | None] | None = None
         # is ingestion behind (acknowledged events waiting to be loaded)? set with the hook
         self.ingest_behind: Callable[[], bool] | None = None
+        # did the last committed micro-batch include `act_in_load`'s work? set with the hook
+        self.acted_in_load: Callable[[], bool] | None = None
+        self._in_load: BatchResult | None = None  # its result, until `on_loaded` runs
         self._fast_busy = False
 
     @classmethod
@@ -1104,9 +1136,33 @@ class Realtime:
 
     # -- the hook (the loader thread calls it after each committed micro-batch) -------------
 
+    def act_in_load(self, engine: Engine) -> None:
+        """The fast lane inside the loader's micro-batch transaction (`in_transaction` of
+        api/loader_thread.py): the alerts commit with the events, and nothing waits for a
+        hand-over, a second transaction or a thread. `on_loaded` then counts the result — or,
+        when that commit did not include this work (the loader's retry after a failure runs
+        without it), hands the people to the fast-lane thread as before."""
+        if self.scorer is None or not self.fast_lane or not self._ready.is_set():
+            return  # before the startup sweep the thread's catch-up has them
+        with self._lock:  # one evaluation at a time: the thread first, if it has work
+            if self._fast or self._fast_busy:
+                return
+        res = self.scorer.act_on_stored(STORED_VIEW)
+        self.fast_seconds.append(res.seconds)
+        if self._in_load is None:
+            self._in_load = BatchResult()
+        self._in_load += res
+
     def on_loaded(self, person_ids: list[str], report: Any = None) -> None:
         if self.progress is not None:
             self._hooked = self.progress()
+        acted, self._in_load = self._in_load, None
+        if acted is not None and not (self.acted_in_load and self.acted_in_load()):
+            acted = None  # rolled back with a failed attempt: the thread does it
+        if acted is not None and acted.alerts:
+            self._count_fast(acted)
+            if self.deliverer is not None:
+                self.deliverer.wake()
         if self.scorer is None or not person_ids:
             return
         through = self.received_through() if self.received_through is not None else None
@@ -1115,7 +1171,7 @@ class Realtime:
                 self._pending_since = time.monotonic()
             self._pending.update(person_ids)
             self._pending_through = _later(self._pending_through, through)
-            if self.fast_lane:
+            if self.fast_lane and acted is None:
                 if not self._fast:
                     self._fast_since = time.monotonic()
                 self._fast.update(person_ids)
@@ -1176,6 +1232,7 @@ class Realtime:
             "last_processed_at": st.last_processed_at, "sweeps": st.sweeps, "jobs": st.jobs,
             "recent_batches": list(st.recent),
             "batch_lag_ms": _ms(lag), "fast_lag_ms": _ms(fast_lag),
+            "fast_batch_ms": _ms(list(self.fast_seconds)),
         }
         if self.deliverer is not None:
             ds = self.deliverer.stats
@@ -1192,7 +1249,9 @@ class Realtime:
         self._next[kind] = time.monotonic() + every
 
     def _run(self) -> None:
-        _lower_priority(self.nice)
+        # below the loader and the fast lane (which run at `nice`): rescoring is the elastic
+        # work, and under load each of its batches would otherwise slow every micro-batch
+        _lower_priority(max(self.nice, self.cfg.rescore_nice) if self.nice > 0 else 0)
         scorer = self.scorer
         assert scorer is not None
         has_triggers = scorer.triggers is not None
@@ -1251,8 +1310,8 @@ class Realtime:
         """Let ingestion and the fast lane go first: a rescoring batch keeps both cores busy
         for a while, and buy-readiness alerts (which need no rescoring) would wait behind it
         for the loader. Score-based alerts wait for the next batch anyway; at most
-        YIELD_SECONDS, so rescoring is never starved."""
-        deadline = time.monotonic() + YIELD_SECONDS
+        `[triggers] yield_seconds`, so rescoring is never starved."""
+        deadline = time.monotonic() + self.cfg.yield_seconds
         while time.monotonic() < deadline and not self._stop.is_set():
             with self._lock:
                 fast = bool(self._fast) or self._fast_busy
@@ -1286,6 +1345,7 @@ class Realtime:
                 def run(ids: set[str] = ids, since: float | None = since,
                         through: datetime | None = through) -> None:
                     res = scorer.act_on_actions(ids, through=through)
+                    self.fast_seconds.append(res.seconds)
                     if since is not None:
                         self.fast_lag_seconds.append(time.monotonic() - since)
                     if res.alerts:

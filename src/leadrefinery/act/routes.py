@@ -164,9 +164,13 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     realtime.progress = lambda: (loader.stats.batches, loader.stats.lines)
     realtime._hooked = realtime.progress()  # nothing loaded yet: caught up
     realtime.received_through = lambda: loader.received_through
-    # behind: more waiting than a quarter of a full micro-batch (the loader then loads at once)
-    realtime.ingest_behind = lambda: loader.pending() > loader.max_batch_bytes // 4
+    # behind: anything acknowledged but not loaded yet — a rescoring batch slows the loader
+    # (and so the fast lane's alerts) for its whole length, so it starts once the loader is
+    # caught up (or after `[triggers] yield_seconds`)
+    realtime.ingest_behind = lambda: loader.pending() > 0
     ingest_service.on_loaded.append(realtime.on_loaded)
+    loader.in_transaction.append(realtime.act_in_load)  # the fast lane, with the events
+    realtime.acted_in_load = lambda: loader.in_transaction_ran
     app.state.realtime = realtime
     app.include_router(router)
     return realtime

@@ -7,7 +7,12 @@ therefore leaves either the micro-batch and its offset, or neither; on start the
 from the recorded offset, and the events table's message-id de-duplication is a second guard.
 
 After each commit the registered `on_loaded(person_ids, report)` callbacks run (real-time
-rescoring plugs in there). Fully loaded segments that are no longer written are deleted.
+rescoring plugs in there). `in_transaction(engine)` callbacks run *inside* the micro-batch's
+transaction, after its events are stored (the view `_stored` holds them): the real-time fast
+lane, whose alerts then commit with the events that caused them. If a micro-batch fails, the
+next attempt runs without them (`in_transaction_ran` says whether the last commit included
+them), so a failing callback cannot stop ingestion. Fully loaded segments that are no longer
+written are deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +40,7 @@ from .wal import IngestLog, Segment, segment_number
 log = logging.getLogger("leadrefinery.loader")
 
 OnLoaded = Callable[[list[str], IngestReport], None]
+InTransaction = Callable[[Engine], None]
 
 # a log line is `{"_source":<json string>,...the message...}` (see ingest.py `encode_lines`)
 _PREFIX = b'{"_source":"'
@@ -73,6 +80,7 @@ class LoaderStats:
     report: IngestReport = field(default_factory=IngestReport)
     last_batch_seconds: float = 0.0
     last_loaded_at: float | None = None
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     errors: int = 0
     failing: int = 0  # consecutive failed attempts (0 = the last one worked)
     last_error: str | None = None
@@ -105,6 +113,9 @@ class LogLoader:
         self.interval = interval
         self.max_batch_bytes = max_batch_bytes
         self.on_loaded = on_loaded if on_loaded is not None else []
+        self.in_transaction: list[InTransaction] = []
+        self.in_transaction_ran = False  # did the last committed micro-batch run them?
+        self._failed = False  # the last attempt failed: the next one runs without them
         self.stats = LoaderStats()
         # the newest `received_at` loaded so far, set before the hooks run: what they have been
         # handed covers every event received up to then (the real-time lanes' watermark)
@@ -187,6 +198,7 @@ class LogLoader:
             try:
                 did = self.load_once()
             except Exception as exc:  # noqa: BLE001 - keep serving; retry; say so in /health
+                self._failed = True
                 self.stats.errors += 1
                 self.stats.failing += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -269,8 +281,11 @@ class LogLoader:
         e = self.engine
 
         hooks = list(self.on_loaded)
+        in_tx = [] if self._failed else list(self.in_transaction)
 
         def collect(engine: Engine) -> None:
+            for hook in in_tx:
+                hook(engine)
             if hooks:  # fetching ids costs Python time under the GIL: only when wanted
                 rows = engine.query("SELECT person_id FROM _touched WHERE person_id IS NOT NULL")
                 touched.update(r[0] for r in rows)
@@ -286,6 +301,7 @@ class LogLoader:
         with e.transaction():
             items = list(groups.items())
             if not items:
+                in_tx.clear()  # nothing stored
                 collect_and_record(e)
             for k, (source, table) in enumerate(items):
                 e.execute("CREATE OR REPLACE TEMP TABLE _touched (person_id VARCHAR)")
@@ -295,6 +311,8 @@ class LogLoader:
                     after=collect_and_record if k == len(items) - 1 else collect,
                 )
         # committed
+        self._failed = False
+        self.in_transaction_ran = bool(in_tx)
         self.offsets[seg.number] = new_offset
         self._lines[seg.number] = first - 1 + n_lines
         st = self.stats
@@ -302,6 +320,7 @@ class LogLoader:
         st.lines += n_lines
         st.report += report
         st.last_batch_seconds = time.monotonic() - began
+        st.batch_seconds.append(st.last_batch_seconds)
         st.last_loaded_at = time.time()
         if received:
             self.received_through = max(received + [self.received_through or received[0]])

@@ -136,6 +136,7 @@ class IngestService:
                 **{k: getattr(st.report, k)
                    for k in ("read", "stored", "duplicates", "quarantined")},
                 "last_batch_seconds": round(st.last_batch_seconds, 4),
+                "batch_ms": _percentiles(st.batch_seconds),
                 "last_loaded_at": st.last_loaded_at,
                 "errors": st.errors,
                 "failing": st.failing,

@@ -19,6 +19,7 @@ from .lines import LineChunk
 from .normalize import normalize_sql
 from .webmail import WEBMAIL_DOMAINS
 
+STORED_VIEW = "_stored"  # the events a chunk added (see `_store_normalized`)
 EVENT_COLUMNS = (
     "message_id, type, event, user_id, anonymous_id, person_id, group_id, previous_id, ts, "
     "received_at, properties, traits, context, source"
@@ -197,6 +198,12 @@ class EventLoader:
             bounds if near else None,
         )
         report.stored = e.scalar("SELECT count(*) FROM _new")
+        # the chunk's events as `events` stores them (the person resolved), for code that runs
+        # in the same transaction (the server's real-time fast lane): a view, read only if used
+        e.execute(
+            f"CREATE OR REPLACE TEMP VIEW {STORED_VIEW} AS "
+            f"SELECT {identity.PERSON_ID} AS person_id, n.* FROM {identity.RESOLVED_FROM}"
+        )
         report.duplicates = report.read - report.quarantined - report.stored
         if report.stored:
             self._apply(source)
