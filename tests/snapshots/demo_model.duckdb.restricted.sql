@@ -504,9 +504,7 @@ FROM (
     SELECT
       e.person_id,
       e.ts,
-      EPOCH_US(e.ts) AS ts_us,
       CAST(1780272000000000 - EPOCH_US(e.ts) AS DOUBLE) / CAST(86400000000 AS DOUBLE) AS age_d,
-      CAST(e.ts AS DATE) AS day,
       e.type AS ev_type,
       e.event AS ev_event,
       CASE

@@ -534,9 +534,7 @@ FROM (
     SELECT
       e.person_id,
       e.ts,
-      CAST(EXTRACT(EPOCH FROM e.ts) * 1000000 AS BIGINT) AS ts_us,
       CAST(1780272000000000 - CAST(EXTRACT(EPOCH FROM e.ts) * 1000000 AS BIGINT) AS DOUBLE PRECISION) / CAST(86400000000 AS DOUBLE PRECISION) AS age_d,
-      CAST(e.ts AS DATE) AS day,
       e.type AS ev_type,
       e.event AS ev_event,
       CASE

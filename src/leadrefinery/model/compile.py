@@ -1312,20 +1312,19 @@ class Builder:
             )
         )
 
+    def _age_days(self, ts: exp.Expression) -> exp.Expression:
+        """How many days before the as-of time `ts` is (exact µs, so engines agree)."""
+        ts_us = call("LR_EPOCH_US", ts)
+        return _div(
+            this=as_double(_sub(this=self.as_of_us, expression=ts_us)), expression=double(DAY_US)
+        )
+
     def _events_ctes(self) -> None:
         n = self.needs
-        age = _div(
-            this=as_double(
-                _sub(this=self.as_of_us, expression=call("LR_EPOCH_US", col("ts", "e")))
-            ),
-            expression=double(DAY_US),
-        )
         cols: list[exp.Expression] = [
             col("person_id", "e"),
             col("ts", "e"),
-            alias(call("LR_EPOCH_US", col("ts", "e")), "ts_us"),
-            alias(age, "age_d"),
-            alias(exp.cast(col("ts", "e"), exp.DataType.build("DATE")), "day"),
+            alias(self._age_days(col("ts", "e")), "age_d"),  # matchers with a `window:` read it
         ]
         for key, (name, node, _) in n.ev_cols.items():
             if key == "type":
@@ -1396,14 +1395,10 @@ class Builder:
     def _with_times(self, source: str, values: list[str]) -> exp.Select:
         """`source` with the event's time in µs, its age in days and its day: cheaper derived
         on read than stored for millions of events; and duplicate values under their names."""
-        ts_us = call("LR_EPOCH_US", col("ts"))
-        age = _div(
-            this=as_double(_sub(this=self.as_of_us, expression=ts_us)), expression=double(DAY_US)
-        )
         return select(
             exp.Star(),
-            alias(ts_us.copy(), "ts_us"),
-            alias(age, "age_d"),
+            alias(call("LR_EPOCH_US", col("ts")), "ts_us"),
+            alias(self._age_days(col("ts")), "age_d"),
             alias(exp.cast(col("ts"), exp.DataType.build("DATE")), "day"),
             *[alias(col(self._same[n]), n) for n in values if self._same[n] != n],
         ).from_(source, copy=False)
