@@ -468,10 +468,11 @@ class Scorer:
         q = (exp.select("person_id", "message_id", "ts", "type", "event",
                         exp.alias_(path, "path"))
              .from_(source or "events")
-             .where(exp.condition("TRUE" if source else self._in_ids()))
              .where(exp.GTE(this=exp.column("ts"), expression=ts_lit(since)))
              .where(exp.LTE(this=exp.column("ts"), expression=ts_lit(now)))
              .where(exp.or_(*conds)))
+        if source is None:
+            q = q.where(exp.condition(self._in_ids()))
         out: dict[str, list[Action]] = {}
         for pid, mid, t, typ, ev, p in self.engine.query(render(q, self.engine.dialect,
                                                                   pretty=False)):
@@ -1106,6 +1107,8 @@ class Realtime:
         # did the last committed micro-batch include `act_in_load`'s work? set with the hook
         self.acted_in_load: Callable[[], bool] | None = None
         self._in_load: BatchResult | None = None  # its result, until `on_loaded` runs
+        # it stood aside for part of the micro-batch (a source group): the thread takes it all
+        self._in_load_skipped = False
         self._fast_busy = False
 
     @classmethod
@@ -1142,10 +1145,12 @@ class Realtime:
         hand-over, a second transaction or a thread. `on_loaded` then counts the result — or,
         when that commit did not include this work (the loader's retry after a failure runs
         without it), hands the people to the fast-lane thread as before."""
-        if self.scorer is None or not self.fast_lane or not self._ready.is_set():
-            return  # before the startup sweep the thread's catch-up has them
+        if self.scorer is None or not self.fast_lane:
+            return
         with self._lock:  # one evaluation at a time: the thread first, if it has work
-            if self._fast or self._fast_busy:
+            # (before the startup sweep, the thread's catch-up has them)
+            if not self._ready.is_set() or self._fast or self._fast_busy:
+                self._in_load_skipped = True
                 return
         res = self.scorer.act_on_stored(STORED_VIEW)
         self.fast_seconds.append(res.seconds)
@@ -1157,8 +1162,12 @@ class Realtime:
         if self.progress is not None:
             self._hooked = self.progress()
         acted, self._in_load = self._in_load, None
+        skipped, self._in_load_skipped = self._in_load_skipped, False
         if acted is not None and not (self.acted_in_load and self.acted_in_load()):
             acted = None  # rolled back with a failed attempt: the thread does it
+        # the thread re-evaluates people the in-load pass already did without alerting twice:
+        # what was announced is in `trigger_episodes` (the memo)
+        to_thread = acted is None or skipped
         if acted is not None and acted.alerts:
             self._count_fast(acted)
             if self.deliverer is not None:
@@ -1171,7 +1180,7 @@ class Realtime:
                 self._pending_since = time.monotonic()
             self._pending.update(person_ids)
             self._pending_through = _later(self._pending_through, through)
-            if self.fast_lane and acted is None:
+            if self.fast_lane and to_thread:
                 if not self._fast:
                     self._fast_since = time.monotonic()
                 self._fast.update(person_ids)
