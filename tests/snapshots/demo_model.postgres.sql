@@ -175,7 +175,8 @@ FROM (
   WITH lr_pop AS (
     SELECT
       person_id,
-      first_seen
+      first_seen,
+      ROW_NUMBER() OVER (ORDER BY person_id) AS pk
     FROM people
     WHERE
       first_seen <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
@@ -522,7 +523,7 @@ FROM (
       ON a.account_id = p.p_account_id
   ), lr_ev0 AS (
     SELECT
-      e.person_id,
+      kp.pk,
       e.ts,
       CAST(1780272000000000 - CAST(EXTRACT(EPOCH FROM e.ts) * 1000000 AS BIGINT) AS DOUBLE PRECISION) / CAST(86400000000 AS DOUBLE PRECISION) AS age_d,
       e.type AS ev_type,
@@ -575,12 +576,13 @@ FROM (
         THEN e.properties #>> '{environment_id}'
       END AS x7
     FROM events AS e
+    JOIN lr_pop AS kp
+      ON kp.person_id = e.person_id
     WHERE
       e.ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
-      AND NOT e.person_id IS NULL
   ), lr_evm AS MATERIALIZED (
     SELECT
-      person_id,
+      pk,
       ts,
       COALESCE(ev_type = 'track' AND ev_event IN ('Environment Launched'), FALSE) AS m_environment_launched,
       COALESCE(
@@ -715,7 +717,7 @@ FROM (
     FROM lr_evm
   ), lr_agg AS (
     SELECT
-      person_id,
+      pk,
       CAST(SUM(CASE WHEN m_environment_launched THEN 1 ELSE 0 END) AS BIGINT) AS r_environment_launched_n,
       CAST(SUM(CASE WHEN m_ran_a_class THEN 1 ELSE 0 END) AS BIGINT) AS r_ran_a_class_n,
       MAX(CASE WHEN m_ran_a_class THEN CAST(6 AS DOUBLE PRECISION) END) AS r_ran_a_class_raw,
@@ -880,10 +882,10 @@ FROM (
       MAX(CASE WHEN m_ab_too_many_guests THEN mv_ab_too_many_guests END) AS ab_too_many_guests_max
     FROM lr_ev
     GROUP BY
-      person_id
+      pk
   ), lr_evs AS MATERIALIZED (
     SELECT
-      person_id,
+      pk,
       ts,
       m_environment_launched,
       m_evaluate_content,
@@ -917,7 +919,7 @@ FROM (
     FROM lr_evs
   ), lr_fq_environment_launched AS (
     SELECT
-      person_id,
+      pk,
       SUM(CASE WHEN rk <= 2 THEN pt END) AS raw,
       SUM(
         CASE
@@ -927,11 +929,11 @@ FROM (
       ) AS dec
     FROM (
       SELECT
-        person_id,
+        pk,
         pt_environment_launched AS pt,
         age_d,
         ROW_NUMBER() OVER (
-          PARTITION BY person_id, day
+          PARTITION BY pk, day
           ORDER BY ts DESC NULLS LAST, pt_environment_launched DESC NULLS LAST
         ) AS rk
       FROM lr_evw
@@ -939,10 +941,10 @@ FROM (
         m_environment_launched
     ) AS t
     GROUP BY
-      person_id
+      pk
   ), lr_fq_evaluate_content AS (
     SELECT
-      person_id,
+      pk,
       SUM(CASE WHEN rk <= 3 THEN pt END) AS raw,
       SUM(
         CASE
@@ -952,19 +954,19 @@ FROM (
       ) AS dec
     FROM (
       SELECT
-        person_id,
+        pk,
         CAST(1 AS DOUBLE PRECISION) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC NULLS LAST) AS rk
+        ROW_NUMBER() OVER (PARTITION BY pk, day ORDER BY ts DESC NULLS LAST) AS rk
       FROM lr_evw
       WHERE
         m_evaluate_content
     ) AS t
     GROUP BY
-      person_id
+      pk
   ), lr_fq_sample_content AS (
     SELECT
-      person_id,
+      pk,
       SUM(CASE WHEN rk <= 3 THEN pt END) AS raw,
       SUM(
         CASE
@@ -974,19 +976,19 @@ FROM (
       ) AS dec
     FROM (
       SELECT
-        person_id,
+        pk,
         CAST(1.5 AS DOUBLE PRECISION) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC NULLS LAST) AS rk
+        ROW_NUMBER() OVER (PARTITION BY pk, day ORDER BY ts DESC NULLS LAST) AS rk
       FROM lr_evw
       WHERE
         m_sample_content
     ) AS t
     GROUP BY
-      person_id
+      pk
   ), lr_fq_integrate_content AS (
     SELECT
-      person_id,
+      pk,
       SUM(CASE WHEN rk <= 3 THEN pt END) AS raw,
       SUM(
         CASE
@@ -996,19 +998,19 @@ FROM (
       ) AS dec
     FROM (
       SELECT
-        person_id,
+        pk,
         CAST(2.5 AS DOUBLE PRECISION) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC NULLS LAST) AS rk
+        ROW_NUMBER() OVER (PARTITION BY pk, day ORDER BY ts DESC NULLS LAST) AS rk
       FROM lr_evw
       WHERE
         m_integrate_content
     ) AS t
     GROUP BY
-      person_id
+      pk
   ), lr_fq_security_content AS (
     SELECT
-      person_id,
+      pk,
       SUM(CASE WHEN rk <= 2 THEN pt END) AS raw,
       SUM(
         CASE
@@ -1018,19 +1020,19 @@ FROM (
       ) AS dec
     FROM (
       SELECT
-        person_id,
+        pk,
         CAST(3 AS DOUBLE PRECISION) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC NULLS LAST) AS rk
+        ROW_NUMBER() OVER (PARTITION BY pk, day ORDER BY ts DESC NULLS LAST) AS rk
       FROM lr_evw
       WHERE
         m_security_content
     ) AS t
     GROUP BY
-      person_id
+      pk
   ), lr_fq_pricing_page AS (
     SELECT
-      person_id,
+      pk,
       SUM(CASE WHEN rk <= 1 THEN pt END) AS raw,
       SUM(
         CASE
@@ -1040,19 +1042,19 @@ FROM (
       ) AS dec
     FROM (
       SELECT
-        person_id,
+        pk,
         CAST(4 AS DOUBLE PRECISION) AS pt,
         age_d,
-        ROW_NUMBER() OVER (PARTITION BY person_id, day ORDER BY ts DESC NULLS LAST) AS rk
+        ROW_NUMBER() OVER (PARTITION BY pk, day ORDER BY ts DESC NULLS LAST) AS rk
       FROM lr_evw
       WHERE
         m_pricing_page
     ) AS t
     GROUP BY
-      person_id
+      pk
   ), lr_ab_parallel_classes_iv AS (
     SELECT
-      person_id,
+      pk,
       k,
       ts AS t0,
       ts_us AS t0_us,
@@ -1060,20 +1062,20 @@ FROM (
       COALESCE(t1_us, 1780272000000000) AS t1_us
     FROM (
       SELECT
-        person_id,
+        pk,
         k,
         ts,
         ts_us,
         lim,
         is_stop,
         MIN(CASE WHEN is_stop = 1 THEN ts_us END) OVER (
-          PARTITION BY person_id, k
+          PARTITION BY pk, k
           ORDER BY ts_us, is_stop
           ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING
         ) AS t1_us
       FROM (
         SELECT
-          person_id,
+          pk,
           k_ab_parallel_classes AS k,
           ts,
           ts_us,
@@ -1084,7 +1086,7 @@ FROM (
           m_ab_parallel_classes_start AND NOT k_ab_parallel_classes IS NULL
         UNION ALL
         SELECT
-          person_id,
+          pk,
           k_ab_parallel_classes AS k,
           ts,
           ts_us,
@@ -1099,7 +1101,7 @@ FROM (
       is_stop = 0
   ), lr_ab_parallel_classes_ss AS (
     SELECT
-      person_id,
+      pk,
       k,
       MIN(t0) AS t0,
       MIN(t0_us) AS t0_us,
@@ -1109,20 +1111,20 @@ FROM (
       SELECT
         *,
         SUM(new_s) OVER (
-          PARTITION BY person_id, k
+          PARTITION BY pk, k
           ORDER BY t0_us, t1_us
           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         ) AS sid
       FROM (
         SELECT
-          person_id,
+          pk,
           k,
           t0,
           t0_us,
           t1_us,
           lim,
           CASE
-            WHEN t0_us - LAG(t1_us) OVER (PARTITION BY person_id, k ORDER BY t0_us, t1_us) <= 300000000
+            WHEN t0_us - LAG(t1_us) OVER (PARTITION BY pk, k ORDER BY t0_us, t1_us) <= 300000000
             THEN 0
             ELSE 1
           END AS new_s
@@ -1130,61 +1132,61 @@ FROM (
       ) AS t
     ) AS t
     GROUP BY
-      person_id,
+      pk,
       k,
       sid
   ), lr_ab_parallel_classes AS (
     SELECT
-      person_id,
+      pk,
       open_n AS ab_parallel_classes_n,
       k AS ab_parallel_classes_key,
       CAST(1780272000000000 - t_us AS DOUBLE PRECISION) / CAST(86400000000 AS DOUBLE PRECISION) AS ab_parallel_classes_days_ago,
       CAST(over_us AS DOUBLE PRECISION) / CAST(60000000 AS DOUBLE PRECISION) AS ab_parallel_classes_minutes
     FROM (
       SELECT
-        person_id,
+        pk,
         t_us,
         k,
         open_n,
-        MAX(stretch_us) OVER (PARTITION BY person_id) AS over_us,
-        ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY open_n DESC NULLS LAST, t_us, k) AS rn
+        MAX(stretch_us) OVER (PARTITION BY pk) AS over_us,
+        ROW_NUMBER() OVER (PARTITION BY pk ORDER BY open_n DESC NULLS LAST, t_us, k) AS rn
       FROM (
         SELECT
-          person_id,
+          pk,
           t_us,
           k,
           open_n,
-          SUM(CASE WHEN open_n > 1 THEN COALESCE(t_next - t_us, 0) ELSE 0 END) OVER (PARTITION BY person_id, isl) AS stretch_us
+          SUM(CASE WHEN open_n > 1 THEN COALESCE(t_next - t_us, 0) ELSE 0 END) OVER (PARTITION BY pk, isl) AS stretch_us
         FROM (
           SELECT
             *,
             SUM(CASE WHEN open_n > 1 THEN 0 ELSE 1 END) OVER (
-              PARTITION BY person_id
+              PARTITION BY pk
               ORDER BY t_us, d, k
               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
             ) AS isl
           FROM (
             SELECT
-              person_id,
+              pk,
               t_us,
               k,
               d,
               SUM(d) OVER (
-                PARTITION BY person_id
+                PARTITION BY pk
                 ORDER BY t_us, d, k
                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
               ) AS open_n,
-              LEAD(t_us) OVER (PARTITION BY person_id ORDER BY t_us, d, k) AS t_next
+              LEAD(t_us) OVER (PARTITION BY pk ORDER BY t_us, d, k) AS t_next
             FROM (
               SELECT
-                person_id,
+                pk,
                 t0_us AS t_us,
                 1 AS d,
                 k
               FROM lr_ab_parallel_classes_ss
               UNION ALL
               SELECT
-                person_id,
+                pk,
                 t1_us AS t_us,
                 -1 AS d,
                 k
@@ -1200,7 +1202,7 @@ FROM (
       AND CAST(over_us AS DOUBLE PRECISION) / CAST(60000000 AS DOUBLE PRECISION) >= CAST(240 AS DOUBLE PRECISION)
   ), lr_ab_scripted_resume AS (
     SELECT
-      person_id,
+      pk,
       n_gaps + 1 AS ab_scripted_resume_n,
       k AS ab_scripted_resume_key,
       mean_min AS ab_scripted_resume_mean_gap_minutes,
@@ -1209,7 +1211,7 @@ FROM (
     FROM (
       SELECT
         *,
-        ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY n_gaps DESC NULLS LAST, k) AS rn
+        ROW_NUMBER() OVER (PARTITION BY pk ORDER BY n_gaps DESC NULLS LAST, k) AS rn
       FROM (
         SELECT
           *,
@@ -1222,7 +1224,7 @@ FROM (
           ) AS hit
         FROM (
           SELECT
-            person_id,
+            pk,
             k,
             SUM(CASE WHEN NOT gap_us IS NULL THEN 1 ELSE 0 END) AS n_gaps,
             AVG(CAST(gap_us AS DOUBLE PRECISION) / CAST(60000000 AS DOUBLE PRECISION)) AS mean_min,
@@ -1230,16 +1232,16 @@ FROM (
             MAX(ts) AS last_ts
           FROM (
             SELECT
-              person_id,
+              pk,
               k_ab_scripted_resume AS k,
-              ts_us - LAG(ts_us) OVER (PARTITION BY person_id, k_ab_scripted_resume ORDER BY ts) AS gap_us,
+              ts_us - LAG(ts_us) OVER (PARTITION BY pk, k_ab_scripted_resume ORDER BY ts) AS gap_us,
               ts
             FROM lr_evw
             WHERE
               m_ab_scripted_resume
           ) AS t
           GROUP BY
-            person_id,
+            pk,
             k
         ) AS t
       ) AS t
@@ -1929,25 +1931,25 @@ FROM (
       ab_scripted_resume.ab_scripted_resume_last
     FROM lr_pop AS pop
     LEFT JOIN lr_agg AS g
-      ON g.person_id = pop.person_id
+      ON g.pk = pop.pk
     LEFT JOIN lr_person AS p
       ON p.person_id = pop.person_id
     LEFT JOIN lr_fq_environment_launched AS fq_environment_launched
-      ON fq_environment_launched.person_id = pop.person_id
+      ON fq_environment_launched.pk = pop.pk
     LEFT JOIN lr_fq_evaluate_content AS fq_evaluate_content
-      ON fq_evaluate_content.person_id = pop.person_id
+      ON fq_evaluate_content.pk = pop.pk
     LEFT JOIN lr_fq_sample_content AS fq_sample_content
-      ON fq_sample_content.person_id = pop.person_id
+      ON fq_sample_content.pk = pop.pk
     LEFT JOIN lr_fq_integrate_content AS fq_integrate_content
-      ON fq_integrate_content.person_id = pop.person_id
+      ON fq_integrate_content.pk = pop.pk
     LEFT JOIN lr_fq_security_content AS fq_security_content
-      ON fq_security_content.person_id = pop.person_id
+      ON fq_security_content.pk = pop.pk
     LEFT JOIN lr_fq_pricing_page AS fq_pricing_page
-      ON fq_pricing_page.person_id = pop.person_id
+      ON fq_pricing_page.pk = pop.pk
     LEFT JOIN lr_ab_parallel_classes AS ab_parallel_classes
-      ON ab_parallel_classes.person_id = pop.person_id
+      ON ab_parallel_classes.pk = pop.pk
     LEFT JOIN lr_ab_scripted_resume AS ab_scripted_resume
-      ON ab_scripted_resume.person_id = pop.person_id
+      ON ab_scripted_resume.pk = pop.pk
   ), lr_cat AS (
     SELECT
       *,

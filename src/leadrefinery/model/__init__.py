@@ -32,7 +32,7 @@ The language in brief (`sample/model.yaml` is a complete example):
         points: 5                               # negative allowed; or `cases:` (below)
         half_life: 14d                          # decay from the as-of time; or window: 30d
         frequency: {max_per_day: 1}             # once | each | {max_per_day: N} | {max_total: N}
-                                                # (the N newest; at one instant, larger points first)
+                                                # (N newest; at one instant, larger points first)
         min_count: 2                            # fires only from the 2nd occurrence on
         cap: 20                                 # at most ±20 points from this rule
         category: engagement                    # default: engagement (events), fit (person)

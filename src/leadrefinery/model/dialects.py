@@ -13,6 +13,9 @@ Placeholders:
     LR_TO_NUM(text)              DOUBLE or NULL when the text is not a number (never fails)
     LR_JSON_STRING(text)         a JSON string literal ("..." with escapes) of text
     LR_STRIP_NONALNUM(text)      text without any character other than a-z, A-Z, 0-9
+    LR_PERSON_KEY(person_id)     a key per person that is cheaper to group by than the id:
+                                 its rank (BIGINT); the id itself on Spark (a rank would
+                                 sort all people in one partition)
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class Dialect:
     to_num: Callable[[exp.Expression], exp.Expression]
     json_string: Callable[[exp.Expression], exp.Expression]
     strip_nonalnum: Callable[[exp.Expression], exp.Expression]
+    person_key: Callable[[exp.Expression], exp.Expression] = lambda pid: exp.Window(
+        this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=pid)])
+    )
     # `WITH x AS MATERIALIZED (...)`: computed once however often it is read (Spark has no such
     # hint; the Spark engine persists shared CTEs itself)
     materialized_ctes: bool = True
@@ -132,6 +138,7 @@ DIALECTS: dict[str, Dialect] = {
             exp.Literal.number(1),
         ),
         strip_nonalnum=lambda e: call("regexp_replace", e, s("[^A-Za-z0-9]"), s("")),
+        person_key=lambda pid: pid,
         materialized_ctes=False,
     ),
 }
@@ -156,6 +163,8 @@ def _replace(node: exp.Expression, d: Dialect) -> exp.Expression:
         return d.json_string(args[0])
     if name == "LR_STRIP_NONALNUM":
         return d.strip_nonalnum(args[0])
+    if name == "LR_PERSON_KEY":
+        return d.person_key(args[0])
     raise ValueError(f"unknown placeholder {name}")  # pragma: no cover - compiler bug
 
 
