@@ -366,8 +366,8 @@ def test_unknown_kind_and_missing_file_are_clear(project, tmp_path: Path):
 
 
 def test_micro_batches_give_the_people_and_accounts_a_full_rebuild_gives(project):
-    """Most people of a micro-batch only move their first/last seen (`refresh_seen`); a stream
-    loaded in small batches — late events, identifies, anonymous visitors who identify,
+    """Most people of a micro-batch only move their first/last seen (`rebuild_people(batch=)`);
+    a stream loaded in small batches — late events, identifies, anonymous visitors who identify,
     aliases, groups — ends with the rows a rebuild of everyone from the history computes."""
     import random
 

@@ -60,6 +60,12 @@ def _pivot(fields: dict[str, tuple[str, ...]], cast: dict[str, str] | None = Non
 
 def link_identities(engine: Engine) -> None:
     """Record new id links found in `_new` and re-point everything known under the old ids."""
+    if not engine.scalar(
+        "SELECT count(*) FROM _new "
+        "WHERE (user_id IS NOT NULL AND anonymous_id IS NOT NULL) OR type = 'alias'"
+    ):  # nothing to link (server-side tracking): no look through every known id
+        engine.execute("CREATE OR REPLACE TEMP TABLE _moves (old_id VARCHAR, new_id VARCHAR)")
+        return
     engine.execute(
         """
         CREATE OR REPLACE TEMP TABLE _links AS
@@ -177,18 +183,59 @@ def record_traits(engine: Engine) -> None:
     )
 
 
-def rebuild_people(engine: Engine, touched: str, webmail: str, removed: str | None = None) -> None:
+def rebuild_people(
+    engine: Engine, touched: str, webmail: str, removed: str | None = None, *, batch: bool = False
+) -> None:
     """Recompute `people` rows for the person ids in table `touched` from their history.
 
     `webmail` names a one-column table of webmail domains; `removed` a table of person ids
-    (`old_id`) that were merged into others and must disappear.
+    (`old_id`) that were merged into others (`new_id`) and must disappear. `_people` is left
+    with the rows written anew.
+
+    `batch`: `touched` is an event micro-batch's people with the times of the events it
+    stored (`first_ts`, `last_ts`), and `_resolved` holds its profile-changing messages.
+    Stored events never change, so most people only need their last seen moved on, in place;
+    a scan of every stored event (10 M at the scale targets) and of the trait history is for
+    those with new traits, an event older than their first seen, or another id's history
+    taken over. New people the batch brought no traits for get a row without a profile.
     """
+    moved = bool(removed) and bool(engine.scalar(f"SELECT count(*) FROM {removed}"))
+    ids = touched
+    seen = f"""
+          SELECT person_id, min(ts) AS first_seen, max(ts) AS last_seen FROM events
+          WHERE person_id IN (SELECT person_id FROM {touched}) GROUP BY person_id"""
+    if batch:
+        took_over = f"OR t.person_id IN (SELECT new_id FROM {removed})" if moved else ""
+        engine.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _plan AS
+            SELECT t.*, p.first_seen, p.last_seen, p.person_id IS NOT NULL AS known,
+                   t.person_id IN (SELECT person_id FROM _resolved)
+                   OR coalesce(t.first_ts < p.first_seen, FALSE) {took_over} AS rebuild
+            FROM {touched} t LEFT JOIN people p ON p.person_id = t.person_id
+            """
+        )
+        engine.execute(
+            "CREATE OR REPLACE TEMP VIEW _reprofile AS SELECT person_id FROM _plan WHERE rebuild"
+        )
+        ids = "_reprofile"
+        history = (
+            f"UNION ALL SELECT person_id, ts FROM events "
+            f"WHERE person_id IN (SELECT new_id FROM {removed})"
+            if moved else ""
+        )
+        seen = f"""
+          SELECT person_id, min(t) AS first_seen, max(t) AS last_seen FROM (
+            SELECT person_id, unnest([first_ts, last_ts, first_seen, last_seen]) AS t
+            FROM _plan WHERE rebuild
+            {history}
+          ) WHERE person_id IN (SELECT person_id FROM _reprofile) GROUP BY person_id"""
     engine.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _people AS
         WITH th AS (
           SELECT *, {NKEY} AS nkey FROM trait_history
-          WHERE person_id IN (SELECT person_id FROM {touched})
+          WHERE person_id IN (SELECT person_id FROM {ids})
         ),
         latest AS (
           SELECT person_id, key, nkey, arg_max(value, ts) AS value, max(ts) AS ts
@@ -207,11 +254,9 @@ def rebuild_people(engine: Engine, touched: str, webmail: str, removed: str | No
           {_pivot(PROFILE_FIELDS)}
           FROM (SELECT *, {JTEXT} AS txt FROM latest) GROUP BY person_id
         ),
-        seen AS (
-          SELECT person_id, min(ts) AS first_seen, max(ts) AS last_seen FROM events
-          WHERE person_id IN (SELECT person_id FROM {touched}) GROUP BY person_id
+        seen AS ({seen}
         ),
-        ids AS (SELECT DISTINCT person_id FROM {touched})
+        ids AS (SELECT DISTINCT person_id FROM {ids})
         SELECT ids.person_id,
                lower(piv.email) AS email, piv.first_name, piv.last_name,
                coalesce(piv.name, nullif(trim(concat_ws(' ', piv.first_name, piv.last_name)), ''))
@@ -232,11 +277,24 @@ def rebuild_people(engine: Engine, touched: str, webmail: str, removed: str | No
         LEFT JOIN seen USING (person_id)
         """
     )
-    engine.execute(
-        f"""
-        DELETE FROM people WHERE person_id IN (SELECT person_id FROM {touched})
-        """
-    )
+    if batch:
+        # new people the batch brought no traits for: no profile yet
+        engine.execute(
+            """
+            INSERT INTO _people BY NAME
+            SELECT person_id, '{}'::JSON AS traits, first_ts AS first_seen, last_ts AS last_seen
+            FROM _plan WHERE NOT known AND NOT rebuild
+            """
+        )
+        # the others (most): only seen for longer
+        engine.execute(
+            """
+            UPDATE people SET last_seen = p.last_ts FROM _plan p
+            WHERE people.person_id = p.person_id AND p.known AND NOT p.rebuild
+              AND p.last_ts > p.last_seen
+            """
+        )
+    engine.execute("DELETE FROM people WHERE person_id IN (SELECT person_id FROM _people)")
     if removed:
         engine.execute(f"DELETE FROM people WHERE person_id IN (SELECT old_id FROM {removed})")
     engine.execute(
@@ -272,7 +330,10 @@ def rebuild_accounts(engine: Engine, account_ids: str) -> None:
           FROM (SELECT *, {JTEXT} AS txt FROM latest) GROUP BY account_id
         ),
         ppl AS (
-          SELECT account_id, mode(company) AS company, any_value(domain) AS domain,
+          SELECT account_id, mode(company) AS company,
+                 -- its earliest member's: any_value would depend on the rows' order
+                 first(domain ORDER BY first_seen, person_id) FILTER (WHERE domain IS NOT NULL)
+                   AS domain,
                  min(first_seen) AS first_seen
           FROM people WHERE account_id IN (SELECT account_id FROM {account_ids})
           GROUP BY account_id

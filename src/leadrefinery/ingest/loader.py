@@ -212,44 +212,44 @@ class EventLoader:
     def _apply(self, source: str) -> None:
         e = self.engine
         identity.link_identities(e)
-        cols = ", ".join(
-            {"person_id": identity.PERSON_ID, "source": "?"}.get(c, f"n.{c}")
-            for c in EVENT_COLUMNS.split(", ")
-        )
+        # the batch with each message's person, resolved once for the steps below
         e.execute(
-            f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {cols} FROM {identity.RESOLVED_FROM}",
-            [source],
+            f"CREATE OR REPLACE TEMP TABLE _placed AS "
+            f"SELECT n.*, {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}"
         )
+        cols = ", ".join("?" if c == "source" else c for c in EVENT_COLUMNS.split(", "))
+        e.execute(f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {cols} FROM _placed", [source])
         # only what the derived tables need travels further: profile-changing messages
         names = list(self.settings.ingest.conversion_events)
         conversions = (
-            f"OR (n.type = 'track' AND n.event IN ({', '.join('?' for _ in names)}))"
+            f"OR (type = 'track' AND event IN ({', '.join('?' for _ in names)}))"
             if names else ""
         )
         e.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _resolved AS
-            SELECT n.*, {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}
-            WHERE n.type IN ('identify', 'group') OR contains(n.context, '"campaign"')
+            SELECT * FROM _placed
+            WHERE type IN ('identify', 'group') OR contains(context, '"campaign"')
             {conversions}
             """,
             names,
         )
         e.execute(
-            f"""
+            """
             CREATE OR REPLACE TEMP TABLE _touched AS
-            SELECT DISTINCT {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}
-            UNION SELECT new_id FROM _moves
+            SELECT person_id, min(ts) AS first_ts, max(ts) AS last_ts FROM (
+              SELECT person_id, ts FROM _placed UNION ALL SELECT new_id, NULL FROM _moves
+            ) GROUP BY person_id
             """
         )
         identity.record_traits(e)
-        identity.rebuild_people(e, "_touched", "_webmail", removed="_moves")
+        identity.rebuild_people(e, "_touched", "_webmail", removed="_moves", batch=True)
         self._record_conversions()
         e.execute(
             """
             CREATE OR REPLACE TEMP TABLE _touched_accounts AS
             SELECT DISTINCT account_id FROM people
-            WHERE person_id IN (SELECT person_id FROM _touched) AND account_id IS NOT NULL
+            WHERE person_id IN (SELECT person_id FROM _people) AND account_id IS NOT NULL
             UNION SELECT DISTINCT group_id FROM _resolved WHERE type = 'group'
             """
         )
