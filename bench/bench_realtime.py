@@ -15,7 +15,9 @@ For each mode, on a fresh project with the demo scoring model (`sample/model.yam
 
 `--clients` keep-alive connections (threads in one client process) send `/v1/batch` requests of
 `--batch` events for `--seconds`: paced to `--rate` events/s in total (open loop: latency counts
-from when a request was due, so queueing shows), or as fast as answered with `--rate 0`.
+from when a request was due, so queueing shows), or as fast as answered with `--rate 0`. Every
+body is built before the clock starts. `LR_BENCH_SET='store.threads=1;server.checkpoint_mb=64'`
+sets project settings for an experiment.
 About `--probes-per-s` times a second a client
 puts a *probe* in its batch: a new trial user who asks to talk to sales (`Contact Sales
 Requested`, a buy-readiness trigger that fires once per person). Event -> webhook latency is
@@ -167,6 +169,14 @@ abuse_sweep_seconds = 0
 unusual_seconds = 0
 max_batch_people = {args.max_batch}
 """)
+    toml = (root / "refinery.toml").read_text()
+    for item in filter(None, os.environ.get("LR_BENCH_SET", "").split(";")):  # experiments
+        key, value = item.split("=", 1)
+        section, name = key.rsplit(".", 1)
+        head = f"[{section}]\n"
+        toml = toml.replace(head, f"{head}{name} = {value}\n") if head in toml else (
+            f"{toml}\n{head}{name} = {value}\n")
+    (root / "refinery.toml").write_text(toml)
     shutil.copy(SAMPLE_MODEL, root / "model.yaml")
     (root / "triggers.yaml").write_text(TRIGGERS)
     if args.history:
@@ -203,24 +213,34 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         if args.shield and not (shield(proc.pid) and shield(os.getpid())):
             print("--shield needs root; running unshielded", file=sys.stderr)
             args.shield = False
+        # every request body made before the clock starts: building 20,000 events a second
+        # in the client process (one GIL for all its threads) delayed its own sends and reads
+        # and so inflated the latencies it measured
+        # (closed loop, --rate 0: bodies for 40,000 events/s — more than 2 cores can take)
+        interval = args.batch * args.clients / (args.rate or 40_000)
+        schedule = sorted(
+            (interval * c / args.clients + i * interval, c, i)
+            for c in range(args.clients)
+            for i in range(int(args.seconds / interval) + 1)
+        )
+        probes: dict[tuple[int, int], str] = {}  # (client, request) -> its probe
+        if mode == "on":  # the first request due at or after each probe tick carries one
+            tick = 0.0
+            for due, c, i in schedule:
+                if due >= tick:
+                    probes[c, i] = f"probe-{mode}-{len(probes) + 1}"
+                    tick += max(1.0 / args.probes_per_s, 0.01)
+        rngs = [random.Random(c) for c in range(args.clients)]
+        bodies = {(c, i): make_batch(rngs[c], args.batch, args.people, probes.get((c, i)))
+                  for _, c, i in schedule}
         load0 = os.getloadavg()
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
         began = time.perf_counter()
         acked: dict[str, float] = {}  # probe -> ack (wall clock)
-        probes: dict[tuple[int, int], str] = {}  # (client, request) -> its probe
         lock = threading.Lock()
-        probe_every = max(1.0 / args.probes_per_s, 0.01) if mode == "on" else None
-        next_probe = [began]
-        rngs = [random.Random(c) for c in range(args.clients)]
 
-        def body(c: int, i: int) -> bytes:
-            probe = None
-            if probe_every is not None:
-                with lock:
-                    if time.perf_counter() >= next_probe[0]:
-                        next_probe[0] += probe_every
-                        probe = probes[c, i] = f"probe-{mode}-{len(probes) + 1}"
-            return make_batch(rngs[c], args.batch, args.people, probe)
+        def body(c: int, i: int) -> bytes | None:
+            return bodies.get((c, i))
 
         def on_ack(c: int, i: int) -> None:
             with lock:
