@@ -78,12 +78,17 @@ def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def make_batch(rng: random.Random, size: int, people: int, probe: str | None) -> bytes:
+def make_batch(rng: random.Random, size: int, people: int | list[str], probe: str | None) -> bytes:
+    """`people`: how many users (new ones), or the ids of known ones."""
     now = time.time()
     msgs = []
     for _ in range(size - (2 if probe else 0)):
-        p = rng.randrange(people)
-        uid = f"user-{p}"
+        if isinstance(people, list):
+            p = rng.randrange(len(people))
+            uid = people[p]
+        else:
+            p = rng.randrange(people)
+            uid = f"user-{p}"
         base = {"messageId": str(uuid.uuid4()), "userId": uid, "timestamp": iso(now),
                 "context": {"library": {"name": "bench", "version": "1"},
                             "ip": f"10.0.{p % 255}.{p % 199}"}}
@@ -179,7 +184,12 @@ max_batch_people = {args.max_batch}
     (root / "refinery.toml").write_text(toml)
     shutil.copy(SAMPLE_MODEL, root / "model.yaml")
     (root / "triggers.yaml").write_text(TRIGGERS)
-    if args.history:
+    if args.store:  # a deployment's store (bench_rescore's: 200 k people, 9.9 M events)
+        shutil.copy(args.store, root / "store.duckdb")
+        with Project(root) as p:
+            p.score()
+            args.known = [r[0] for r in p.engine.query("SELECT person_id FROM people")]
+    elif args.history:
         from leadrefinery.sample import generate
 
         data = work / "history"
@@ -231,7 +241,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                     probes[c, i] = f"probe-{mode}-{len(probes) + 1}"
                     tick += max(1.0 / args.probes_per_s, 0.01)
         rngs = [random.Random(c) for c in range(args.clients)]
-        bodies = {(c, i): make_batch(rngs[c], args.batch, args.people, probes.get((c, i)))
+        users = getattr(args, "known", None) or args.people
+        bodies = {(c, i): make_batch(rngs[c], args.batch, users, probes.get((c, i)))
                   for _, c, i in schedule}
         load0 = os.getloadavg()
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -330,6 +341,10 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000,
                     help="events/s in total, paced (open loop); 0 = as fast as answered")
     ap.add_argument("--people", type=int, default=200_000, help="distinct users in the load")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="start from a copy of this store (e.g. /tmp/leadrefinery-bench/"
+                         "rescore-200000/store.duckdb from bench_rescore.py --full) instead of "
+                         "--history; the load's users are then its people")
     ap.add_argument("--history", type=int, default=1500,
                     help="generated trial users ingested before the run (0 = empty store)")
     ap.add_argument("--probes-per-s", type=float, default=5.0)
@@ -358,8 +373,10 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     rate = f"paced at {args.rate:,.0f} events/s" if args.rate else "closed loop"
     print(f"\n{args.clients} clients x /v1/batch of {args.batch}, {rate}, {args.seconds:g} s "
-          f"per mode, {os.cpu_count()} cores; history {args.history} users, {args.people:,} "
-          f"users in the load{'; --shield' if args.shield else ''}")
+          f"per mode, {os.cpu_count()} cores; "
+          + (f"store {args.store} ({len(args.known):,} known people in the load)" if args.store
+             else f"history {args.history} users, {args.people:,} users in the load")
+          + ("; --shield" if args.shield else ""))
     print(f"{'mode':<5} {'events/s':>10} {'req p50':>9} {'req p99':>9} {'srv p99':>9} "
           f"{'batches':>8} {'lag p99':>9} {'backlog':>8} {'drain':>7} {'e2w p50':>8} "
           f"{'e2w p99':>8} {'lost':>5}  load")
