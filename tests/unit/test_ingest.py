@@ -365,14 +365,17 @@ def test_unknown_kind_and_missing_file_are_clear(project, tmp_path: Path):
         project.ingest([tmp_path / "data.bin"])
 
 
-def test_micro_batches_give_the_people_and_accounts_a_full_rebuild_gives(project):
-    """Most people of a micro-batch only move their first/last seen (`rebuild_people(batch=)`);
+def test_micro_batches_give_the_people_and_accounts_a_full_rebuild_gives(project, tmp_path):
+    """Most people of a micro-batch only move their last seen (`rebuild_people(batch=)`);
     a stream loaded in small batches — late events, identifies, anonymous visitors who identify,
-    aliases, groups — ends with the rows a rebuild of everyone from the history computes."""
+    aliases, groups, people first known from a CSV — ends with the rows a rebuild of everyone
+    from the history computes."""
     import random
 
     from leadrefinery.ingest import identity
 
+    csv = ["user_id,email,created_at"] + [f"u{u},u{u}@csv{u}.com,2026-01-10" for u in range(6)]
+    project.ingest([write_lines(tmp_path / "people.csv", csv)], kind="people")
     rng = random.Random(7)
     msgs = []
     for i in range(600):

@@ -190,7 +190,8 @@ def rebuild_people(
 
     `webmail` names a one-column table of webmail domains; `removed` a table of person ids
     (`old_id`) that were merged into others (`new_id`) and must disappear. `_people` is left
-    with the rows written anew.
+    with the rows written anew, `_left_accounts` with the accounts they (and the removed ids)
+    belonged to before.
 
     `batch`: `touched` is an event micro-batch's people with the times of the events it
     stored (`first_ts`, `last_ts`), and `_resolved` holds its profile-changing messages.
@@ -210,8 +211,9 @@ def rebuild_people(
             f"""
             CREATE OR REPLACE TEMP TABLE _plan AS
             SELECT t.*, p.first_seen, p.last_seen, p.person_id IS NOT NULL AS known,
-                   t.person_id IN (SELECT person_id FROM _resolved)
-                   OR coalesce(t.first_ts < p.first_seen, FALSE) {took_over} AS rebuild
+                   coalesce(t.person_id IN (SELECT person_id FROM _resolved)
+                            OR (known AND (p.first_seen IS NULL OR t.first_ts < p.first_seen))
+                            {took_over}, FALSE) AS rebuild
             FROM {touched} t LEFT JOIN people p ON p.person_id = t.person_id
             """
         )
@@ -229,7 +231,7 @@ def rebuild_people(
             SELECT person_id, unnest([first_ts, last_ts, first_seen, last_seen]) AS t
             FROM _plan WHERE rebuild
             {history}
-          ) WHERE person_id IN (SELECT person_id FROM _reprofile) GROUP BY person_id"""
+          ) GROUP BY person_id"""
     engine.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _people AS
@@ -291,9 +293,17 @@ def rebuild_people(
             """
             UPDATE people SET last_seen = p.last_ts FROM _plan p
             WHERE people.person_id = p.person_id AND p.known AND NOT p.rebuild
-              AND p.last_ts > p.last_seen
+              AND (p.last_seen IS NULL OR p.last_ts > p.last_seen)
             """
         )
+    gone = f"OR person_id IN (SELECT old_id FROM {removed})" if removed else ""
+    engine.execute(  # a person who moved to another account leaves this one changed too
+        f"""
+        CREATE OR REPLACE TEMP TABLE _left_accounts AS
+        SELECT DISTINCT account_id FROM people
+        WHERE (person_id IN (SELECT person_id FROM _people) {gone}) AND account_id IS NOT NULL
+        """
+    )
     engine.execute("DELETE FROM people WHERE person_id IN (SELECT person_id FROM _people)")
     if removed:
         engine.execute(f"DELETE FROM people WHERE person_id IN (SELECT old_id FROM {removed})")

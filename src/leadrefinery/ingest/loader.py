@@ -250,6 +250,7 @@ class EventLoader:
             CREATE OR REPLACE TEMP TABLE _touched_accounts AS
             SELECT DISTINCT account_id FROM people
             WHERE person_id IN (SELECT person_id FROM _people) AND account_id IS NOT NULL
+            UNION SELECT account_id FROM _left_accounts
             UNION SELECT DISTINCT group_id FROM _resolved WHERE type = 'group'
             """
         )

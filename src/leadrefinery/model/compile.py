@@ -136,6 +136,11 @@ def col(name: str, table: str | None = None) -> exp.Column:
     return exp.column(name, table=table)
 
 
+def on_key(key: str, a: str, b: str) -> exp.EQ:
+    """`a.key = b.key`: a join on one column."""
+    return exp.EQ(this=col(key, a), expression=col(key, b))
+
+
 def alias(e: exp.Expression, name: str) -> exp.Expression:
     return exp.alias_(e, name)
 
@@ -1150,7 +1155,7 @@ class Builder:
             .from_(exp.to_table("lr_pop").as_("pop"), copy=False)
             .join(
                 exp.to_table("lr_th").as_("th"),
-                on=exp.EQ(this=col("person_id", "th"), expression=col("person_id", "pop")),
+                on=on_key("person_id", "th", "pop"),
                 join_type="LEFT",
                 copy=False,
             )
@@ -1354,14 +1359,14 @@ class Builder:
             .from_(exp.to_table("events").as_("e"), copy=False)
             .join(
                 exp.to_table("lr_pop").as_("kp"),
-                on=exp.EQ(this=col("person_id", "kp"), expression=col("person_id", "e")),
+                on=on_key("person_id", "kp", "e"),
                 copy=False,
             )
         )
         if n.person_in_events:
             q = q.join(
                 exp.to_table("lr_person").as_("p"),
-                on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "e")),
+                on=on_key("person_id", "p", "e"),
                 join_type="LEFT",
                 copy=False,
             )
@@ -2038,7 +2043,7 @@ class Builder:
             .from_(exp.to_table("lr_pop").as_("pop"), copy=False)
             .join(
                 exp.to_table("lr_agg").as_("g"),
-                on=exp.EQ(this=col("pk", "g"), expression=col("pk", "pop")),
+                on=on_key("pk", "g", "pop"),
                 join_type="LEFT",
                 copy=False,
             )
@@ -2046,14 +2051,14 @@ class Builder:
         if has_person:
             q = q.join(
                 exp.to_table("lr_person").as_("p"),
-                on=exp.EQ(this=col("person_id", "p"), expression=col("person_id", "pop")),
+                on=on_key("person_id", "p", "pop"),
                 join_type="LEFT",
                 copy=False,
             )
         for rid in self._limited:
             q = q.join(
                 exp.to_table(f"lr_fq_{rid}").as_(f"fq_{rid}"),
-                on=exp.EQ(this=col("pk", f"fq_{rid}"), expression=col("pk", "pop")),
+                on=on_key("pk", f"fq_{rid}", "pop"),
                 join_type="LEFT",
                 copy=False,
             )
@@ -2061,7 +2066,7 @@ class Builder:
             if not isinstance(a, S.EventAbuse):
                 q = q.join(
                     exp.to_table(f"lr_ab_{a.id}").as_(f"ab_{a.id}"),
-                    on=exp.EQ(this=col("pk", f"ab_{a.id}"), expression=col("pk", "pop")),
+                    on=on_key("pk", f"ab_{a.id}", "pop"),
                     join_type="LEFT",
                     copy=False,
                 )
