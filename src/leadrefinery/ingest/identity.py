@@ -340,12 +340,18 @@ def rebuild_accounts(engine: Engine, account_ids: str) -> None:
           FROM (SELECT *, {JTEXT} AS txt FROM latest) GROUP BY account_id
         ),
         ppl AS (
-          SELECT account_id, mode(company) AS company,
-                 -- its earliest member's: any_value would depend on the rows' order
+          -- the most common company (a tie: the first by name) and the earliest member's
+          -- domain: mode() and any_value() would depend on the rows' order
+          SELECT account_id,
+                 first(company ORDER BY n DESC, company) FILTER (WHERE company IS NOT NULL)
+                   AS company,
                  first(domain ORDER BY first_seen, person_id) FILTER (WHERE domain IS NOT NULL)
                    AS domain,
                  min(first_seen) AS first_seen
-          FROM people WHERE account_id IN (SELECT account_id FROM {account_ids})
+          FROM (
+            SELECT *, count(*) OVER (PARTITION BY account_id, company) AS n FROM people
+            WHERE account_id IN (SELECT account_id FROM {account_ids})
+          )
           GROUP BY account_id
         ),
         ids AS (SELECT DISTINCT account_id FROM {account_ids} WHERE account_id IS NOT NULL)
