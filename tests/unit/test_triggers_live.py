@@ -528,7 +528,7 @@ def test_fast_lane_runs_in_the_loaders_transaction_and_falls_back_to_its_thread(
     retry after a failure) hands the people to the fast lane's thread instead — once."""
     import pyarrow as pa
 
-    from leadrefinery.ingest.loader import STORED_VIEW, EventLoader
+    from leadrefinery.ingest.loader import STORED, EventLoader
 
     ingest(proj, [identify(u, T0 - timedelta(days=1)) for u in ("hal", "ivy", "joe", "kim")])
     clock = ManualClock(T0 - timedelta(hours=1))
@@ -573,7 +573,7 @@ def test_fast_lane_runs_in_the_loaders_transaction_and_falls_back_to_its_thread(
     assert not rt._fast and sorted(ready()) == ["hal", "ivy"]
     assert rt.stats.alerts == 1 and rt.stats.errors == 0
     assert sc.through("actions") is not None
-    assert proj.engine.scalar(f"SELECT count(*) FROM {STORED_VIEW}") == 2
+    assert proj.engine.scalar(f"SELECT count(*) FROM {STORED}") == 2
     # it stood aside for part of a micro-batch (the thread was busy): the thread gets all of
     # it, and announces only what the in-load pass did not
     loader.load_lines(lines(track("joe", "Documentation Purchased", T0)), "t",

@@ -86,7 +86,7 @@ from sqlglot import exp
 
 from ..config import Settings
 from ..errors import LeadRefineryError
-from ..ingest.loader import STORED_VIEW
+from ..ingest.loader import STORED
 from ..model.dialects import DIALECTS, render
 from ..model.explain import reason as reason_text
 from ..model.load import Model
@@ -1152,7 +1152,7 @@ class Realtime:
             if not self._ready.is_set() or self._fast or self._fast_busy:
                 self._in_load_skipped = True
                 return
-        res = self.scorer.act_on_stored(STORED_VIEW)
+        res = self.scorer.act_on_stored(STORED)
         self.fast_seconds.append(res.seconds)
         if self._in_load is None:
             self._in_load = BatchResult()

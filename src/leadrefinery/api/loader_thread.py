@@ -8,7 +8,7 @@ from the recorded offset, and the events table's message-id de-duplication is a 
 
 After each commit the registered `on_loaded(person_ids, report)` callbacks run (real-time
 rescoring plugs in there). `in_transaction(engine)` callbacks run *inside* the micro-batch's
-transaction, after its events are stored (the view `_stored` holds them): the real-time fast
+transaction, after its events are stored (the table `_stored` holds them): the real-time fast
 lane, whose alerts then commit with the events that caused them. If a micro-batch fails, the
 next attempt runs without them (`in_transaction_ran` says whether the last commit included
 them), so a failing callback cannot stop ingestion. Fully loaded segments that are no longer

@@ -19,7 +19,7 @@ from .lines import LineChunk
 from .normalize import normalize_sql
 from .webmail import WEBMAIL_DOMAINS
 
-STORED_VIEW = "_stored"  # the events a chunk added (see `_store_normalized`)
+STORED = "_stored"  # the events a chunk added, with their person (see `_store_normalized`)
 EVENT_COLUMNS = (
     "message_id, type, event, user_id, anonymous_id, person_id, group_id, previous_id, ts, "
     "received_at, properties, traits, context, source"
@@ -198,11 +198,12 @@ class EventLoader:
             bounds if near else None,
         )
         report.stored = e.scalar("SELECT count(*) FROM _new")
-        # the chunk's events as `events` stores them (the person resolved), for code that runs
-        # in the same transaction (the server's real-time fast lane): a view, read only if used
+        # the chunk's events with their person (new id links first), resolved once: for the
+        # steps below and for code in the same transaction (the server's real-time fast lane)
+        identity.link_identities(e)
         e.execute(
-            f"CREATE OR REPLACE TEMP VIEW {STORED_VIEW} AS "
-            f"SELECT {identity.PERSON_ID} AS person_id, n.* FROM {identity.RESOLVED_FROM}"
+            f"CREATE OR REPLACE TEMP TABLE {STORED} AS "
+            f"SELECT n.*, {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}"
         )
         report.duplicates = report.read - report.quarantined - report.stored
         if report.stored:
@@ -211,14 +212,8 @@ class EventLoader:
 
     def _apply(self, source: str) -> None:
         e = self.engine
-        identity.link_identities(e)
-        # the batch with each message's person, resolved once for the steps below
-        e.execute(
-            f"CREATE OR REPLACE TEMP TABLE _placed AS "
-            f"SELECT n.*, {identity.PERSON_ID} AS person_id FROM {identity.RESOLVED_FROM}"
-        )
         cols = ", ".join("?" if c == "source" else c for c in EVENT_COLUMNS.split(", "))
-        e.execute(f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {cols} FROM _placed", [source])
+        e.execute(f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {cols} FROM {STORED}", [source])
         # only what the derived tables need travels further: profile-changing messages
         names = list(self.settings.ingest.conversion_events)
         conversions = (
@@ -228,17 +223,17 @@ class EventLoader:
         e.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _resolved AS
-            SELECT * FROM _placed
+            SELECT * FROM {STORED}
             WHERE type IN ('identify', 'group') OR contains(context, '"campaign"')
             {conversions}
             """,
             names,
         )
         e.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE _touched AS
             SELECT person_id, min(ts) AS first_ts, max(ts) AS last_ts FROM (
-              SELECT person_id, ts FROM _placed UNION ALL SELECT new_id, NULL FROM _moves
+              SELECT person_id, ts FROM {STORED} UNION ALL SELECT new_id, NULL FROM _moves
             ) GROUP BY person_id
             """
         )
