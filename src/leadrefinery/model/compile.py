@@ -2038,38 +2038,24 @@ class Builder:
                 )
                 names = [c for _, c in self._abuse_cols(a)]
                 cols += [col(c, src) for c in names]
-        q = (
-            select(*cols)
-            .from_(exp.to_table("lr_pop").as_("pop"), copy=False)
-            .join(
-                exp.to_table("lr_agg").as_("g"),
-                on=on_key("pk", "g", "pop"),
-                join_type="LEFT",
-                copy=False,
-            )
-        )
+        # everything per person, left-joined to the population: (CTE, alias, key)
+        joins = [("lr_agg", "g", "pk")]
         if has_person:
+            joins.append(("lr_person", "p", "person_id"))
+        joins += [(f"lr_fq_{rid}", f"fq_{rid}", "pk") for rid in self._limited]
+        joins += [
+            (f"lr_ab_{a.id}", f"ab_{a.id}", "pk")
+            for a in self.spec.abuse
+            if not isinstance(a, S.EventAbuse)
+        ]
+        q = select(*cols).from_(exp.to_table("lr_pop").as_("pop"), copy=False)
+        for table, name, key in joins:
             q = q.join(
-                exp.to_table("lr_person").as_("p"),
-                on=on_key("person_id", "p", "pop"),
+                exp.to_table(table).as_(name),
+                on=on_key(key, name, "pop"),
                 join_type="LEFT",
                 copy=False,
             )
-        for rid in self._limited:
-            q = q.join(
-                exp.to_table(f"lr_fq_{rid}").as_(f"fq_{rid}"),
-                on=on_key("pk", f"fq_{rid}", "pop"),
-                join_type="LEFT",
-                copy=False,
-            )
-        for a in self.spec.abuse:
-            if not isinstance(a, S.EventAbuse):
-                q = q.join(
-                    exp.to_table(f"lr_ab_{a.id}").as_(f"ab_{a.id}"),
-                    on=on_key("pk", f"ab_{a.id}", "pop"),
-                    join_type="LEFT",
-                    copy=False,
-                )
         return q
 
     def _abuse_cols(self, a: Any) -> list[tuple[str, str]]:
