@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -95,6 +96,7 @@ from ..store.engine import Engine
 from .clock import Clock, SystemClock
 from .live_scores import RUN_TABLE, LiveRun, keep_history, score_live
 from .outbox import AlertIn, enqueue, resolve_recipient
+from .received import Received, Recent, profile_of
 from .threads import join_all, spawn
 from .triggers import (
     Action,
@@ -127,10 +129,12 @@ ALERT_KINDS = {  # trigger kind (+ direction) -> alerts.trigger_kind
     ("action", "moment"): "buy_readiness", ("surge", "moment"): "surge",
     ("unusual_usage", "enter"): "unusual_usage",
 }  # fmt: skip
+PERSON_FIELDS = ("email", "name", "company", "title", "country", "owner")  # in an alert
 KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated at least once
 # meta key (+ lane:model): every event received up to this time was handed to the lane and its
 # work committed — written in the same transaction as that work (see `unprocessed`)
 THROUGH_KEY = "realtime.through:"
+HOT_QUEUE = 10_000  # received buy-readiness messages waiting for the hot lane, at most
 RECEIVE_SKEW = timedelta(minutes=1)  # requests received together reach the log in any order
 _TS = pa.timestamp("us")
 
@@ -520,10 +524,14 @@ class Scorer:
         res.seconds = time.perf_counter() - began
         return res
 
-    def act_on_stored(self, source: str, now: datetime | None = None) -> BatchResult:
+    def act_on_stored(self, source: str, now: datetime | None = None, *,
+                      claim: Callable[[dict[str, list[Action]]], dict | None] | None = None
+                      ) -> BatchResult | None:
         """The fast lane inside the loader's transaction: buy-readiness triggers of the events
         in `source` (the micro-batch just stored), as `act_on_actions` — and the lane's
-        watermark moved to the micro-batch's newest event, in the same transaction."""
+        watermark moved to the micro-batch's newest event, in the same transaction. `claim`
+        takes the events found (person -> actions) and returns those to evaluate here, or None
+        to stand aside (nothing done: -> None)."""
         began = time.perf_counter()
         res = BatchResult()
         ts = self.triggers
@@ -531,14 +539,60 @@ class Scorer:
             return res
         now = now or self.clock.now()
         with self.engine.transaction():  # (joins the loader's)
+            acts = self._actions(now, source)
+            if claim is not None:
+                acts = claim(acts)
+                if acts is None:
+                    return None
             self.advance("actions", self.engine.scalar(f"SELECT max(received_at) FROM {source}"))
-            self._act(self._actions(now, source), now, res)
+            self._act(acts, now, res)
         res.seconds = time.perf_counter() - began
         return res
 
-    def _act(self, acts: dict[str, list[Action]], now: datetime, res: BatchResult) -> None:
+    def people_of(self, items: Sequence[Received]) -> dict[str, str]:
+        """message id -> the person the loader will store each received message under (its
+        ingest/identity.py PERSON_ID, with the ids its request links): known ids resolve
+        through `identities`, new ones are their own person."""
+        ids = sorted({i for it in items for i in (it.user_id, it.anonymous_id, it.linked_user)
+                      if i})
+        known = dict(self.engine.query(
+            "SELECT alias_id, person_id FROM identities WHERE alias_id = ANY(?)", [ids]))
+        out = {}
+        for it in items:
+            user = it.user_id or (None if it.anonymous_id in known else it.linked_user)
+            out[it.message_id] = (known.get(user, user) if user else
+                                  known.get(it.anonymous_id, f"anon:{it.anonymous_id}"))
+        return out
+
+    def act_on_received(self, items: Sequence[Received], people: dict[str, str],
+                        now: datetime | None = None) -> BatchResult:
+        """The hot lane: buy-readiness triggers of messages just received (`people`: see
+        `people_of`), before the loader stores them — as `act_on_actions`, with what their
+        request says of the sender (identify traits) over the stored profile. Episodes, alerts
+        and fast-tracks in one transaction; no watermark (the loader's lane moves it)."""
+        began = time.perf_counter()
+        res = BatchResult()
+        if self.triggers is None or not items:
+            return res
+        now = now or self.clock.now()
+        acts: dict[str, list[Action]] = {}
+        given: dict[str, dict[str, Any]] = {}
+        for it in sorted(items, key=lambda i: i.ts):
+            pid = people[it.message_id]
+            acts.setdefault(pid, []).append(Action(it.message_id, it.ts, it.type, it.event,
+                                                   it.path))
+            if it.traits:
+                given.setdefault(pid, {}).update(profile_of(it.traits))
+        with self.engine.transaction():
+            self._act(acts, now, res, given)
+        res.seconds = time.perf_counter() - began
+        return res
+
+    def _act(self, acts: dict[str, list[Action]], now: datetime, res: BatchResult,
+             given: dict[str, dict[str, Any]] | None = None) -> None:
         """Evaluate the buy-readiness triggers of `acts` (person -> events); write episodes,
-        alerts and fast-tracks (in the caller's transaction)."""
+        alerts and fast-tracks (in the caller's transaction). `given`: person -> profile
+        fields newer than the store's (see `act_on_received`)."""
         if not acts:
             return
         ts = self.triggers
@@ -566,9 +620,9 @@ class Scorer:
                 fast.append(pid)
         self._write_episodes(opened, [])
         res.people, res.firings = len(acts), len(fired)
-        res.alerts = self.enqueue_with_stored_reasons(fired, now)
+        res.alerts = self.enqueue_with_stored_reasons(fired, now, given)
         if fast:
-            res.fast_tracked = self._fast_track(fast, now)
+            res.fast_tracked = self._fast_track(fast, now, given)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -797,9 +851,14 @@ class Scorer:
 
     # -- alerts -----------------------------------------------------------------------------
 
-    def profiles(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def profiles(self, ids: Sequence[str], given: dict[str, dict[str, Any]] | None = None
+                 ) -> dict[str, dict[str, Any]]:
+        """person -> who they are for an alert, from `people` and `accounts`; with `given`
+        (person -> profile fields) over the stored ones."""
         if not ids:
             return {}
+        if given:
+            return self._with_given(self.profiles(ids), given)
         rows = self.engine.query(
             "SELECT p.person_id, p.email, p.name, p.company, p.title, p.country, p.owner, "
             "p.account_id, a.name, a.domain, a.size, a.industry, a.owner FROM people p "
@@ -820,6 +879,35 @@ class Scorer:
             }
         return out
 
+    def _with_given(self, profiles: dict[str, dict[str, Any]],
+                    given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Profile fields a request just set, over the stored ones: a person the store does
+        not know yet gets their account by their company email domain, as the loader will."""
+        from ..ingest.webmail import WEBMAIL_DOMAINS
+
+        webmail = WEBMAIL_DOMAINS | {d.lower() for d in
+                                     self.settings.ingest.webmail_domains_extra}
+        domains: dict[str, str] = {}
+        for pid, g in given.items():
+            p = profiles.setdefault(pid, {"person": {}, "account": {}, "account_id": None,
+                                          "owner": None, "account_owner": None})
+            p["person"].update({k: v for k, v in g.items() if k in PERSON_FIELDS})
+            if g.get("owner"):
+                p["owner"] = g["owner"]
+            domain = (g.get("email") or "").rpartition("@")[2].strip().lower()
+            if p["account_id"] is None and domain and domain not in webmail:
+                p["account_id"] = domains[pid] = f"domain:{domain}"
+        if domains:
+            for acct, name, dom, size, ind, owner in self.engine.query(
+                    "SELECT account_id, name, domain, size, industry, owner FROM accounts "
+                    "WHERE account_id = ANY(?)", [sorted(set(domains.values()))]):
+                for pid in (p for p, a in domains.items() if a == acct):
+                    profiles[pid]["account"] = {k: v for k, v in (
+                        ("name", name), ("domain", dom), ("size", size), ("industry", ind),
+                        ("owner", owner)) if v is not None}
+                    profiles[pid]["account_owner"] = owner
+        return profiles
+
     def reasons(self, components: Any, top: int = 5) -> list[dict[str, Any]]:
         comps = _loads(components) or {}
         items = sorted(comps.items(), key=lambda kv: -abs(float(kv[1].get("points") or 0)))
@@ -828,7 +916,8 @@ class Scorer:
                 for rid, c in items[:top] if float(c.get("points") or 0) != 0]
 
     def _alerts(self, fired: Sequence[tuple[str, dict, LeadState, LeadState | None, Firing]],
-                now: datetime, comps: dict[str, Any]) -> list[AlertIn]:
+                now: datetime, comps: dict[str, Any],
+                given: dict[str, dict[str, Any]] | None = None) -> list[AlertIn]:
         """The outbox rows of what fired: one per recipient (the owner, else the trigger's
         `to`; plus its `also`), with who, what changed, why and the evidence."""
         if not fired:
@@ -836,7 +925,7 @@ class Scorer:
         ts = self.triggers
         assert ts is not None
         pids = sorted({f[0] for f in fired})
-        profiles = self.profiles(pids)
+        profiles = self.profiles(pids, given)
         directory = self.settings.alerts.recipients
         out = []
         for pid, row, new, old, f in fired:
@@ -870,26 +959,32 @@ class Scorer:
 
     def enqueue_with_stored_reasons(
             self, fired: Sequence[tuple[str, dict, LeadState, LeadState | None, Firing]],
-            now: datetime) -> int:
+            now: datetime, given: dict[str, dict[str, Any]] | None = None) -> int:
         """Enqueue the alerts of what fired without a rescore (buy-readiness, unusual usage),
         with the reasons of the last stored score; -> how many."""
         comps = dict(self.engine.query(
             "SELECT person_id, components FROM latest_scores WHERE model = ? AND "
             "person_id = ANY(?)", [self.model.name, sorted({f[0] for f in fired})])
         ) if fired else {}
-        alerts = self._alerts(fired, now, comps)
+        alerts = self._alerts(fired, now, comps, given)
         if alerts:
             enqueue(self.engine, alerts, now=now)
         return len(alerts)
 
-    def _fast_track(self, pids: list[str], now: datetime) -> int:
-        """Route buy-ready leads at once (act/routing.py) and enqueue its alerts."""
+    def _fast_track(self, pids: list[str], now: datetime,
+                    given: dict[str, dict[str, Any]] | None = None) -> int:
+        """Route buy-ready leads at once (act/routing.py) and enqueue its alerts; `given`
+        profile fields over the stored ones (routing's names: the owner is `person_owner`)."""
         from .routing import Router
 
         router = Router(self.engine, self.settings, clock=self.clock)
+        leads = []
+        for p in pids:
+            g = {("person_owner" if k == "owner" else k): v
+                 for k, v in (given or {}).get(p, {}).items()}
+            leads.append({**g, "person_id": p, "trigger": "fast_track"})
         try:
-            plan = router.plan([{"person_id": p, "trigger": "fast_track"} for p in pids],
-                               trigger="fast_track", now=now)
+            plan = router.plan(leads, trigger="fast_track", now=now)
         except LeadRefineryError as exc:  # e.g. routing rules naming an unknown team
             log.warning("fast-track routing skipped: %s", exc)
             return 0
@@ -1110,6 +1205,22 @@ class Realtime:
         # it stood aside for part of the micro-batch (a source group): the thread takes it all
         self._in_load_skipped = False
         self._fast_busy = False
+        # the hot lane (same thread): messages received, not yet evaluated; the message ids it
+        # claimed (queued or done), which the in-load pass leaves to it; when it last committed
+        # work per person (inf while it evaluates them); the people the in-load pass evaluates
+        # in the micro-batch under way — the hot lane waits for its end, and the in-load pass
+        # stands aside for people the hot lane touched after the micro-batch began (its snapshot
+        # would not see that work)
+        self._hot: list[Received] = []
+        self.recent = Recent()  # profile changes received, not yet loaded (act/received.py)
+        self._hot_ids: dict[str, float] = {}
+        self._hot_people: dict[str, float] = {}
+        self._loading: set[str] = set()
+        self._claims = threading.Condition(self._lock)
+        self.hot_lag_seconds: deque[float] = deque(maxlen=4096)  # received -> committed
+        self.hot_dropped = 0  # items over `HOT_QUEUE`, left to the loader's lane
+        # when the loader's micro-batch under way began (time.monotonic()), set with the hook
+        self.load_began: Callable[[], float] = lambda: 0.0
 
     @classmethod
     def for_project(cls, project: Project, *, clock: Clock | None = None,
@@ -1152,11 +1263,56 @@ class Realtime:
             if not self._ready.is_set() or self._fast or self._fast_busy:
                 self._in_load_skipped = True
                 return
-        res = self.scorer.act_on_stored(STORED)
+        res = self.scorer.act_on_stored(STORED, claim=self._claim_for_load)
+        if res is None:  # the hot lane has some of these people: the thread takes them all
+            self._in_load_skipped = True
+            return
         self.fast_seconds.append(res.seconds)
         if self._in_load is None:
             self._in_load = BatchResult()
         self._in_load += res
+
+    def _claim_for_load(self, acts: dict[str, list[Action]]) -> dict[str, list[Action]] | None:
+        """What of a micro-batch's buy-readiness events the in-load pass evaluates: not the
+        messages the hot lane claimed; None (stand aside) if the hot lane is evaluating, or
+        committed work for, one of the other people since the micro-batch began."""
+        began = self.load_began()
+        with self._lock:
+            mine: dict[str, list[Action]] = {}
+            for pid, evs in acts.items():
+                left = [a for a in evs if self._hot_ids.pop(a.message_id, None) is None]
+                if left:
+                    mine[pid] = left
+            for pid in [p for p, t in self._hot_people.items() if t < began]:
+                del self._hot_people[pid]  # done before this micro-batch's snapshot
+            if any(p in self._hot_people for p in mine):
+                return None
+            self._loading |= set(mine)
+        return mine
+
+    def load_ended(self, committed: bool) -> None:
+        """The loader's micro-batch committed or rolled back: the hot lane may go on with the
+        people its in-load pass evaluated."""
+        with self._claims:
+            if self._loading:
+                self._loading = set()
+                self._claims.notify_all()
+
+    def on_received(self, items: list[Received]) -> None:
+        """Buy-readiness messages of a request now durable (api/ingest.py): to the hot lane."""
+        if not items or self.scorer is None or not self.fast_lane:
+            return
+        with self._lock:
+            if len(self._hot) >= HOT_QUEUE:  # far behind: the loader's lane takes them
+                self.hot_dropped += len(items)
+                return
+            if len(self._hot_ids) > 4 * HOT_QUEUE:  # never loaded (a failing loader): forget
+                self._hot_ids = dict(list(self._hot_ids.items())[HOT_QUEUE:])
+            t = time.monotonic()
+            for it in items:
+                self._hot_ids[it.message_id] = t
+            self._hot.extend(items)
+        self._fast_wake.set()
 
     def on_loaded(self, person_ids: list[str], report: Any = None) -> None:
         if self.progress is not None:
@@ -1175,6 +1331,8 @@ class Realtime:
         if self.scorer is None or not person_ids:
             return
         through = self.received_through() if self.received_through is not None else None
+        if through is not None:
+            self.recent.forget_before(through)
         with self._lock:
             if not self._pending:
                 self._pending_since = time.monotonic()
@@ -1226,6 +1384,8 @@ class Realtime:
             fast = len(self._fast)
         lag = sorted(self.lag_seconds)
         fast_lag = sorted(self.fast_lag_seconds)
+        with self._lock:
+            hot = len(self._hot)
         out: dict[str, Any] = {
             "enabled": self.scorer is not None,
             "model": self.scorer.model.name if self.scorer else None,
@@ -1241,6 +1401,8 @@ class Realtime:
             "last_processed_at": st.last_processed_at, "sweeps": st.sweeps, "jobs": st.jobs,
             "recent_batches": list(st.recent),
             "batch_lag_ms": _ms(lag), "fast_lag_ms": _ms(fast_lag),
+            "hot_pending": hot, "hot_dropped": self.hot_dropped,
+            "hot_lag_ms": _ms(list(self.hot_lag_seconds)),
             "fast_batch_ms": _ms(list(self.fast_seconds)),
         }
         if self.deliverer is not None:
@@ -1346,6 +1508,17 @@ class Realtime:
         backoff = 0.5
         while True:
             with self._lock:
+                hot, self._hot = self._hot, []
+            if hot:  # received messages first: the in-load pass may be waiting for them
+                if not self._guard("received", lambda hot=hot: self._act_on_received(hot)):
+                    with self._lock:
+                        self._hot[:0] = hot
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                else:
+                    backoff = 0.5
+                continue
+            with self._lock:
                 ids, self._fast = self._fast, set()
                 since, self._fast_since = self._fast_since, None
                 through, self._fast_through = self._fast_through, None
@@ -1377,6 +1550,30 @@ class Realtime:
                 return
             self._fast_wake.wait(1.0)
             self._fast_wake.clear()
+
+    def _act_on_received(self, items: list[Received]) -> None:
+        scorer = self.scorer
+        assert scorer is not None
+        people = scorer.people_of(items)
+        persons = set(people.values())
+        with self._claims:  # not beside an in-load pass over the same people
+            while persons & self._loading and not self._stop.is_set():
+                self._claims.wait(0.5)
+            for p in persons:
+                self._hot_people[p] = math.inf
+        try:
+            res = scorer.act_on_received(items, people)
+        finally:
+            with self._claims:
+                done = time.monotonic()
+                for p in persons:
+                    self._hot_people[p] = done
+        for it in items:
+            self.hot_lag_seconds.append(done - it.at)
+        if res.alerts:
+            self._count_fast(res)
+            if self.deliverer is not None:
+                self.deliverer.wake()
 
     def _run_jobs(self) -> None:
         """Nurture ticks and SLA checks, each every `job.every` seconds, on a thread of their

@@ -171,6 +171,14 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     ingest_service.on_loaded.append(realtime.on_loaded)
     loader.in_transaction.append(realtime.act_in_load)  # the fast lane, with the events
     realtime.acted_in_load = lambda: loader.in_transaction_ran
+    loader.after_transaction.append(realtime.load_ended)
+    realtime.load_began = lambda: loader.transaction_began
+    if realtime.fast_lane:  # the hot lane: buy-readiness evaluated as soon as it is durable
+        from .received import ActionWatch, Picker
+
+        watch = ActionWatch(realtime.triggers.of_kind("action"))
+        ingest_service.picker = lambda: Picker(watch, realtime.recent)
+        ingest_service.received = realtime.on_received
     app.state.realtime = realtime
     app.include_router(router)
     return realtime

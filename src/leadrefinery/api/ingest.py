@@ -24,6 +24,7 @@ import base64
 import binascii
 import time
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -140,9 +141,11 @@ def prepare_lines(
     body_bytes: int,
     max_message_bytes: int,
     received_at: str,
+    each: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[bytes, int]:
     """Validate and enrich the messages of one request (a message, or a batch envelope);
-    return their log lines (see `encode_lines`) and how many there are.
+    return their log lines (see `encode_lines`) and how many there are. `each` sees every
+    enriched message (the real-time hot lane's picker).
 
     One pass per message: validate, copy into the tagged/enriched line, serialise once.
     """
@@ -197,6 +200,8 @@ def prepare_lines(
             too_big.code = "payload_too_large"
             raise _at(too_big, i)
         lines.append(line)
+        if each is not None:
+            each(e)
     return b"".join(lines), len(lines)
 
 
@@ -233,14 +238,17 @@ async def handle(request: Request, kind: str) -> Response:
                 "unknown write key" if key else
                 "missing write key: send it as the HTTP Basic user name or as `writeKey`"
             )
+    picker = service.picker() if service.picker is not None else None
     args = dict(source=source, body_bytes=len(body), max_message_bytes=cfg.max_message_bytes,
-                received_at=now_iso())
+                received_at=now_iso(), each=picker)
     if len(body) > 256 * 1024:  # a big batch: keep the event loop free for other requests
         lines, n = await run_in_threadpool(prepare_lines, obj, kind, **args)
     else:
         lines, n = prepare_lines(obj, kind, **args)
     if n:
         await service.append(lines, n)
+        if picker is not None and picker.hits:  # durable now: buy-readiness goes ahead
+            service.received(picker.items())
     service.request_seconds.append(time.perf_counter() - began)
     return Response(SUCCESS, media_type="application/json")
 

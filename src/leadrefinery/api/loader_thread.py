@@ -11,8 +11,9 @@ rescoring plugs in there). `in_transaction(engine)` callbacks run *inside* the m
 transaction, after its events are stored (the table `_stored` holds them): the real-time fast
 lane, whose alerts then commit with the events that caused them. If a micro-batch fails, the
 next attempt runs without them (`in_transaction_ran` says whether the last commit included
-them), so a failing callback cannot stop ingestion. Fully loaded segments that are no longer
-written are deleted.
+them), so a failing callback cannot stop ingestion. `after_transaction(committed)` callbacks
+run once the micro-batch's transaction has ended either way (`transaction_began`: when it
+began, `time.monotonic()`). Fully loaded segments that are no longer written are deleted.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ log = logging.getLogger("leadrefinery.loader")
 
 OnLoaded = Callable[[list[str], IngestReport], None]
 InTransaction = Callable[[Engine], None]
+AfterTransaction = Callable[[bool], None]
 
 # a log line is `{"_source":<json string>,...the message...}` (see ingest.py `encode_lines`)
 _PREFIX = b'{"_source":"'
@@ -115,6 +117,8 @@ class LogLoader:
         self.on_loaded = on_loaded if on_loaded is not None else []
         self.in_transaction: list[InTransaction] = []
         self.in_transaction_ran = False  # did the last committed micro-batch run them?
+        self.after_transaction: list[AfterTransaction] = []
+        self.transaction_began = 0.0  # monotonic time the current/last micro-batch began
         self._failed = False  # the last attempt failed: the next one runs without them
         self.stats = LoaderStats()
         # the newest `received_at` loaded so far, set before the hooks run: what they have been
@@ -298,18 +302,25 @@ class LogLoader:
             engine.execute("DELETE FROM ingest_log_offsets WHERE log = ?", [seg.name])
             engine.execute("INSERT INTO ingest_log_offsets VALUES (?, ?)", [seg.name, new_offset])
 
-        with e.transaction():
-            items = list(groups.items())
-            if not items:
-                in_tx.clear()  # nothing stored
-                collect_and_record(e)
-            for k, (source, table) in enumerate(items):
-                e.execute("CREATE OR REPLACE TEMP TABLE _touched (person_id VARCHAR)")
-                report += self.loader.load_lines(
-                    table,
-                    source,
-                    after=collect_and_record if k == len(items) - 1 else collect,
-                )
+        self.transaction_began = time.monotonic()  # before BEGIN: its snapshot is newer
+        committed = False
+        try:
+            with e.transaction():
+                items = list(groups.items())
+                if not items:
+                    in_tx.clear()  # nothing stored
+                    collect_and_record(e)
+                for k, (source, table) in enumerate(items):
+                    e.execute("CREATE OR REPLACE TEMP TABLE _touched (person_id VARCHAR)")
+                    report += self.loader.load_lines(
+                        table,
+                        source,
+                        after=collect_and_record if k == len(items) - 1 else collect,
+                    )
+            committed = True
+        finally:
+            for done in self.after_transaction:
+                done(committed)
         # committed
         self._failed = False
         self.in_transaction_ran = bool(in_tx)

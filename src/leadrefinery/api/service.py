@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .loader_thread import LogLoader, OnLoaded
@@ -41,6 +42,10 @@ class IngestService:
         self.project = project
         cfg = project.settings.server
         self.on_loaded: list[OnLoaded] = []
+        # real time's hot lane (act/realtime.py) sets both: a fresh picker per request, shown
+        # every message it logs, and where its picks go once the request is durable
+        self.picker: Callable[[], Any] | None = None
+        self.received: Callable[[list[Any]], None] = lambda items: None
         self.log = IngestLog(project.root / LOG_DIR, segment_bytes=segment_bytes,
                              on_durable=self._durable)
         self.loader = LogLoader(

@@ -1,0 +1,176 @@
+"""Buy-readiness messages as the server receives them: the input of the hot lane.
+
+The HTTP handler shows every message it logs to a `Picker` (a few dict lookups each). The
+messages that may fire an action trigger (`ActionWatch`) become `Received` items, carrying what
+requests the loader has not stored yet said about their sender (`Recent`: identify traits, an
+anonymous id linked to a user id), and `Realtime` evaluates them once the request is durable —
+before the loader has stored them (see act/realtime.py, "The hot lane"). What the store knows
+about the person is read there; this module only reads messages.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..ingest.identity import PROFILE_FIELDS
+from ..ingest.segment import parse_time
+from .triggers import glob_match
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: str
+    ts: datetime  # naive UTC, as `events.ts`
+    type: str
+    event: str | None  # a track's event, a page's or screen's name (as `events.event`)
+    path: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    linked_user: str | None  # the user id a request not yet stored links `anonymous_id` to
+    traits: dict[str, Any] = field(default_factory=dict)  # identify traits not yet stored
+    at: float = field(default_factory=time.monotonic)  # received (for the lag)
+
+
+def event_time(m: dict[str, Any]) -> datetime:
+    """`events.ts` of a message: its timestamp, else originalTimestamp, else receivedAt (as
+    ingest/normalize.py), as naive UTC."""
+    for key in ("timestamp", "originalTimestamp", "receivedAt"):
+        t = parse_time(m.get(key))
+        if t is not None:
+            return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def page_path(m: dict[str, Any]) -> str | None:
+    """properties.path, else context.page.path (as the action query reads the store)."""
+    for outer, inner in (("properties", None), ("context", "page")):
+        d = m.get(outer)
+        if inner is not None and isinstance(d, dict):
+            d = d.get(inner)
+        if isinstance(d, dict) and d.get("path") is not None:
+            return str(d["path"])
+    return None
+
+
+def trait_key(key: str) -> str:
+    """A trait's key as ingest/identity.py's NKEY normalises it: `Job Title` -> job_title."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)).lower()
+
+
+def profile_of(traits: dict[str, Any]) -> dict[str, str]:
+    """The `people` columns identify traits set (ingest/identity.py PROFILE_FIELDS: the first
+    listed key with a value wins; an object gives its name or country)."""
+    text: dict[str, str] = {}
+    for k, v in traits.items():
+        if isinstance(v, dict):
+            v = v.get("name") or v.get("country")
+        if v is not None and not isinstance(v, list | dict) and str(v).strip():
+            text.setdefault(trait_key(k), str(v).strip())
+    out = {}
+    for col, keys in PROFILE_FIELDS.items():
+        v = next((text[k] for k in keys if k in text), None)
+        if v is not None:
+            out[col] = v
+    return out
+
+
+class ActionWatch:
+    """Which messages can fire one of `triggers` (action triggers): a track or page/screen
+    named in their `events`, or a page whose path matches their `pages`."""
+
+    def __init__(self, triggers: Sequence[Any]) -> None:
+        self.events = frozenset(n for t in triggers for n in t.events)
+        self.pages = sorted({p for t in triggers for p in t.pages})
+
+    def wants(self, m: dict[str, Any]) -> bool:
+        kind = m.get("type")
+        if kind == "track":
+            return m.get("event") in self.events
+        if kind in ("page", "screen"):
+            return m.get("name") in self.events or (
+                kind == "page" and bool(self.pages) and glob_match(page_path(m), self.pages))
+        return False
+
+
+class Recent:
+    """What requests said about people that the loader may not have stored yet: identify
+    traits and anonymous ids linked to a user id, by the id they were sent under, so the hot
+    lane sees a profile change (a new owner, say) received before the action, as the loader
+    would. Entries go once the loader is past them (`forget_before`). Thread-safe: big
+    requests are read off the event loop."""
+
+    KEEP = timedelta(seconds=5)  # requests received together reach the log in any order
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.links: dict[str, tuple[str, datetime]] = {}  # anonymous id -> user id, received
+        self.traits: dict[str, tuple[dict[str, Any], datetime]] = {}  # id -> traits, received
+
+    def note(self, m: dict[str, Any]) -> None:
+        uid, aid = m.get("userId") or None, m.get("anonymousId") or None
+        at = parse_time(m.get("receivedAt")) or datetime.now(UTC)
+        traits = m.get("traits") if m.get("type") == "identify" else None
+        with self._lock:
+            if uid and aid and str(aid) not in self.links:  # the first link wins
+                self.links[str(aid)] = (str(uid), at)
+            if isinstance(traits, dict) and traits:
+                for who in (uid, aid):
+                    if who:
+                        old = self.traits.get(str(who), ({}, at))[0]
+                        self.traits[str(who)] = ({**old, **traits}, at)
+
+    def linked(self, anonymous_id: str) -> str | None:
+        with self._lock:
+            hit = self.links.get(anonymous_id)
+        return hit[0] if hit else None
+
+    def traits_of(self, *ids: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with self._lock:
+            for i in ids:
+                if i and i in self.traits:
+                    out.update(self.traits[i][0])
+        return out
+
+    def forget_before(self, through: datetime) -> None:
+        """Drop what was received before `through` (the loader stored it), less `KEEP`."""
+        cut = (through.replace(tzinfo=UTC) if through.tzinfo is None else through) - self.KEEP
+        with self._lock:
+            for d in (self.links, self.traits):
+                for k in [k for k, (_, at) in d.items() if at < cut]:
+                    del d[k]
+
+
+class Picker:
+    """Shown one request's messages: notes profile changes in `recent`, keeps the messages
+    `watch` wants; `items()` then gives them with their sender's ids and traits."""
+
+    def __init__(self, watch: ActionWatch, recent: Recent) -> None:
+        self.watch = watch
+        self.recent = recent
+        self.hits: list[dict[str, Any]] = []
+
+    def __call__(self, m: dict[str, Any]) -> None:
+        if m.get("type") == "identify" or (m.get("userId") and m.get("anonymousId")):
+            self.recent.note(m)
+        if self.watch.wants(m):
+            self.hits.append(m)
+
+    def items(self) -> list[Received]:
+        out = []
+        for m in self.hits:
+            uid = str(m["userId"]) if m.get("userId") else None
+            aid = str(m["anonymousId"]) if m.get("anonymousId") else None
+            linked = self.recent.linked(aid) if aid and not uid else None
+            out.append(Received(
+                message_id=str(m["messageId"]), ts=event_time(m), type=m["type"],
+                event=m.get("event") if m["type"] == "track" else m.get("name"),
+                path=page_path(m), user_id=uid, anonymous_id=aid, linked_user=linked,
+                traits=self.recent.traits_of(aid, uid or linked)))
+        return out
