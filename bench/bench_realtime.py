@@ -22,6 +22,8 @@ About `--probes-per-s` times a second a client
 puts a *probe* in its batch: a new trial user who asks to talk to sales (`Contact Sales
 Requested`, a buy-readiness trigger that fires once per person). Event -> webhook latency is
 from the acknowledgement of the request carrying the probe to its alert reaching the receiver.
+The probe takes the hot lane (act/realtime.py): evaluated once its request is durable, not
+after the loader has stored it.
 
 Reports per mode: events/s acknowledged, client p50/p99 request latency, the server's own
 p99 (handler to acknowledgement), rescoring batches and their lag (hook to commit, p99), the
@@ -302,6 +304,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "rescore_backlog_people": backlog,  # waiting for rescoring when sending stopped
             "drain_s": drained,  # from then until loaded and rescored
             "fast_lane_lag_ms": rt.get("fast_lag_ms", {}),
+            "hot_lane_lag_ms": rt.get("hot_lag_ms", {}),  # received -> alert committed
+            "hot_dropped": rt.get("hot_dropped", 0),
             "realtime_errors": rt.get("errors", 0), "last_error": rt.get("last_error"),
             "loader_last_batch_s": health["loader"].get("last_batch_seconds"),
             "recent_batches": rt.get("recent_batches", []),

@@ -588,6 +588,128 @@ def test_fast_lane_runs_in_the_loaders_transaction_and_falls_back_to_its_thread(
     assert sorted(ready()) == ["hal", "ivy", "joe", "kim"]
 
 
+def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: Path):
+    """Through the HTTP API: while the loader is held inside a micro-batch, a new lead's
+    identify and contact-sales request is announced (to the owner its identify names, with
+    its name and company) and fast-tracked by the hot lane; once the loader stores the events,
+    the in-load pass does not announce or route it again."""
+    import contextlib
+    import threading
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from leadrefinery.api.app import create_app
+
+    settings = SETTINGS + """
+[[reps]]
+email = "sam@example.com"
+team = "inside"
+
+[routing]
+default_team = "inside"
+"""
+    p = make_project(tmp_path / "proj", settings=settings)
+    now = datetime.utcnow()
+    ingest(p, [identify("amy", now - timedelta(days=1))])
+    inside, go = threading.Event(), threading.Event()
+
+    def hold(engine) -> None:  # the loader's micro-batch stays open until `go`
+        inside.set()
+        go.wait(60)
+
+    def ready(pid: str) -> list[dict]:
+        return [a for a in alerts(p) if a["trigger_id"] == "ready" and a["person_id"] == pid]
+
+    def wait(cond, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+
+    try:
+        with TestClient(create_app(p)) as c, contextlib.ExitStack() as stack:
+            stack.callback(go.set)  # (a failure must not leave the loader held)
+            rt = c.app.state.realtime
+            loader = c.app.state.ingest.loader
+            wait(rt._ready.is_set, "the startup sweep")
+            loader.in_transaction.insert(0, hold)
+            assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
+                track("amy", "Logged In", now)]}).status_code == 200
+            wait(inside.is_set, "the loader inside a micro-batch")
+            zed = [identify("zed", now, name="Zed Zim", owner="olga@example.com"),
+                   track("zed", "Contact Sales Requested", now)]
+            assert c.post("/v1/batch", auth=("k", ""), json={"batch": zed}).status_code == 200
+            wait(lambda: ready("zed"), "the hot lane's alert")
+            # announced and routed while the loader has not stored a thing of zed's
+            assert p.engine.scalar("SELECT count(*) FROM events WHERE user_id = 'zed'") == 0
+            alert = ready("zed")[0]
+            assert alert["recipient"] == "olga@example.com" and alert["channel"] == "email"
+            assert alert["payload"]["person"]["name"] == "Zed Zim"
+            assert alert["payload"]["person"]["company"] == "Acme zed"
+            # routed to the owner the identify named (not yet a stored trait)
+            assert p.engine.query("SELECT rep FROM assignments WHERE person_id = 'zed'") == [
+                ("olga@example.com",)]
+            loader.in_transaction.remove(hold)
+            go.set()
+            wait(lambda: p.engine.scalar(
+                "SELECT count(*) FROM events WHERE user_id = 'zed'") == 2, "zed's events stored")
+            assert rt.wait_idle(60)
+            health = c.get("/v1/realtime").json()
+            assert health["hot_lag_ms"] and health["errors"] == 0, health["last_error"]
+        assert len(ready("zed")) == 1
+        assert p.engine.scalar("SELECT count(*) FROM assignments WHERE person_id = 'zed'") == 1
+    finally:
+        go.set()
+        p.close()
+
+
+def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
+        proj: Project):
+    """The in-load pass leaves the hot lane's messages to it, stands aside (to the thread) for
+    people the hot lane committed work for after the micro-batch began (its snapshot cannot
+    see that work), and holds the hot lane off its own people until the micro-batch ends."""
+    import threading
+
+    from leadrefinery.act.received import Received
+    from leadrefinery.act.triggers import Action
+
+    sc = scorer_for(proj)
+    rt = Realtime(sc, settings=proj.settings)
+    t = T0
+
+    def act(mid: str) -> Action:
+        return Action(mid, t, "track", "Contact Sales Requested", None)
+
+    rt.on_received([Received("m1", t, "track", "Contact Sales Requested", None, "hal", None,
+                             None)])
+    rt.load_began = lambda: 100.0
+    # the hot lane's message is its own; hal has nothing else: not evaluated here
+    assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}) == {"ivy": [act("m2")]}
+    assert rt._loading == {"ivy"}
+    rt.load_ended(True)
+    # the hot lane committed for ivy after this micro-batch began: all of it to the thread
+    rt._hot_people["ivy"] = 101.0
+    assert rt._claim_for_load({"ivy": [act("m3")]}) is None
+    # ... but work committed before the micro-batch began is in its snapshot
+    rt._hot_people["ivy"] = 99.0
+    assert rt._claim_for_load({"ivy": [act("m3")]}) == {"ivy": [act("m3")]}
+    assert "ivy" not in rt._hot_people
+    # while ivy is in the micro-batch, the hot lane waits for its end
+    done = threading.Event()
+    sc.act_on_received = lambda items, people, now=None: (done.set(), realtime_mod.BatchResult())[1]
+    item = Received("m4", t, "track", "Contact Sales Requested", None, "ivy", None, None)
+    th = threading.Thread(target=rt._act_on_received, args=([item],))
+    th.start()
+    assert not done.wait(0.5)
+    rt.load_ended(False)
+    assert done.wait(10)
+    th.join(10)
+    assert rt._hot_people["ivy"] > 100.0
+
+
 def test_http_routes_forms_activities_unsubscribe_realtime(proj: Project, monkeypatch):
     import warnings
 

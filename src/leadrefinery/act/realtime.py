@@ -38,6 +38,22 @@ micro-batch stored): no hand-over, no second transaction, and the alert commits 
 When that is not possible (before the startup sweep; the loader's retry of a failed micro-batch
 runs without it) the people go to the fast lane's own thread (`Scorer.act_on_actions`), and
 the in-load path waits until that thread is idle, so the two never evaluate side by side.
+
+The hot lane
+------------
+Waiting for the loader costs up to two micro-batches (the one under way, then its own): under
+load, more than a second. So the HTTP handler picks the messages that can fire an action
+trigger (act/received.py) and, once their request is durable, hands them to the fast lane's
+thread, which evaluates them at once (`Scorer.act_on_received`) in a small transaction of its
+own: the person resolved as the loader will (`people_of`), the stored profile overlaid with
+what not-yet-stored requests said (identify traits, anonymous-id links), episodes, alerts and
+the fast-track. The message's event itself is stored by the loader as always. Claims keep the
+two evaluators apart — two transactions side by side would not see each other's episodes and
+could announce one lead twice: the in-load pass skips the messages the hot lane claimed, stands
+aside (to the thread) for people the hot lane committed work for after the micro-batch began,
+and the hot lane waits for a micro-batch to end before evaluating people its in-load pass has.
+A `kill -9` between the hot lane's commit and the load loses nothing: the replayed micro-batch
+finds the message in the episodes' memory and does not announce it again.
 The lanes never write the same rows: buy-readiness memory lives in `trigger_episodes`, not in
 `person_state`. In `serve` the rescoring thread runs nicer than the loader (`[triggers]
 rescore_nice`) and starts a batch once the loader has caught up (at most `yield_seconds` later):
