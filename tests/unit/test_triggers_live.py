@@ -666,6 +666,47 @@ default_team = "inside"
         p.close()
 
 
+def test_what_the_hot_lane_reads_from_requests_matches_what_the_loader_stores(proj: Project):
+    """The hot lane's picks and profile overlay, against the loader on the same messages: the
+    same people columns from identify traits, the same person for an anonymous visitor linked
+    to a user id by an earlier request, the same `ts`."""
+    from leadrefinery.act.received import ActionWatch, Picker, Recent, profile_of
+    from leadrefinery.api.ingest import prepare_lines
+
+    ts = for_project(proj, proj.model())
+    watch = ActionWatch(ts.of_kind("action"))
+    recent = Recent()
+    traits = {"Email": "Ann@Acme.io", "firstName": "Ann", "Last Name": "Lee", "jobTitle": "CTO",
+              "company": {"name": "Acme"}, "address": {"country": "DE"}, "phone": "  ",
+              "lead_owner": "olga@example.com"}
+    first = [{**identify("ann", T0, **traits), "anonymousId": "a-9"}]
+    second = [{"type": "page", "anonymousId": "a-9", "name": "Pricing",
+               "timestamp": "2026-03-02T13:00:00+01:00", "messageId": "p-1",
+               "properties": {"path": "/pricing/teams"}},
+              track("ann", "Logged In", T0), track("ann", "Contact Sales Requested", T0),
+              {"type": "screen", "userId": "ann", "name": "Contact Sales Requested",
+               "timestamp": iso(T0), "messageId": "s-1"}]
+    picks = []
+    for msgs in (first, second):
+        picker = Picker(watch, recent)
+        prepare_lines({"batch": msgs}, "batch", source="web", body_bytes=0,
+                      max_message_bytes=1 << 20, received_at=iso(T0), each=picker)
+        picks += picker.items()
+    assert [it.message_id for it in picks] == ["p-1", second[2]["messageId"], "s-1"]
+    ingest(proj, first + second)
+    sc = scorer_for(proj)
+    people = sc.people_of(picks)
+    stored = dict(proj.engine.query("SELECT message_id, person_id FROM events"))
+    assert people == {m: stored[m] for m in people} and set(people.values()) == {"ann"}
+    stored_ts = dict(proj.engine.query("SELECT message_id, ts FROM events"))
+    assert all(it.ts == stored_ts[it.message_id] for it in picks)
+    assert picks[0].path == "/pricing/teams" and picks[0].linked_user == "ann"
+    cols = list(profile_of(picks[0].traits))
+    row = proj.engine.query(f"SELECT {', '.join(cols)} FROM people WHERE person_id = 'ann'")[0]
+    assert dict(zip(cols, row, strict=True)) == profile_of(picks[0].traits)
+    assert {"email", "name", "title", "company", "country", "owner"} <= set(cols)
+
+
 def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
         proj: Project):
     """The in-load pass leaves the hot lane's messages to it, stands aside (to the thread) for

@@ -64,19 +64,28 @@ def trait_key(key: str) -> str:
 
 
 def profile_of(traits: dict[str, Any]) -> dict[str, str]:
-    """The `people` columns identify traits set (ingest/identity.py PROFILE_FIELDS: the first
-    listed key with a value wins; an object gives its name or country)."""
+    """The `people` columns identify traits set, as ingest/identity.py pivots them: per
+    PROFILE_FIELDS the first listed key with a value wins (of two spellings of one key, the
+    larger); an object gives its name or country; the email in lower case; the name, if none,
+    from the first and last names."""
     text: dict[str, str] = {}
     for k, v in traits.items():
         if isinstance(v, dict):
             v = v.get("name") or v.get("country")
-        if v is not None and not isinstance(v, list | dict) and str(v).strip():
-            text.setdefault(trait_key(k), str(v).strip())
+        if v is None or isinstance(v, list | dict):
+            continue
+        v = "true" if v is True else "false" if v is False else str(v)
+        nk = trait_key(k)
+        text[nk] = max(text.get(nk, v), v)
     out = {}
     for col, keys in PROFILE_FIELDS.items():
-        v = next((text[k] for k in keys if k in text), None)
-        if v is not None:
+        v = next((text[k].strip() for k in keys if k in text), None)
+        if v:
             out[col] = v
+    if "email" in out:
+        out["email"] = out["email"].lower()
+    if "name" not in out and (out.get("first_name") or out.get("last_name")):
+        out["name"] = " ".join(x for x in (out.get("first_name"), out.get("last_name")) if x)
     return out
 
 
@@ -121,8 +130,8 @@ class Recent:
                 self.links[str(aid)] = (str(uid), at)
             if isinstance(traits, dict) and traits:
                 for who in (uid, aid):
-                    if who:
-                        old = self.traits.get(str(who), ({}, at))[0]
+                    if who:  # (re-inserted: the dicts stay in the order of receipt)
+                        old = self.traits.pop(str(who), ({}, at))[0]
                         self.traits[str(who)] = ({**old, **traits}, at)
 
     def linked(self, anonymous_id: str) -> str | None:
@@ -143,7 +152,10 @@ class Recent:
         cut = (through.replace(tzinfo=UTC) if through.tzinfo is None else through) - self.KEEP
         with self._lock:
             for d in (self.links, self.traits):
-                for k in [k for k, (_, at) in d.items() if at < cut]:
+                while d:  # oldest first: stop at the first one to keep
+                    k = next(iter(d))
+                    if d[k][1] >= cut:
+                        break
                     del d[k]
 
 
