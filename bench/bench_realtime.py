@@ -3,7 +3,7 @@ and how long an event takes to become a delivered webhook alert.
 
     .venv/bin/python bench/bench_realtime.py [--clients 6] [--seconds 20] [--batch 100]
                         [--rate 20000] [--people 200000] [--history 1500] [--probes-per-s 5]
-                        [--modes off,on] [--shield]
+                        [--sessions 0] [--modes off,on] [--shield]
 
 For each mode, on a fresh project with the demo scoring model (`sample/model.yaml`) and
 `--history` generated trial users already ingested:
@@ -80,17 +80,33 @@ def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def make_batch(rng: random.Random, size: int, people: int | list[str], probe: str | None) -> bytes:
-    """`people`: how many users (new ones), or the ids of known ones."""
+class Visitors:
+    """Who sends the next event: a random one of `people` users each time (`sessions=0`, the
+    worst case for per-person rescoring), or one of `active` users in a session, each session
+    `sessions` events long on average before a random user takes its place."""
+
+    def __init__(self, rng: random.Random, people: int | list[str], sessions: int,
+                 active: int = 300) -> None:
+        self.rng, self.people, self.sessions = rng, people, sessions
+        self.n = len(people) if isinstance(people, list) else people
+        self.active = [rng.randrange(self.n) for _ in range(active)] if sessions else []
+
+    def next(self) -> tuple[int, str]:
+        if not self.sessions:
+            p = self.rng.randrange(self.n)
+        else:
+            k = self.rng.randrange(len(self.active))
+            if self.rng.random() < 1 / self.sessions:
+                self.active[k] = self.rng.randrange(self.n)
+            p = self.active[k]
+        return p, self.people[p] if isinstance(self.people, list) else f"user-{p}"
+
+
+def make_batch(rng: random.Random, size: int, who: Visitors, probe: str | None) -> bytes:
     now = time.time()
     msgs = []
     for _ in range(size - (2 if probe else 0)):
-        if isinstance(people, list):
-            p = rng.randrange(len(people))
-            uid = people[p]
-        else:
-            p = rng.randrange(people)
-            uid = f"user-{p}"
+        p, uid = who.next()
         base = {"messageId": str(uuid.uuid4()), "userId": uid, "timestamp": iso(now),
                 "context": {"library": {"name": "bench", "version": "1"},
                             "ip": f"10.0.{p % 255}.{p % 199}"}}
@@ -244,7 +260,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                     tick += max(1.0 / args.probes_per_s, 0.01)
         rngs = [random.Random(c) for c in range(args.clients)]
         users = getattr(args, "known", None) or args.people
-        bodies = {(c, i): make_batch(rngs[c], args.batch, users, probes.get((c, i)))
+        who = [Visitors(rngs[c], users, args.sessions) for c in range(args.clients)]
+        bodies = {(c, i): make_batch(rngs[c], args.batch, who[c], probes.get((c, i)))
                   for _, c, i in schedule}
         load0 = os.getloadavg()
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -345,6 +362,10 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000,
                     help="events/s in total, paced (open loop); 0 = as fast as answered")
     ap.add_argument("--people", type=int, default=200_000, help="distinct users in the load")
+    ap.add_argument("--sessions", type=int, default=0,
+                    help="events per visit on average (each client keeps 300 visitors "
+                         "active); 0 = every event from a random user (the worst case for "
+                         "per-person rescoring)")
     ap.add_argument("--store", type=Path, default=None,
                     help="start from a copy of this store (e.g. /tmp/leadrefinery-bench/"
                          "rescore-200000/store.duckdb from bench_rescore.py --full) instead of "
@@ -380,6 +401,7 @@ def main() -> int:
           f"per mode, {os.cpu_count()} cores; "
           + (f"store {args.store} ({len(args.known):,} known people in the load)" if args.store
              else f"history {args.history} users, {args.people:,} users in the load")
+          + (f"; visits of {args.sessions} events" if args.sessions else "; random users")
           + ("; --shield" if args.shield else ""))
     print(f"{'mode':<5} {'events/s':>10} {'req p50':>9} {'req p99':>9} {'srv p99':>9} "
           f"{'batches':>8} {'lag p99':>9} {'backlog':>8} {'drain':>7} {'e2w p50':>8} "

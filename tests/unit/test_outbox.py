@@ -291,6 +291,18 @@ def test_feed_alerts_land_in_the_feed_once(engine):
     assert "Lead" in everyone[0]["text"]
 
 
+def test_urgent_alerts_are_claimed_ahead_of_older_ones(engine):
+    """A lead asking for sales now, or a critical alert, does not wait behind a burst of
+    score changes for the same receiver; otherwise the oldest due goes first."""
+    now = datetime.now()
+    enqueue(engine, [alert(i, created_at=now - timedelta(minutes=10 - i)) for i in range(6)]
+            + [alert(7, trigger_kind="buy_readiness", severity="info", created_at=now),
+               alert(8, severity="critical", created_at=now - timedelta(minutes=1))], now=now)
+    d = Deliverer(engine, settings())
+    got = [r.person_id for r in d.claim(4)]
+    assert got[:2] == ["p8", "p7"] and got[2:] == ["p0", "p1"]
+
+
 def test_the_deliverer_thread_sends_what_is_enqueued_and_woken_for(engine):
     with Deliverer(engine, settings(poll_seconds=5.0)) as d:  # poll slowly: wake() must do it
         with engine.transaction():

@@ -43,7 +43,7 @@ from ..errors import StoreError
 from ..store.engine import Engine
 from .channels import Channel, DeliveryError, RenderContext, Secrets, build_channels, render
 from .clock import Clock, SystemClock
-from .outbox import COLUMNS, DEAD, DELIVERED, PENDING, SELECT, AlertRow
+from .outbox import COLUMNS, DEAD, DELIVERED, PENDING, SELECT, URGENT, AlertRow
 from .threads import join_all, spawn
 
 if TYPE_CHECKING:
@@ -215,14 +215,15 @@ class Deliverer:
         return n
 
     def claim(self, limit: int, busy: Counter[tuple[str, str]] | None = None) -> list[AlertRow]:
-        """Claim up to `limit` due alerts for this deliverer, oldest due first; with `busy`
-        (sends in flight per receiver), none for a receiver already at `per_receiver`."""
+        """Claim up to `limit` due alerts for this deliverer, urgent ones (outbox.URGENT)
+        first, then oldest due first; with `busy` (sends in flight per receiver), none for a
+        receiver already at `per_receiver`."""
         now = self.clock.now()
         e = self.engine
         with e.transaction():
             rows = e.query(
                 f"{SELECT} WHERE status = ? AND claimed_at IS NULL AND next_attempt_at <= ? "
-                "ORDER BY next_attempt_at, created_at LIMIT ?",
+                f"ORDER BY {URGENT} DESC, next_attempt_at, created_at LIMIT ?",
                 [PENDING, now, limit if busy is None else limit * 8])
             if busy is not None:
                 load, picked = Counter(busy), list[tuple]()

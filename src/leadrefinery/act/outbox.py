@@ -49,6 +49,9 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
 SEVERITIES = ("info", "warning", "critical")
 CHANNELS = ("webhook", "email", "feed")
+# sent ahead of other due alerts: a lead asking for sales now, a critical one (an abuser at
+# work) — not behind a burst of score changes for the same receiver
+URGENT = "(trigger_kind = 'buy_readiness' OR severity = 'critical')"
 
 # columns of `alerts`, in the order rows are read back (see `AlertRow`)
 COLUMNS = (

@@ -10,6 +10,7 @@ about the person is read there; this module only reads messages.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import threading
 import time
@@ -20,7 +21,6 @@ from typing import Any
 
 from ..ingest.identity import PROFILE_FIELDS
 from ..ingest.segment import parse_time
-from .triggers import glob_match
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,19 @@ class ActionWatch:
 
     def __init__(self, triggers: Sequence[Any]) -> None:
         self.events = frozenset(n for t in triggers for n in t.events)
-        self.pages = sorted({p for t in triggers for p in t.pages})
+        pages = sorted({p for t in triggers for p in t.pages})
+        # one regex for all globs, as `glob_match` reads them: this runs for every page view
+        self.pages = re.compile("|".join(fnmatch.translate(p) for p in pages)) if pages else None
 
     def wants(self, m: dict[str, Any]) -> bool:
         kind = m.get("type")
         if kind == "track":
             return m.get("event") in self.events
         if kind in ("page", "screen"):
-            return m.get("name") in self.events or (
-                kind == "page" and bool(self.pages) and glob_match(page_path(m), self.pages))
+            if m.get("name") in self.events:
+                return True
+            path = page_path(m) if kind == "page" and self.pages is not None else None
+            return path is not None and self.pages.match(path) is not None
         return False
 
 
