@@ -30,6 +30,14 @@ SETTINGS = """
 [alerts.webhooks.sales]
 url = "http://127.0.0.1:9/hooks"
 """
+ROUTED = SETTINGS + """
+[[reps]]
+email = "sam@example.com"
+team = "inside"
+
+[routing]
+default_team = "inside"
+"""
 
 
 def iso(t: datetime) -> str:
@@ -191,15 +199,7 @@ def test_a_failure_rolls_back_state_episodes_and_alerts(proj: Project, monkeypat
 
 
 def test_buy_readiness_fast_tracks_to_a_rep(tmp_path: Path):
-    settings = SETTINGS + """
-[[reps]]
-email = "sam@example.com"
-team = "inside"
-
-[routing]
-default_team = "inside"
-"""
-    p = make_project(tmp_path / "proj", settings=settings)
+    p = make_project(tmp_path / "proj", settings=ROUTED)
     try:
         ingest(p, [identify("cat", T0 - timedelta(days=1))])
         sc = scorer_for(p)
@@ -603,15 +603,7 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
 
     from leadrefinery.api.app import create_app
 
-    settings = SETTINGS + """
-[[reps]]
-email = "sam@example.com"
-team = "inside"
-
-[routing]
-default_team = "inside"
-"""
-    p = make_project(tmp_path / "proj", settings=settings)
+    p = make_project(tmp_path / "proj", settings=ROUTED)
     now = datetime.utcnow()
     ingest(p, [identify("amy", now - timedelta(days=1))])
     inside, go = threading.Event(), threading.Event()
