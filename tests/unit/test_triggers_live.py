@@ -701,9 +701,10 @@ def test_what_the_hot_lane_reads_from_requests_matches_what_the_loader_stores(pr
 
 def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
         proj: Project):
-    """The in-load pass leaves the hot lane's messages to it, stands aside (to the thread) for
-    people the hot lane committed work for after the micro-batch began (its snapshot cannot
-    see that work), and holds the hot lane off its own people until the micro-batch ends."""
+    """The in-load pass leaves the hot lane's messages to it (standing aside, to the thread,
+    while one is not committed: its watermark would pass it), stands aside for people the hot
+    lane committed work for after the micro-batch began (its snapshot cannot see that work),
+    and holds the hot lane off its own people until the micro-batch ends."""
     import threading
 
     from leadrefinery.act.received import Received
@@ -719,9 +720,13 @@ def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
     rt.on_received([Received("m1", t, "track", "Contact Sales Requested", None, "hal", None,
                              None)])
     rt.load_began = lambda: 100.0
+    # not committed by the hot lane yet: the lane's watermark must not pass it
+    assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}) is None
+    assert not rt._loading
+    rt._hot_ids["m1"] = True  # committed
     # the hot lane's message is its own; hal has nothing else: not evaluated here
     assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}) == {"ivy": [act("m2")]}
-    assert rt._loading == {"ivy"}
+    assert rt._loading == {"ivy"} and not rt._hot_ids
     rt.load_ended(True)
     # the hot lane committed for ivy after this micro-batch began: all of it to the thread
     rt._hot_people["ivy"] = 101.0

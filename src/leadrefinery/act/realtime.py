@@ -1222,14 +1222,14 @@ class Realtime:
         self._in_load_skipped = False
         self._fast_busy = False
         # the hot lane (same thread): messages received, not yet evaluated; the message ids it
-        # claimed (queued or done), which the in-load pass leaves to it; when it last committed
-        # work per person (inf while it evaluates them); the people the in-load pass evaluates
-        # in the micro-batch under way — the hot lane waits for its end, and the in-load pass
-        # stands aside for people the hot lane touched after the micro-batch began (its snapshot
-        # would not see that work)
+        # claimed (-> committed yet?), which the in-load pass leaves to it; when it last
+        # committed work per person (inf while it evaluates them); the people the in-load pass
+        # evaluates in the micro-batch under way — the hot lane waits for its end, and the
+        # in-load pass stands aside for people the hot lane touched after the micro-batch began
+        # (its snapshot would not see that work)
         self._hot: list[Received] = []
         self.recent = Recent()  # profile changes received, not yet loaded (act/received.py)
-        self._hot_ids: dict[str, float] = {}
+        self._hot_ids: dict[str, bool] = {}
         self._hot_people: dict[str, float] = {}
         self._loading: set[str] = set()
         self._claims = threading.Condition(self._lock)
@@ -1290,19 +1290,23 @@ class Realtime:
 
     def _claim_for_load(self, acts: dict[str, list[Action]]) -> dict[str, list[Action]] | None:
         """What of a micro-batch's buy-readiness events the in-load pass evaluates: not the
-        messages the hot lane claimed; None (stand aside) if the hot lane is evaluating, or
-        committed work for, one of the other people since the micro-batch began."""
+        messages the hot lane claimed. None (stand aside: the thread takes the micro-batch's
+        people, after the hot lane) if the hot lane has not committed one of its messages yet —
+        the lane's watermark would pass it — or is evaluating, or committed work for, one of
+        the other people since the micro-batch began."""
         began = self.load_began()
         with self._lock:
-            mine: dict[str, list[Action]] = {}
-            for pid, evs in acts.items():
-                left = [a for a in evs if self._hot_ids.pop(a.message_id, None) is None]
-                if left:
-                    mine[pid] = left
+            ids = [a.message_id for evs in acts.values() for a in evs]
+            if any(self._hot_ids.get(m) is False for m in ids):
+                return None
             for pid in [p for p, t in self._hot_people.items() if t < began]:
                 del self._hot_people[pid]  # done before this micro-batch's snapshot
+            mine = {pid: left for pid, evs in acts.items()
+                    if (left := [a for a in evs if a.message_id not in self._hot_ids])}
             if any(p in self._hot_people for p in mine):
                 return None
+            for m in ids:  # seen stored: the episodes' memory has them from now on
+                self._hot_ids.pop(m, None)
             self._loading |= set(mine)
         return mine
 
@@ -1322,11 +1326,10 @@ class Realtime:
             if len(self._hot) >= HOT_QUEUE:  # far behind: the loader's lane takes them
                 self.hot_dropped += len(items)
                 return
-            if len(self._hot_ids) > 4 * HOT_QUEUE:  # never loaded (a failing loader): forget
-                self._hot_ids = dict(list(self._hot_ids.items())[HOT_QUEUE:])
-            t = time.monotonic()
+            if len(self._hot_ids) > 4 * HOT_QUEUE:  # a failing loader: forget committed ones
+                self._hot_ids = {m: done for m, done in self._hot_ids.items() if not done}
             for it in items:
-                self._hot_ids[it.message_id] = t
+                self._hot_ids[it.message_id] = False
             self._hot.extend(items)
         self._fast_wake.set()
 
@@ -1525,7 +1528,7 @@ class Realtime:
         while True:
             with self._lock:
                 hot, self._hot = self._hot, []
-            if hot:  # received messages first: the in-load pass may be waiting for them
+            if hot:  # received messages first: the urgent ones
                 if not self._guard("received", lambda hot=hot: self._act_on_received(hot)):
                     with self._lock:
                         self._hot[:0] = hot
@@ -1584,6 +1587,10 @@ class Realtime:
                 done = time.monotonic()
                 for p in persons:
                     self._hot_people[p] = done
+        with self._lock:
+            for it in items:
+                if it.message_id in self._hot_ids:
+                    self._hot_ids[it.message_id] = True
         for it in items:
             self.hot_lag_seconds.append(done - it.at)
         if res.alerts:
