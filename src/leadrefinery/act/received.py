@@ -172,10 +172,11 @@ class Picker:
         self.recent = recent
         self.hits: list[dict[str, Any]] = []
 
-    def __call__(self, m: dict[str, Any]) -> None:
-        if m.get("type") == "identify" or (m.get("userId") and m.get("anonymousId")):
+    def __call__(self, m: dict[str, Any]) -> None:  # on the event loop, for every message
+        kind = m.get("type")
+        if kind == "identify" or (m.get("anonymousId") and m.get("userId")):
             self.recent.note(m)
-        if self.watch.wants(m):
+        if kind != "identify" and self.watch.wants(m):
             self.hits.append(m)
 
     def items(self) -> list[Received]:
