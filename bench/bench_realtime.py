@@ -76,6 +76,15 @@ PAGES = ["/", "/blog/labs", "/product", "/features/classes", "/docs/getting-star
 EVENTS = ["Logged In", "Environment Launched", "Environment Stopped", "Email Clicked"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far (Linux; else 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
@@ -264,6 +273,7 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         bodies = {(c, i): make_batch(rngs[c], args.batch, who[c], probes.get((c, i)))
                   for _, c, i in schedule}
         load0 = os.getloadavg()
+        cpu0 = cpu_seconds(proc.pid)
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
         began = time.perf_counter()
         acked: dict[str, float] = {}  # probe -> ack (wall clock)
@@ -281,7 +291,9 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                            batch=args.batch, rate=args.rate, t0=began, seconds=args.seconds,
                            body=body, acked=on_ack)
         elapsed = time.perf_counter() - began
+        pl = [v for k, v in sent.latency.items() if k in probes]
         load1 = os.getloadavg()
+        cpu1 = cpu_seconds(proc.pid)
         backlog = get_json(port, "/v1/realtime").get("pending_people", 0)
         # wait for the store and the rescoring lane to catch up, and for the probes' alerts
         ended = time.time()
@@ -314,6 +326,10 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "errors": len(sent.errors),
             "req_p50_ms": 1000 * pct(sent.latencies, 0.5),
             "req_p99_ms": 1000 * pct(sent.latencies, 0.99),
+            # requests carrying a probe (new leads asking for sales), and the others
+            "probe_req_ms": {"p50": 1000 * pct(pl, 0.5), "max": 1000 * max(pl)} if pl else {},
+            "other_req_p99_ms": 1000 * pct([v for k, v in sent.latency.items()
+                                            if k not in probes], 0.99),
             "server_req_ms": health["log"].get("request_ms", {}),
             "rescore_batches": rt.get("batches", 0),
             "rescore_people": rt.get("people", 0),
@@ -338,6 +354,7 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "probes_lost": len(lost),
             "load_before": load0,
             "load_after": load1,
+            "server_cpu_s": round(cpu1 - cpu0, 2),  # of the two cores' 2 x --seconds
         }
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -48,6 +48,7 @@ def shield(pid: int, delta: int = -10) -> bool:
 @dataclass
 class Sent:
     latencies: list[float] = field(default_factory=list)  # seconds, of accepted requests
+    latency: dict[tuple[int, int], float] = field(default_factory=dict)  # (client, i) -> it
     events: int = 0  # acknowledged
     errors: list[str] = field(default_factory=list)  # statuses other than 200
     last: float = 0.0  # perf_counter of the last acknowledgement
@@ -88,6 +89,7 @@ def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch
                     out.errors.append(str(resp.status))
                 else:
                     out.latencies.append(done - scheduled)
+                    out.latency[c, i] = done - scheduled
                     out.events += batch
                     out.last = max(out.last, done)
             if resp.status == 200 and acked is not None:

@@ -699,6 +699,29 @@ def test_what_the_hot_lane_reads_from_requests_matches_what_the_loader_stores(pr
     assert {"email", "name", "title", "company", "country", "owner"} <= set(cols)
 
 
+def test_the_hot_lane_can_be_turned_off(tmp_path: Path):
+    """`[triggers] hot_lane = false`: requests are not picked; buy-readiness goes with the
+    loader (the in-load pass), as it did before the hot lane."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from leadrefinery.api.app import create_app
+
+    for on in (True, False):
+        p = make_project(tmp_path / f"p{on}", settings=SETTINGS + f"""
+[triggers]
+hot_lane = {str(on).lower()}
+""")
+        try:
+            with TestClient(create_app(p)) as c:
+                assert (c.app.state.ingest.picker is not None) is on
+        finally:
+            p.close()
+
+
 def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
         proj: Project):
     """The in-load pass leaves the hot lane's messages to it (standing aside, to the thread,

@@ -1227,7 +1227,7 @@ class Realtime:
         # evaluates in the micro-batch under way — the hot lane waits for its end, and the
         # in-load pass stands aside for people the hot lane touched after the micro-batch began
         # (its snapshot would not see that work)
-        self._hot: list[Received] = []
+        self._hot: deque[Received] = deque()  # (appended on the event loop: no lock)
         self.recent = Recent()  # profile changes received, not yet loaded (act/received.py)
         self._hot_ids: dict[str, bool] = {}
         self._hot_people: dict[str, float] = {}
@@ -1319,18 +1319,19 @@ class Realtime:
                 self._claims.notify_all()
 
     def on_received(self, items: list[Received]) -> None:
-        """Buy-readiness messages of a request now durable (api/ingest.py): to the hot lane."""
+        """Buy-readiness messages of a request now durable (api/ingest.py): to the hot lane.
+        On the event loop, so no lock (one a background thread holds while descheduled would
+        stall requests): dict and deque operations are atomic. A claim registered late only
+        means the in-load pass may evaluate the message first; the hot lane then waits for
+        that micro-batch and finds it announced."""
         if not items or self.scorer is None or not self.fast_lane:
             return
-        with self._lock:
-            if len(self._hot) >= HOT_QUEUE:  # far behind: the loader's lane takes them
-                self.hot_dropped += len(items)
-                return
-            if len(self._hot_ids) > 4 * HOT_QUEUE:  # a failing loader: forget committed ones
-                self._hot_ids = {m: done for m, done in self._hot_ids.items() if not done}
-            for it in items:
-                self._hot_ids[it.message_id] = False
-            self._hot.extend(items)
+        if len(self._hot) >= HOT_QUEUE:  # far behind: the loader's lane takes them
+            self.hot_dropped += len(items)
+            return
+        for it in items:
+            self._hot_ids[it.message_id] = False
+        self._hot.extend(items)
         self._fast_wake.set()
 
     def on_loaded(self, person_ids: list[str], report: Any = None) -> None:
@@ -1403,8 +1404,7 @@ class Realtime:
             fast = len(self._fast)
         lag = sorted(self.lag_seconds)
         fast_lag = sorted(self.fast_lag_seconds)
-        with self._lock:
-            hot = len(self._hot)
+        hot = len(self._hot)
         out: dict[str, Any] = {
             "enabled": self.scorer is not None,
             "model": self.scorer.model.name if self.scorer else None,
@@ -1526,12 +1526,10 @@ class Realtime:
                 return
         backoff = 0.5
         while True:
-            with self._lock:
-                hot, self._hot = self._hot, []
+            hot = [self._hot.popleft() for _ in range(len(self._hot))]
             if hot:  # received messages first: the urgent ones
                 if not self._guard("received", lambda hot=hot: self._act_on_received(hot)):
-                    with self._lock:
-                        self._hot[:0] = hot
+                    self._hot.extendleft(reversed(hot))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                 else:
@@ -1591,6 +1589,8 @@ class Realtime:
             for it in items:
                 if it.message_id in self._hot_ids:
                     self._hot_ids[it.message_id] = True
+            if len(self._hot_ids) > 4 * HOT_QUEUE:  # a failing loader: forget committed ones
+                self._hot_ids = {m: done for m, done in list(self._hot_ids.items()) if not done}
         for it in items:
             self.hot_lag_seconds.append(done - it.at)
         if res.alerts:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -115,52 +114,59 @@ class Recent:
     """What requests said about people that the loader may not have stored yet: identify
     traits and anonymous ids linked to a user id, by the id they were sent under, so the hot
     lane sees a profile change (a new owner, say) received before the action, as the loader
-    would. Entries go once the loader is past them (`forget_before`). Thread-safe: big
-    requests are read off the event loop."""
+    would. Entries go once the loader is past them (`forget_before` marks how far).
+
+    No lock: it is used on the event loop (and by a request read off it, rarely); a lock a
+    background thread might hold while descheduled would stall requests. Each dict operation
+    is atomic; two requests racing on one person could at worst lose a trait merge."""
 
     KEEP = timedelta(seconds=5)  # requests received together reach the log in any order
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.links: dict[str, tuple[str, datetime]] = {}  # anonymous id -> user id, received
         self.traits: dict[str, tuple[dict[str, Any], datetime]] = {}  # id -> traits, received
+        self._cut: datetime | None = None
 
     def note(self, m: dict[str, Any]) -> None:
         uid, aid = m.get("userId") or None, m.get("anonymousId") or None
         at = parse_time(m.get("receivedAt")) or datetime.now(UTC)
         traits = m.get("traits") if m.get("type") == "identify" else None
-        with self._lock:
-            if uid and aid and str(aid) not in self.links:  # the first link wins
-                self.links[str(aid)] = (str(uid), at)
-            if isinstance(traits, dict) and traits:
-                for who in (uid, aid):
-                    if who:  # (re-inserted: the dicts stay in the order of receipt)
-                        old = self.traits.pop(str(who), ({}, at))[0]
-                        self.traits[str(who)] = ({**old, **traits}, at)
+        if uid and aid and str(aid) not in self.links:  # the first link wins
+            self.links[str(aid)] = (str(uid), at)
+        if isinstance(traits, dict) and traits:
+            for who in (uid, aid):
+                if who:  # (re-inserted: the dicts stay in the order of receipt)
+                    old = self.traits.pop(str(who), ({}, at))[0]
+                    self.traits[str(who)] = ({**old, **traits}, at)
+        if self._cut is not None:
+            self._prune(self._cut)
 
     def linked(self, anonymous_id: str) -> str | None:
-        with self._lock:
-            hit = self.links.get(anonymous_id)
+        hit = self.links.get(anonymous_id)
         return hit[0] if hit else None
 
     def traits_of(self, *ids: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        with self._lock:
-            for i in ids:
-                if i and i in self.traits:
-                    out.update(self.traits[i][0])
+        for i in ids:
+            hit = self.traits.get(i) if i else None
+            if hit:
+                out.update(hit[0])
         return out
 
     def forget_before(self, through: datetime) -> None:
-        """Drop what was received before `through` (the loader stored it), less `KEEP`."""
-        cut = (through.replace(tzinfo=UTC) if through.tzinfo is None else through) - self.KEEP
-        with self._lock:
-            for d in (self.links, self.traits):
-                while d:  # oldest first: stop at the first one to keep
-                    k = next(iter(d))
-                    if d[k][1] >= cut:
-                        break
-                    del d[k]
+        """The loader stored what was received before `through`: forget it (less `KEEP`), on
+        the next `note`."""
+        self._cut = (through.replace(tzinfo=UTC) if through.tzinfo is None else through
+                     ) - self.KEEP
+
+    def _prune(self, cut: datetime) -> None:
+        for d in (self.links, self.traits):
+            while d:  # oldest first: stop at the first one to keep
+                k = next(iter(d))
+                hit = d.get(k)
+                if hit is not None and hit[1] >= cut:
+                    break
+                d.pop(k, None)
 
 
 class Picker:

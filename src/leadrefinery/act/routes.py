@@ -173,7 +173,7 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     realtime.acted_in_load = lambda: loader.in_transaction_ran
     loader.after_transaction.append(realtime.load_ended)
     realtime.load_began = lambda: loader.transaction_began
-    if realtime.fast_lane:  # the hot lane: buy-readiness evaluated as soon as it is durable
+    if realtime.fast_lane and project.settings.triggers.hot_lane:  # see act/realtime.py
         from .received import ActionWatch, Picker
 
         watch = ActionWatch(realtime.triggers.of_kind("action"))
