@@ -413,9 +413,7 @@ class Scorer:
                     ) -> dict[str, tuple[LeadState, dict, Any]]:
         """Stored states of the ids table's people (all with `restricted=False`; only `ids`
         when given)."""
-        where, params = (f" AND {self._in_ids()}", []) if restricted else ("", [])
-        if ids is not None:
-            where, params = " AND person_id = ANY(?)", [ids]
+        where, params = self._only(restricted, ids)
         rows = self.engine.query(
             "SELECT person_id, score, grade, stage, stage_rank, segments, flags, bucket, "
             f"categories, memo, as_of FROM person_state WHERE model = ?{where}",
@@ -430,18 +428,25 @@ class Scorer:
                             if v is not None}), _loads(memo) or {}, as_of)
         return out
 
-    def _episodes(self, now: datetime, restricted: bool = True
+    def _only(self, restricted: bool, ids: list[str] | None) -> tuple[str, list[Any]]:
+        """A condition on person_id (`AND ...`, its parameters): `ids`, else the ids table's
+        people when `restricted`, else none."""
+        if ids is not None:
+            return " AND person_id = ANY(?)", [ids]
+        return (f" AND {self._in_ids()}", []) if restricted else ("", [])
+
+    def _episodes(self, now: datetime, restricted: bool = True, ids: list[str] | None = None
                   ) -> tuple[dict[str, dict[tuple[str, str], Episode]],
                              dict[str, dict[tuple[str, str, str], datetime]]]:
         """Open episodes and the last alert per (trigger, key, direction), per person."""
         assert self.triggers is not None
         since = now - self.triggers.max_cooldown()
-        where = f" AND {self._in_ids()}" if restricted else ""
+        where, params = self._only(restricted, ids)
         rows = self.engine.query(
             "SELECT person_id, episode_id, trigger_id, key, status, opened_at, fired_at, "
             "leave_fired_at, outcome FROM trigger_episodes WHERE model = ? AND "
             f"(status = 'open' OR fired_at >= ? OR leave_fired_at >= ?){where}",
-            [self.model.name, since, since])
+            [self.model.name, since, since, *params])
         open_: dict[str, dict[tuple[str, str], Episode]] = {}
         last: dict[str, dict[tuple[str, str, str], datetime]] = {}
         kinds = {t.id: t.kind for t in self.triggers.spec.triggers}
@@ -499,7 +504,8 @@ class Scorer:
             out.setdefault(pid, []).append(Action(mid, t, typ, ev, p))
         return out
 
-    def _action_memo(self, now: datetime, restricted: bool = True) -> dict[str, dict]:
+    def _action_memo(self, now: datetime, restricted: bool = True,
+                     ids: list[str] | None = None) -> dict[str, dict]:
         """Buy-readiness events already announced (or held back by a cool-down) within the
         recent window, per person, as `evaluate` expects them in `memo` — kept in
         trigger_episodes, so a person's state row is never written by two lanes at once."""
@@ -507,11 +513,12 @@ class Scorer:
         tids = [t.id for t in self.triggers.of_kind("action")]
         if not tids:
             return {}
-        where = f" AND {self._in_ids()}" if restricted else ""
+        where, params = self._only(restricted, ids)
         rows = self.engine.query(
             "SELECT person_id, trigger_id, opened_at, detail FROM trigger_episodes WHERE "
             f"model = ? AND trigger_id = ANY(?) AND opened_at >= ?{where}",
-            [self.model.name, tids, now - timedelta(hours=self.cfg.action_recent_hours)])
+            [self.model.name, tids, now - timedelta(hours=self.cfg.action_recent_hours),
+             *params])
         out: dict[str, dict[str, list]] = {}
         for pid, tid, opened, detail in rows:
             ids = (_loads(detail) or {}).get("message_ids") or []
@@ -614,10 +621,10 @@ class Scorer:
         ts = self.triggers
         assert ts is not None
         only = frozenset(t.id for t in ts.of_kind("action"))
-        self._ids_table(sorted(acts))
-        olds = self._old_states()
-        open_eps, last_fired = self._episodes(now)
-        amemo = self._action_memo(now)
+        ids = sorted(acts)  # a few people: a list parameter, not the ids table
+        olds = self._old_states(ids=ids)
+        open_eps, last_fired = self._episodes(now, ids=ids)
+        amemo = self._action_memo(now, ids=ids)
         opened: list[dict[str, Any]] = []
         fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
         fast: list[str] = []
