@@ -405,8 +405,8 @@ class TriggersSection(Section):
     first_run: Literal["silent", "fire"] = "silent"
     # buy-readiness actions older than this (e.g. from an imported history) do not alert
     action_recent_hours: float = Field(48.0, gt=0)
-    # when rescoring falls behind, at most this many people per transaction; people with a
-    # buy-readiness event go first, in a batch of their own
+    # when rescoring falls behind, at most this many people per transaction, those waiting
+    # longest first (buy-readiness needs no rescoring: see the fast and hot lanes)
     max_batch_people: int = Field(20000, ge=1)
     # in `serve`, the rescoring thread's niceness (Linux: per thread): below the loader and the
     # fast lane (10), which are below the request loop (0) — rescoring is the work that can wait

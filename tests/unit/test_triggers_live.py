@@ -699,6 +699,16 @@ def test_what_the_hot_lane_reads_from_requests_matches_what_the_loader_stores(pr
     assert {"email", "name", "title", "company", "country", "owner"} <= set(cols)
 
 
+def test_rescoring_behind_takes_those_waiting_longest_first(proj: Project):
+    """Under sustained overload a batch takes the people waiting longest (not the first ids
+    in sort order, which would leave the last ones waiting for ever)."""
+    rt = Realtime(scorer_for(proj), settings=proj.settings)
+    rt.cfg = rt.cfg.model_copy(update={"max_batch_people": 2})
+    rt.on_loaded(["zoe", "amy", "max"])
+    chunk, rest = rt._split(rt._pending)
+    assert chunk == ["zoe", "amy"] and list(rest) == ["max"]
+
+
 def test_the_hot_lane_can_be_turned_off(tmp_path: Path):
     """`[triggers] hot_lane = false`: requests are not picked; buy-readiness goes with the
     loader (the in-load pass), as it did before the hot lane."""

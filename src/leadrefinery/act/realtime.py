@@ -1191,7 +1191,7 @@ class Realtime:
         self.nice = nice
         self.clock = clock or (scorer.clock if scorer else SystemClock())
         self.stats = RealtimeStats()
-        self._pending: set[str] = set()
+        self._pending: dict[str, None] = {}  # people to rescore, in the order they came
         self._pending_since: float | None = None
         self._pending_through: datetime | None = None  # newest event received among them
         # the fast lane: buy-readiness triggers need no rescoring, so they do not wait for it
@@ -1363,7 +1363,7 @@ class Realtime:
         with self._lock:
             if not self._pending:
                 self._pending_since = time.monotonic()
-            self._pending.update(person_ids)
+            self._pending.update(dict.fromkeys(person_ids))
             self._pending_through = _later(self._pending_through, through)
             if self.fast_lane and to_thread:
                 if not self._fast:
@@ -1471,21 +1471,21 @@ class Realtime:
             if self._pending:
                 self._others_first()
             with self._lock:
-                ids, self._pending = self._pending, set()
+                ids, self._pending = self._pending, {}
                 since, self._pending_since = self._pending_since, None
                 through, self._pending_through = self._pending_through, None
             if ids:
                 chunk, rest = self._split(ids)
-                if rest:  # the rest waits for the next round (hot people first then)
+                if rest:  # the rest goes first next round, ahead of newer arrivals
                     with self._lock:
-                        self._pending |= rest
+                        self._pending = {**rest, **self._pending}
                         self._pending_since = since
                         self._pending_through = _later(self._pending_through, through)
                     through = None  # the watermark moves once all of it is done
                 ok = self._guard("batch", lambda c=chunk, t=since, w=through: self._batch(c, t, w))
                 if not ok:
                     with self._lock:  # back in the queue; retried after a pause
-                        self._pending |= chunk
+                        self._pending = {**dict.fromkeys(chunk), **self._pending}
                         self._pending_since = since
                         self._pending_through = _later(self._pending_through, through)
                     self._stop.wait(backoff)
@@ -1516,11 +1516,12 @@ class Realtime:
                 return
             self._stop.wait(0.02)
 
-    def _split(self, ids: set[str]) -> tuple[set[str], set[str]]:
-        """At most `max_batch_people` to process now, the rest for the next round."""
-        order = sorted(ids)
-        chunk = set(order[:self.cfg.max_batch_people])
-        return chunk, ids - chunk
+    def _split(self, ids: dict[str, None]) -> tuple[list[str], dict[str, None]]:
+        """The `max_batch_people` waiting longest to process now, the rest for the next
+        round: under sustained overload nobody waits for ever."""
+        order = list(ids)
+        n = self.cfg.max_batch_people
+        return order[:n], dict.fromkeys(order[n:])
 
     def _run_fast(self) -> None:
         """The fast lane: after each loaded micro-batch, buy-readiness triggers of the people
@@ -1644,7 +1645,7 @@ class Realtime:
             log.exception("real-time %s failed", what)
             return False
 
-    def _batch(self, ids: set[str], since: float | None, through: datetime | None) -> None:
+    def _batch(self, ids: list[str], since: float | None, through: datetime | None) -> None:
         scorer = self.scorer
         assert scorer is not None
         res = scorer.process(ids, through=through)
