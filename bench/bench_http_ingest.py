@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from loadgen import free_port, get_json, run_clients, shield
+from loadgen import cpu_seconds, free_port, get_json, run_clients, shield
 
 WRITE_KEY = "bench-key"
 EVENTS = ["Logged In", "Environment Launched", "Guest Invited", "Docs Viewed", "Pricing Viewed",
@@ -80,15 +80,6 @@ def make_batch(rng: random.Random, size: int, people: int) -> bytes:
             del base["userId"]
         msgs.append(base)
     return orjson.dumps({"batch": msgs, "sentAt": time.strftime("%Y-%m-%dT%H:%M:%SZ")})
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def get_health(port: int) -> dict:

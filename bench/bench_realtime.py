@@ -56,7 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
-from loadgen import free_port, get_json, run_clients, shield
+from loadgen import cpu_seconds, free_port, get_json, run_clients, shield
 
 WRITE_KEY = "bench-key"
 SAMPLE_MODEL = Path(__file__).parents[1] / "src" / "leadrefinery" / "sample" / "model.yaml"
@@ -74,15 +74,6 @@ triggers:
 PAGES = ["/", "/blog/labs", "/product", "/features/classes", "/docs/getting-started",
          "/docs/api/envs", "/pricing", "/docs/security"]
 EVENTS = ["Logged In", "Environment Launched", "Environment Stopped", "Email Clicked"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process has used so far (Linux; else 0)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def iso(t: float) -> str:

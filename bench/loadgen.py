@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -52,6 +53,15 @@ class Sent:
     events: int = 0  # acknowledged
     errors: list[str] = field(default_factory=list)  # statuses other than 200
     last: float = 0.0  # perf_counter of the last acknowledgement
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch: int,
