@@ -891,9 +891,8 @@ class Scorer:
         for (pid, email, name, company, title, country, owner, acct, aname, adomain, asize,
              aind, aowner) in rows:
             out[pid] = {
-                "person": {k: v for k, v in (("email", email), ("name", name),
-                                             ("company", company), ("title", title),
-                                             ("country", country), ("owner", owner))
+                "person": {k: v for k, v in zip(PERSON_FIELDS, (email, name, company, title,
+                                                                country, owner), strict=True)
                            if v is not None},
                 "account": {k: v for k, v in (("name", aname), ("domain", adomain),
                                               ("size", asize), ("industry", aind),
@@ -906,10 +905,9 @@ class Scorer:
                     given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Profile fields a request just set, over the stored ones: a person the store does
         not know yet gets their account by their company email domain, as the loader will."""
-        from ..ingest.webmail import WEBMAIL_DOMAINS
+        from ..ingest.webmail import webmail_domains
 
-        webmail = WEBMAIL_DOMAINS | {d.lower() for d in
-                                     self.settings.ingest.webmail_domains_extra}
+        webmail = webmail_domains(self.settings.ingest.webmail_domains_extra)
         domains: dict[str, str] = {}
         for pid, g in given.items():
             p = profiles.setdefault(pid, {"person": {}, "account": {}, "account_id": None,

@@ -17,7 +17,7 @@ from ..store.engine import Engine
 from . import identity
 from .lines import LineChunk
 from .normalize import normalize_sql
-from .webmail import WEBMAIL_DOMAINS
+from .webmail import webmail_domains
 
 STORED = "_stored"  # the events a chunk added, with their person (see `_store_normalized`)
 EVENT_COLUMNS = (
@@ -90,7 +90,7 @@ class EventLoader:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        domains = sorted(WEBMAIL_DOMAINS | {d.lower() for d in settings.ingest.webmail_domains_extra})
+        domains = sorted(webmail_domains(settings.ingest.webmail_domains_extra))
         engine.execute("CREATE OR REPLACE TEMP TABLE _webmail (domain VARCHAR)")
         engine.append("_webmail", pa.table({"domain": domains}))
 

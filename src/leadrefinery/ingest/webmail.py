@@ -22,3 +22,8 @@ WEBMAIL_DOMAINS = frozenset(
     guerrillamail.com 10minutemail.com temp-mail.org yopmail.com trashmail.com
     """.split()
 )
+
+
+def webmail_domains(extra: list[str]) -> frozenset[str]:
+    """The list above plus a project's `ingest.webmail_domains_extra` (any case)."""
+    return WEBMAIL_DOMAINS | {d.lower() for d in extra}
