@@ -23,7 +23,12 @@ puts a *probe* in its batch: a new trial user who asks to talk to sales (`Contac
 Requested`, a buy-readiness trigger that fires once per person). Event -> webhook latency is
 from the acknowledgement of the request carrying the probe to its alert reaching the receiver.
 The probe takes the hot lane (act/realtime.py): evaluated once its request is durable, not
-after the loader has stored it.
+after the loader has stored it. About `--warm-per-s` times a second a request also carries a
+*warm lead*: a known person of the history whose score is just below grade 1's line (60 to 70)
+reading pricing, security and API pages, launching a class, clicking e-mails — enough points, in
+most cases, to reach grade 1 (the `hot_lead` trigger). That alert needs the lead rescored: it
+takes the urgent lane (people just below a line go first). Reported: warm e2w p50/p99, and
+`warm_lost` — warm leads at grade 1 after the run whose alert never arrived.
 
 Reports per mode: events/s acknowledged, client p50/p99 request latency, the server's own
 p99 (handler to acknowledgement), rescoring batches and their lag (hook to commit, p99), the
@@ -102,10 +107,28 @@ class Visitors:
         return p, self.people[p] if isinstance(self.people, list) else f"user-{p}"
 
 
-def make_batch(rng: random.Random, size: int, who: Visitors, probe: str | None) -> bytes:
+WARM_PAGES = ["/pricing", "/docs/security", "/docs/sso", "/docs/api/envs", "/docs/api/auth",
+              "/docs/api/classes", "/features/classes", "/case-studies/acme", "/product"]
+
+
+def warm_events(uid: str, now: float) -> list[dict]:
+    """What a warm lead does in one request: about 30 points of engagement, before caps."""
+    base = {"userId": uid, "timestamp": iso(now)}
+    msgs = [{**base, "type": "page", "name": "Page", "properties": {"path": p}}
+            for p in WARM_PAGES]
+    msgs += [{**base, "type": "track", "event": "Environment Launched", "properties": {
+        "environment_id": f"warm-{uid}-{k}", "guests": 4, "template": "data-science"}}
+        for k in range(2)]
+    msgs += [{**base, "type": "track", "event": "Email Clicked", "properties": {}}
+             for _ in range(3)]
+    return [{**m, "messageId": str(uuid.uuid4())} for m in msgs]
+
+
+def make_batch(rng: random.Random, size: int, who: Visitors, probe: str | None,
+               warm: str | None = None) -> bytes:
     now = time.time()
-    msgs = []
-    for _ in range(size - (2 if probe else 0)):
+    msgs = warm_events(warm, now) if warm else []
+    for _ in range(size - (2 if probe else 0) - len(msgs)):
         p, uid = who.next()
         base = {"messageId": str(uuid.uuid4()), "userId": uid, "timestamp": iso(now),
                 "context": {"library": {"name": "bench", "version": "1"},
@@ -138,6 +161,7 @@ class Receiver:
         self.port = free_port()
         self.arrived: dict[str, float] = {}  # probe user -> first arrival
         self.created: dict[str, float] = {}  # probe user -> its alert's created_at (fast lane)
+        self.warm: dict[str, float] = {}  # person -> first arrival of its hot_lead alert
         self.count = 0
         self.lock = threading.Lock()
         rx = self
@@ -152,6 +176,8 @@ class Receiver:
                 with rx.lock:
                     rx.count += 1
                     pid = (body.get("person") or {}).get("id", "")
+                    if body["trigger"]["id"] == "hot_lead":
+                        rx.warm.setdefault(pid, now)
                     if body["trigger"]["id"] == "buy_ready" and pid.startswith("probe-"):
                         rx.arrived.setdefault(pid, now)
                         rx.created.setdefault(pid, datetime.fromisoformat(
@@ -216,10 +242,43 @@ max_batch_people = {args.max_batch}
         with Project(root) as p:
             p.ingest([data / "events.jsonl"])
             p.score()  # a full run, as a deployment would have
+    with Project(root) as p:  # warm leads: a good fit, active two days ago; 60 to 70 points
+        if mode == "on" and args.warm_per_s > 0:
+            p.ingest([write_warm_history(work / f"warm-{mode}.jsonl",
+                                         int(args.seconds * args.warm_per_s) + 10)])
+            p.score()
+        args.warm = [r[0] for r in p.engine.query(
+            "SELECT person_id FROM latest_scores WHERE person_id LIKE 'warm-%' "
+            "AND score >= 60 AND score < 70 ORDER BY person_id")]
     return root
 
 
+def write_warm_history(path: Path, n: int) -> Path:
+    then = time.time() - 2 * 86400
+    with path.open("wb") as f:
+        for k in range(n):
+            uid = f"warm-{k:04d}"
+            msgs = [{"type": "identify", "userId": uid, "timestamp": iso(then), "traits": {
+                "email": f"{uid}@acme{k}.com", "company": f"Acme{k}",
+                "title": "Head of Training", "emailVerified": True, "phoneVerified": True}}]
+            msgs += [{"type": "track", "userId": uid, "event": "Logged In",
+                      "timestamp": iso(then + 60 * j), "properties": {}} for j in range(2)]
+            msgs += [{"type": "track", "userId": uid, "event": "Environment Launched",
+                      "timestamp": iso(then + 120 + j), "properties": {
+                          "environment_id": f"{uid}-old-{j}", "guests": 4,
+                          "template": "data-science"}} for j in range(2)]
+            msgs += [{"type": "page", "userId": uid, "name": "Page", "timestamp": iso(then + 180),
+                      "properties": {"path": "/pricing"}},
+                     {"type": "track", "userId": uid, "event": "Email Clicked",
+                      "timestamp": iso(then + 240), "properties": {}}]
+            for m in msgs:
+                f.write(orjson.dumps({**m, "messageId": str(uuid.uuid4())}) + b"\n")
+    return path
+
+
 def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
+    from leadrefinery import Project
+
     root = prepare(work, mode, args, receiver)
     port = free_port()
     exe = Path(sys.executable).with_name("leadrefinery")
@@ -258,16 +317,25 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                 if due >= tick:
                     probes[c, i] = f"probe-{mode}-{len(probes) + 1}"
                     tick += max(1.0 / args.probes_per_s, 0.01)
+        warm: dict[tuple[int, int], str] = {}  # (client, request) -> a warm lead
+        if mode == "on" and args.warm_per_s > 0:
+            tick, leads = 0.0, list(args.warm)
+            for due, c, i in schedule:
+                if due >= tick and leads and (c, i) not in probes:
+                    warm[c, i] = leads.pop(0)
+                    tick += 1.0 / args.warm_per_s
         rngs = [random.Random(c) for c in range(args.clients)]
         users = getattr(args, "known", None) or args.people
         who = [Visitors(rngs[c], users, args.sessions) for c in range(args.clients)]
-        bodies = {(c, i): make_batch(rngs[c], args.batch, who[c], probes.get((c, i)))
+        bodies = {(c, i): make_batch(rngs[c], args.batch, who[c], probes.get((c, i)),
+                                     warm.get((c, i)))
                   for _, c, i in schedule}
         load0 = os.getloadavg()
         cpu0 = cpu_seconds(proc.pid)
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
         began = time.perf_counter()
         acked: dict[str, float] = {}  # probe -> ack (wall clock)
+        warm_acked: dict[str, float] = {}  # warm lead -> ack
         lock = threading.Lock()
 
         def body(c: int, i: int) -> bytes | None:
@@ -277,6 +345,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             with lock:
                 if (c, i) in probes:
                     acked[probes[c, i]] = time.time()
+                if (c, i) in warm:
+                    warm_acked[warm[c, i]] = time.time()
 
         sent = run_clients(port, auth, range(args.clients), clients=args.clients,
                            batch=args.batch, rate=args.rate, t0=began, seconds=args.seconds,
@@ -295,9 +365,10 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             rt = get_json(port, "/v1/realtime")
             with receiver.lock:
                 arrived = sum(1 for p in acked if p in receiver.arrived)
+                arrived += sum(1 for p in warm_acked if p in receiver.warm)
             if h["log"]["lag_bytes"] == 0 and (mode == "off" or rt.get("idle")):
                 drained = drained or time.time() - ended
-                if arrived == len(acked):
+                if arrived == len(acked) + len(warm_acked):
                     break
             time.sleep(0.25)
         health = get_json(port, "/health")
@@ -310,6 +381,14 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             to_lane = [receiver.created[p] - t for p, t in acked.items() if p in receiver.created]
             to_rx = [receiver.arrived[p] - receiver.created[p] for p in acked
                      if p in receiver.created]
+            warm_e2w = [receiver.warm[p] - t for p, t in warm_acked.items()
+                        if p in receiver.warm]
+        proc.send_signal(signal.SIGTERM)  # the store is the server's until it exits
+        proc.wait(120)
+        with Project(root) as p:  # the warm leads that reached grade 1 should have alerted
+            hot = {r[0] for r in p.engine.query(
+                "SELECT person_id FROM latest_scores WHERE grade = '1' AND person_id = ANY(?)",
+                [list(warm_acked)])} if warm_acked else set()
         return {
             "mode": mode,
             "events_per_s": sent.events / elapsed,
@@ -343,6 +422,12 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "loader_batch_ms": health["loader"].get("batch_ms", {}),
             "loop_lag_ms": health["log"].get("loop_lag_ms", {}),
             "probes_lost": len(lost),
+            "warm": len(warm_acked), "warm_hot": len(hot),
+            "warm_alerted": sum(1 for p in warm_acked if p in receiver.warm),
+            "warm_lost": len(hot - set(receiver.warm)),
+            "warm_e2w_p50_s": pct(warm_e2w, 0.5), "warm_e2w_p99_s": pct(warm_e2w, 0.99),
+            "warm_e2w_max_s": max(warm_e2w) if warm_e2w else None,
+            "urgent_lag_ms": rt.get("urgent_lag_ms", {}),
             "load_before": load0,
             "load_after": load1,
             "server_cpu_s": round(cpu1 - cpu0, 2),  # of the two cores' 2 x --seconds
@@ -381,6 +466,8 @@ def main() -> int:
     ap.add_argument("--history", type=int, default=1500,
                     help="generated trial users ingested before the run (0 = empty store)")
     ap.add_argument("--probes-per-s", type=float, default=5.0)
+    ap.add_argument("--warm-per-s", type=float, default=1.0,
+                    help="warm leads (known, just below grade 1) turning hot, per second")
     ap.add_argument("--max-batch", type=int, default=20000,
                     help="[triggers] max_batch_people: people per rescoring transaction")
     ap.add_argument("--drain", type=float, default=120.0,
@@ -413,7 +500,7 @@ def main() -> int:
           + ("; --shield" if args.shield else ""))
     print(f"{'mode':<5} {'events/s':>10} {'req p50':>9} {'req p99':>9} {'srv p99':>9} "
           f"{'batches':>8} {'lag p99':>9} {'backlog':>8} {'drain':>7} {'e2w p50':>8} "
-          f"{'e2w p99':>8} {'lost':>5}  load")
+          f"{'e2w p99':>8} {'lost':>5} {'warm p50':>8} {'warm p99':>8} {'hot/lost':>8}  load")
     for r in results:
         srv = r["server_req_ms"].get("p99") if r["server_req_ms"] else None
         lag = r["rescore_lag_ms"].get("p99") if r["rescore_lag_ms"] else None
@@ -422,7 +509,10 @@ def main() -> int:
               f"{fmt(srv, ' ms'):>9} {r['rescore_batches']:>8} {fmt(lag, ' ms', 0):>9} "
               f"{r['rescore_backlog_people']:>8} {fmt(r['drain_s'], ' s'):>7} "
               f"{fmt(r['e2w_p50_s'], ' s', 2):>8} {fmt(r['e2w_p99_s'], ' s', 2):>8} "
-              f"{r['probes_lost']:>5}  {r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}")
+              f"{r['probes_lost']:>5} {fmt(r['warm_e2w_p50_s'], ' s', 2):>8} "
+              f"{fmt(r['warm_e2w_p99_s'], ' s', 2):>8} "
+              f"{r['warm_hot']:>4}/{r['warm_lost']:<3}  "
+              f"{r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}")
     if len(results) == 2 and results[0]["events_per_s"]:
         off, on = results
         print(f"rescoring on / off: {on['events_per_s'] / off['events_per_s']:.2f}x events/s, "

@@ -419,6 +419,14 @@ class TriggersSection(Section):
     # about a tenth of a core at 5 such requests a second; false: with the loader (a second
     # or two later under load)
     hot_lane: bool = True
+    # people whose last score is this close below a line an alert fires on (a score trigger's
+    # threshold, the lowest score of a grade a grade trigger watches) are rescored as soon as
+    # their events are loaded, ahead of the rest and without yielding: their alert may be due;
+    # 0: no such lane
+    urgent_points: float = Field(10.0, ge=0)
+    # at most this many of them per transaction (more than that is a flood, not a few leads
+    # about to turn hot: the rest wait their turn in the ordinary batches)
+    urgent_batch_people: int = Field(200, ge=1)
 
 
 class Settings(Section):

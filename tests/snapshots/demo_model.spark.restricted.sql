@@ -330,6 +330,11 @@ WITH lr_pop AS (
     WHERE
       ts <= CAST('2026-06-01 00:00:00.000000' AS TIMESTAMP)
       AND LOWER(REPLACE(REPLACE(REPLACE(key, '_', ''), ' ', ''), '-', '')) IN ('companysize', 'employees', 'numberofemployees', 'size')
+      AND account_id IN (
+        SELECT
+          p_account_id
+        FROM lr_person0
+      )
   ) AS t
 ), lr_acct AS (
   SELECT

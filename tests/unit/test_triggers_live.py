@@ -814,3 +814,40 @@ def test_http_routes_forms_activities_unsubscribe_realtime(proj: Project, monkey
     rows = proj.engine.query("SELECT person_id, category, subscribed FROM preferences")
     assert rows == [("jo", "newsletter", False)]
     assert proj.engine.scalar("SELECT kind FROM lead_activities") == "accepted"
+
+
+def test_a_lead_just_below_a_line_is_rescored_at_once_ahead_of_the_rest(proj: Project):
+    """The urgent lane: of the people a micro-batch touched, those whose latest score is less
+    than `urgent_points` below a line an alert fires on are rescored at once, while the
+    ordinary batch still waits for ingestion to catch up — so a lead turning hot is
+    announced without waiting behind everyone else."""
+    clock = ManualClock(T0)
+    sc = scorer_for(proj, clock)
+    assert sc.triggers is not None and sc.triggers.rising_lines() == [40, 50, 60]
+    near = [identify("ann", T0 - timedelta(hours=1)), page("ann", "/pricing", T0)]
+    near += [track("ann", "Logged In", T0 - timedelta(minutes=k)) for k in (1, 2, 3)]
+    ingest(proj, [*near, identify("bob", T0 - timedelta(hours=1))])
+    sc.sweep(T0 - timedelta(days=1), kind="startup")
+    sc.process(["ann", "bob"])  # ann about 35, 5 below grade B; bob 10
+    rt = Realtime(sc, settings=proj.settings)
+    rt.cfg = rt.cfg.model_copy(update={"yield_seconds": 60.0})
+    rt.ingest_behind = lambda: True  # the ordinary batch would wait its full minute
+    clock.advance(minutes=5)
+    ingest(proj, [track("ann", "Environment Launched", T0 + timedelta(minutes=k))
+                  for k in (1, 2)])  # + 8: grade B
+    assert "hot" not in {a["trigger_id"] for a in alerts(proj)}
+    rt.on_loaded(["bob", "ann"])
+    assert rt._urgent_batch()
+    assert "hot" in {a["trigger_id"] for a in alerts(proj) if a["person_id"] == "ann"}
+    assert list(rt._pending) == ["bob"] and not rt._urgent_batch()  # bob can wait
+    # new arrivals cut the ordinary batch's wait short (they may be urgent), not restart it
+    rt.on_loaded(["cy"])
+    assert rt._others_first() is False and rt._yield_until is not None
+    until = rt._yield_until
+    assert not rt._urgent_batch()
+    rt.on_loaded(["dee"])
+    assert rt._others_first() is False and rt._yield_until == until
+    # `urgent_points = 0`: no such lane
+    off = proj.settings.model_copy(deep=True)
+    off.triggers.urgent_points = 0
+    assert Realtime(sc, settings=off)._lines == []

@@ -1037,6 +1037,17 @@ class Scorer:
                 lines += [t.threshold, t.threshold - t.hysteresis]
         return lines
 
+    def near_lines(self, ids: Sequence[str], lines: Sequence[float], points: float
+                   ) -> list[str]:
+        """Of `ids`, those whose latest score is less than `points` below one of `lines`."""
+        if not ids or not lines or points <= 0:
+            return []
+        near = " OR ".join("(score >= ? AND score < ?)" for _ in lines)
+        return [r[0] for r in self.engine.query(
+            f"SELECT person_id FROM latest_scores WHERE model = ? AND person_id = ANY(?) "
+            f"AND ({near})", [self.model.name, list(ids),
+                              *(x for line in lines for x in (line - points, line))])]
+
     def changed(self, table: pa.Table, now: datetime, restricted: bool) -> list[str]:
         """People whose evaluated state differs from their stored one (or who have none)."""
         old = {}
@@ -1212,6 +1223,14 @@ class Realtime:
         self._thread: threading.Thread | None = None
         self._next: dict[str, float] = {}
         self.lag_seconds: deque[float] = deque(maxlen=4096)  # hook -> committed, per batch
+        # the urgent lane (the rescoring thread's): people whose latest score is just below a
+        # line an alert fires on go first, in small batches, without yielding to ingestion
+        lines = scorer.triggers.rising_lines() if scorer and scorer.triggers else []
+        self._lines = lines if self.cfg.urgent_points > 0 else []
+        self._arrived: list[tuple[list[str], float]] = []  # handed over, not yet sorted
+        self._urgent: dict[str, float] = {}  # person -> when handed over
+        self._yield_until: float | None = None  # the ordinary batch's wait (_others_first)
+        self.urgent_lag_seconds: deque[float] = deque(maxlen=4096)  # hook -> committed
         # how far ingestion has loaded (e.g. the loader's line count), set by whoever wires
         # the hook in: `caught_up` in health() says every loaded micro-batch was handed over
         self.progress: Any = None
@@ -1363,6 +1382,8 @@ class Realtime:
                 self._pending_since = time.monotonic()
             self._pending.update(dict.fromkeys(person_ids))
             self._pending_through = _later(self._pending_through, through)
+            if self._lines:
+                self._arrived.append((person_ids, time.monotonic()))
             if self.fast_lane and to_thread:
                 if not self._fast:
                     self._fast_since = time.monotonic()
@@ -1425,6 +1446,8 @@ class Realtime:
             "last_processed_at": st.last_processed_at, "sweeps": st.sweeps, "jobs": st.jobs,
             "recent_batches": list(st.recent),
             "batch_lag_ms": _ms(lag), "fast_lag_ms": _ms(fast_lag),
+            "urgent_lines": self._lines, "urgent_pending": len(self._urgent),
+            "urgent_lag_ms": _ms(list(self.urgent_lag_seconds)),
             "hot_pending": hot, "hot_dropped": self.hot_dropped,
             "hot_lag_ms": _ms(list(self.hot_lag_seconds)),
             "fast_batch_ms": _ms(list(self.fast_seconds)),
@@ -1466,8 +1489,11 @@ class Realtime:
                     if self._due(kind, every):
                         self._schedule(kind, every)
                         self._guard(kind, lambda job=job, kind=kind: self._sweep(kind, job))
-            if self._pending:
-                self._others_first()
+            if self._lines and self._urgent_batch():
+                continue
+            if self._pending and not self._others_first():
+                continue  # people arrived meanwhile: some may be urgent
+            self._yield_until = None
             with self._lock:
                 ids, self._pending = self._pending, {}
                 since, self._pending_since = self._pending_since, None
@@ -1501,18 +1527,67 @@ class Realtime:
             self._wake.wait(max(0.01, min(1.0, *waits)))
             self._wake.clear()
 
-    def _others_first(self) -> None:
+    def _urgent_batch(self) -> bool:
+        """Rescore now (up to `urgent_batch_people` of) the waiting people whose latest
+        score is less than `urgent_points` below an alert's line: a lead about to turn hot
+        does not wait behind everyone else's rescoring. True if a batch ran."""
+        scorer = self.scorer
+        assert scorer is not None
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        when: dict[str, float] = {}
+        for ids, t in arrived:
+            for p in ids:
+                when.setdefault(p, t)
+        for p in scorer.near_lines(list(when), self._lines, self.cfg.urgent_points):
+            self._urgent.setdefault(p, when[p])
+        through = None
+        with self._lock:  # those an ordinary batch took meanwhile are done
+            self._urgent = {p: t for p, t in self._urgent.items() if p in self._pending}
+            chunk = list(self._urgent)[: self.cfg.urgent_batch_people]
+            for p in chunk:
+                del self._pending[p]
+            if chunk and not self._pending:  # all that waited: the watermark moves too
+                through, self._pending_through = self._pending_through, None
+                self._pending_since = None
+        if not chunk:
+            return False
+        since = min(self._urgent.pop(p) for p in chunk)
+
+        def run() -> None:
+            res = scorer.process(chunk, through=through)
+            self._count(res)
+            self.urgent_lag_seconds.append(time.monotonic() - since)
+            if res.alerts and self.deliverer is not None:
+                self.deliverer.wake()
+
+        if not self._guard("urgent", run):
+            with self._lock:  # back with the others: the ordinary batches retry them
+                self._pending = {**dict.fromkeys(chunk), **self._pending}
+                self._pending_through = _later(self._pending_through, through)
+                if self._pending_since is None:
+                    self._pending_since = since
+            return False
+        return True
+
+    def _others_first(self) -> bool:
         """Let ingestion and the fast lane go first: a rescoring batch keeps both cores busy
         for a while, and buy-readiness alerts (which need no rescoring) would wait behind it
         for the loader. Score-based alerts wait for the next batch anyway; at most
-        `[triggers] yield_seconds`, so rescoring is never starved."""
-        deadline = time.monotonic() + self.cfg.yield_seconds
-        while time.monotonic() < deadline and not self._stop.is_set():
+        `[triggers] yield_seconds` in all, so rescoring is never starved. False: interrupted
+        by new arrivals for the urgent lane to sort (the wait goes on after them)."""
+        if self._yield_until is None:
+            self._yield_until = time.monotonic() + self.cfg.yield_seconds
+        while time.monotonic() < self._yield_until and not self._stop.is_set():
             with self._lock:
                 fast = bool(self._fast) or self._fast_busy
+                arrived = bool(self._arrived)
             if not fast and not (self.ingest_behind is not None and self.ingest_behind()):
-                return
+                return True
+            if arrived:
+                return False
             self._stop.wait(0.02)
+        return True
 
     def _split(self, ids: dict[str, None]) -> tuple[list[str], dict[str, None]]:
         """The `max_batch_people` waiting longest to process now, the rest for the next

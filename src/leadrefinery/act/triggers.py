@@ -280,6 +280,19 @@ class TriggerSet:
         i = self.grade_order.index(str(t.at_least))
         return frozenset(self.grade_order[: i + 1])
 
+    def rising_lines(self) -> list[float]:
+        """The scores at which a rising score fires an alert: a score trigger's threshold
+        (up), the lowest score of a grade a grade trigger enters (grades by score thresholds;
+        volume and matrix grades have no fixed line)."""
+        lines = {t.threshold for t in self.of_kind("score") if t.direction != "down"}
+        grades = self.model.spec.grades
+        if grades is not None and grades.method == "thresholds" and grades.by == "score":
+            mins = {lv.grade: lv.min for lv in grades.levels or [] if lv.min is not None}
+            for t in self.of_kind("grade"):
+                if t.fire != "leave":
+                    lines |= {mins[g] for g in self.grades_of(t) if g in mins}
+        return sorted(lines)
+
     def stage_rank(self, stage: str | None) -> int:
         return self.stage_order.index(stage) + 1 if stage in self.stage_order else 0
 

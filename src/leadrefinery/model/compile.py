@@ -1273,6 +1273,15 @@ class Builder:
                 and_(
                     exp.LTE(this=col("ts"), expression=self.as_of_lit),
                     or_(*preds) if preds else exp.false(),
+                    # restricted: only the accounts of the people rescored
+                    exp.In(
+                        this=col("account_id"),
+                        query=exp.Subquery(
+                            this=select(col("p_account_id")).from_("lr_person0", copy=False)
+                        ),
+                    )
+                    if self.restrict
+                    else None,
                 ),
                 copy=False,
             )
