@@ -59,6 +59,17 @@ The lanes never write the same rows: buy-readiness memory lives in `trigger_epis
 rescore_nice`) and starts a batch once the loader has caught up (at most `yield_seconds` later):
 a rescoring batch slows every micro-batch — and so the fast lane — while it runs.
 
+The urgent lane
+---------------
+Score-based alerts wait for rescoring, and under load the ordinary batches are large and
+yield to ingestion first (seconds to tens of seconds behind). Most of the people they carry
+cannot cross a line; those whose latest score (`latest_scores`) is less than `[triggers]
+urgent_points` below one an alert fires on (`TriggerSet.rising_lines`: a score trigger's
+threshold, the lowest score of a grade a grade trigger watches) may. The rescoring thread sorts
+each micro-batch's people as they arrive and rescores those first, in batches of at most
+`urgent_batch_people`, without yielding — same `process`, same compiled SQL. A lead further
+below a line, or graded by volume or matrix, takes the ordinary batches.
+
 Time passes without events: scores decay, stages expire, a lab session runs past its limit.
 The **sweeps** catch that, in the server and from `leadrefinery sweep` (cron):
 
