@@ -57,9 +57,6 @@ class Engine(ABC):
         cols = ", ".join(f"{c} {self.type_names[t]}" for c, t in table.columns)
         return f"CREATE TABLE IF NOT EXISTS {table.name} ({cols})"
 
-    def create_index_sql(self, table: str, column: str) -> str | None:
-        return f"CREATE INDEX IF NOT EXISTS lr_{table}_{column} ON {table} ({column})"
-
     def ensure_schema(self, tables: dict[str, Table] = TABLES) -> None:
         """Create missing tables and add missing columns (additive migrations)."""
         with self.transaction():
@@ -71,10 +68,6 @@ class Engine(ABC):
                         self.execute(
                             f"ALTER TABLE {table.name} ADD COLUMN {col} {self.type_names[typ]}"
                         )
-                for col in table.indexes:
-                    sql = self.create_index_sql(table.name, col)
-                    if sql:
-                        self.execute(sql)
             self.execute("DELETE FROM meta WHERE key = 'schema_version'")
             self.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]

@@ -20,9 +20,6 @@ class Table:
     name: str
     columns: tuple[tuple[str, str], ...]
     doc: str = ""
-    # columns looked up a few values at a time: rescoring a handful of people reads their
-    # events through it, not the whole table (engines without indexes, Spark, ignore them)
-    indexes: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -52,8 +49,8 @@ SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _t(name: str, doc: str, *columns: tuple[str, str], indexes: tuple[str, ...] = ()) -> Table:
-    return Table(name, tuple(columns), doc, indexes)
+def _t(name: str, doc: str, *columns: tuple[str, str]) -> Table:
+    return Table(name, tuple(columns), doc)
 
 
 TABLES: dict[str, Table] = {
@@ -76,7 +73,6 @@ TABLES: dict[str, Table] = {
             ("traits", JSON),
             ("context", JSON),
             ("source", TEXT),  # file path or write-key source name
-            indexes=("person_id",),
         ),
         _t(
             "identities",

@@ -314,9 +314,6 @@ class SparkEngine(Engine):
     def location(self, table: str) -> Path:
         return self.warehouse / self.database / table
 
-    def create_index_sql(self, table: str, column: str) -> str | None:
-        return None  # parquet tables have none
-
     def create_table_sql(self, table: Table) -> str:
         cols = ", ".join(f"{c} {self.type_names[t]}" for c, t in table.columns)
         return (
