@@ -157,6 +157,7 @@ ALERT_KINDS = {  # trigger kind (+ direction) -> alerts.trigger_kind
     ("unusual_usage", "enter"): "unusual_usage",
 }  # fmt: skip
 PERSON_FIELDS = ("email", "name", "company", "title", "country", "owner")  # in an alert
+ACCOUNT_FIELDS = ("name", "domain", "size", "industry", "owner")
 KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated at least once
 # meta key (+ lane:model): every event received up to this time was handed to the lane and its
 # work committed — written in the same transaction as that work (see `unprocessed`)
@@ -183,6 +184,11 @@ def _json(v: Any) -> str:
 
 def _num(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def _present(fields: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    """The fields that have a value."""
+    return {k: v for k, v in zip(fields, values, strict=True) if v is not None}
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -902,12 +908,9 @@ class Scorer:
         for (pid, email, name, company, title, country, owner, acct, aname, adomain, asize,
              aind, aowner) in rows:
             out[pid] = {
-                "person": {k: v for k, v in zip(PERSON_FIELDS, (email, name, company, title,
-                                                                country, owner), strict=True)
-                           if v is not None},
-                "account": {k: v for k, v in (("name", aname), ("domain", adomain),
-                                              ("size", asize), ("industry", aind),
-                                              ("owner", aowner)) if v is not None},
+                "person": _present(PERSON_FIELDS, (email, name, company, title, country,
+                                                   owner)),
+                "account": _present(ACCOUNT_FIELDS, (aname, adomain, asize, aind, aowner)),
                 "account_id": acct, "owner": owner, "account_owner": aowner,
             }
         return out
@@ -934,9 +937,8 @@ class Scorer:
                     "SELECT account_id, name, domain, size, industry, owner FROM accounts "
                     "WHERE account_id = ANY(?)", [sorted(set(domains.values()))]):
                 for pid in (p for p, a in domains.items() if a == acct):
-                    profiles[pid]["account"] = {k: v for k, v in (
-                        ("name", name), ("domain", dom), ("size", size), ("industry", ind),
-                        ("owner", owner)) if v is not None}
+                    profiles[pid]["account"] = _present(ACCOUNT_FIELDS,
+                                                        (name, dom, size, ind, owner))
                     profiles[pid]["account_owner"] = owner
         return profiles
 
@@ -1512,17 +1514,11 @@ class Realtime:
             if ids:
                 chunk, rest = self._split(ids)
                 if rest:  # the rest goes first next round, ahead of newer arrivals
-                    with self._lock:
-                        self._pending = {**rest, **self._pending}
-                        self._pending_since = since
-                        self._pending_through = _later(self._pending_through, through)
+                    self._put_back(rest, since, through)
                     through = None  # the watermark moves once all of it is done
                 ok = self._guard("batch", lambda c=chunk, t=since, w=through: self._batch(c, t, w))
-                if not ok:
-                    with self._lock:  # back in the queue; retried after a pause
-                        self._pending = {**dict.fromkeys(chunk), **self._pending}
-                        self._pending_since = since
-                        self._pending_through = _later(self._pending_through, through)
+                if not ok:  # back in the queue; retried after a pause
+                    self._put_back(chunk, since, through)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
@@ -1564,22 +1560,21 @@ class Realtime:
         if not chunk:
             return False
         since = min(self._urgent.pop(p) for p in chunk)
-
-        def run() -> None:
-            res = scorer.process(chunk, through=through)
-            self._count(res)
-            self.urgent_lag_seconds.append(time.monotonic() - since)
-            if res.alerts and self.deliverer is not None:
-                self.deliverer.wake()
-
-        if not self._guard("urgent", run):
-            with self._lock:  # back with the others: the ordinary batches retry them
-                self._pending = {**dict.fromkeys(chunk), **self._pending}
-                self._pending_through = _later(self._pending_through, through)
-                if self._pending_since is None:
-                    self._pending_since = since
+        if not self._guard("urgent", lambda: self._batch(chunk, since, through,
+                                                         self.urgent_lag_seconds)):
+            self._put_back(chunk, since, through)  # the ordinary batches retry them
             return False
         return True
+
+    def _put_back(self, ids: Iterable[str], since: float | None,
+                  through: datetime | None) -> None:
+        """People taken for a batch but not done go back ahead of those waiting, with the
+        time they were handed over and the newest event they carry."""
+        with self._lock:
+            self._pending = {**dict.fromkeys(ids), **self._pending}
+            if since is not None:
+                self._pending_since = min(since, self._pending_since or since)
+            self._pending_through = _later(self._pending_through, through)
 
     def _others_first(self) -> bool:
         """Let ingestion and the fast lane go first: a rescoring batch keeps both cores busy
@@ -1729,13 +1724,14 @@ class Realtime:
             log.exception("real-time %s failed", what)
             return False
 
-    def _batch(self, ids: list[str], since: float | None, through: datetime | None) -> None:
+    def _batch(self, ids: list[str], since: float | None, through: datetime | None,
+               lags: deque[float] | None = None) -> None:
         scorer = self.scorer
         assert scorer is not None
         res = scorer.process(ids, through=through)
         self._count(res)
         if since is not None:
-            self.lag_seconds.append(time.monotonic() - since)
+            (self.lag_seconds if lags is None else lags).append(time.monotonic() - since)
         if res.alerts and self.deliverer is not None:
             self.deliverer.wake()
 
