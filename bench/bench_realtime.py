@@ -28,7 +28,10 @@ after the loader has stored it. About `--warm-per-s` times a second a request al
 reading pricing, security and API pages, launching a class, clicking e-mails — enough points, in
 most cases, to reach grade 1 (the `hot_lead` trigger). That alert needs the lead rescored: it
 takes the urgent lane (people just below a line go first). Reported: warm e2w p50/p99, and
-`warm_lost` — warm leads at grade 1 after the run whose alert never arrived.
+`warm_lost` — warm leads at grade 1 after the run whose alert never arrived. About
+`--abusers-per-s` times a second a request carries a new trial user starting a class of 40
+guests (10 allowed: the model's `too_many_guests`, an abuse rule one event raises, so the fast
+lane announces it with the event, no rescore). Reported: abuse e2w p50/p99 and abusers lost.
 
 Reports per mode: events/s acknowledged, client p50/p99 request latency, the server's own
 p99 (handler to acknowledgement), rescoring batches and their lag (hook to commit, p99), the
@@ -124,10 +127,21 @@ def warm_events(uid: str, now: float) -> list[dict]:
     return [{**m, "messageId": str(uuid.uuid4())} for m in msgs]
 
 
+def abuse_events(uid: str, now: float) -> list[dict]:
+    """A new trial user starting a class of 40 guests (10 allowed)."""
+    base = {"userId": uid, "timestamp": iso(now)}
+    return [{**base, "messageId": str(uuid.uuid4()), **m} for m in (
+        {"type": "identify", "traits": {"email": f"{uid}@abuse.example", "company": "Abuse Co"}},
+        {"type": "track", "event": "Environment Launched", "properties": {
+            "environment_id": f"env-{uid}", "guests": 40, "template": "windows-lab",
+            "class_id": f"class-{uid}"}})]
+
+
 def make_batch(rng: random.Random, size: int, who: Visitors, probe: str | None,
-               warm: str | None = None) -> bytes:
+               warm: str | None = None, abuser: str | None = None) -> bytes:
     now = time.time()
     msgs = warm_events(warm, now) if warm else []
+    msgs += abuse_events(abuser, now) if abuser else []
     for _ in range(size - (2 if probe else 0) - len(msgs)):
         p, uid = who.next()
         base = {"messageId": str(uuid.uuid4()), "userId": uid, "timestamp": iso(now),
@@ -162,6 +176,7 @@ class Receiver:
         self.arrived: dict[str, float] = {}  # probe user -> first arrival
         self.created: dict[str, float] = {}  # probe user -> its alert's created_at (fast lane)
         self.warm: dict[str, float] = {}  # person -> first arrival of its hot_lead alert
+        self.abuse: dict[str, float] = {}  # abuser -> first arrival of its abuse alert
         self.count = 0
         self.lock = threading.Lock()
         rx = self
@@ -178,6 +193,8 @@ class Receiver:
                     pid = (body.get("person") or {}).get("id", "")
                     if body["trigger"]["id"] == "hot_lead":
                         rx.warm.setdefault(pid, now)
+                    if body["trigger"]["id"] == "abuse" and pid.startswith("abuser-"):
+                        rx.abuse.setdefault(pid, now)
                     if body["trigger"]["id"] == "buy_ready" and pid.startswith("probe-"):
                         rx.arrived.setdefault(pid, now)
                         rx.created.setdefault(pid, datetime.fromisoformat(
@@ -324,11 +341,18 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                 if due >= tick and leads and (c, i) not in probes:
                     warm[c, i] = leads.pop(0)
                     tick += 1.0 / args.warm_per_s
+        abusers: dict[tuple[int, int], str] = {}  # (client, request) -> a new abuser
+        if mode == "on" and args.abusers_per_s > 0:
+            tick = 0.5 / args.abusers_per_s  # between the probes' and warm leads' ticks
+            for due, c, i in schedule:
+                if due >= tick and (c, i) not in probes and (c, i) not in warm:
+                    abusers[c, i] = f"abuser-{mode}-{len(abusers) + 1}"
+                    tick += 1.0 / args.abusers_per_s
         rngs = [random.Random(c) for c in range(args.clients)]
         users = getattr(args, "known", None) or args.people
         who = [Visitors(rngs[c], users, args.sessions) for c in range(args.clients)]
         bodies = {(c, i): make_batch(rngs[c], args.batch, who[c], probes.get((c, i)),
-                                     warm.get((c, i)))
+                                     warm.get((c, i)), abusers.get((c, i)))
                   for _, c, i in schedule}
         load0 = os.getloadavg()
         cpu0 = cpu_seconds(proc.pid)
@@ -336,6 +360,7 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         began = time.perf_counter()
         acked: dict[str, float] = {}  # probe -> ack (wall clock)
         warm_acked: dict[str, float] = {}  # warm lead -> ack
+        abuse_acked: dict[str, float] = {}  # abuser -> ack
         lock = threading.Lock()
 
         def body(c: int, i: int) -> bytes | None:
@@ -347,6 +372,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                     acked[probes[c, i]] = time.time()
                 if (c, i) in warm:
                     warm_acked[warm[c, i]] = time.time()
+                if (c, i) in abusers:
+                    abuse_acked[abusers[c, i]] = time.time()
 
         sent = run_clients(port, auth, range(args.clients), clients=args.clients,
                            batch=args.batch, rate=args.rate, t0=began, seconds=args.seconds,
@@ -366,9 +393,10 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             with receiver.lock:
                 arrived = sum(1 for p in acked if p in receiver.arrived)
                 arrived += sum(1 for p in warm_acked if p in receiver.warm)
+                arrived += sum(1 for p in abuse_acked if p in receiver.abuse)
             if h["log"]["lag_bytes"] == 0 and (mode == "off" or rt.get("idle")):
                 drained = drained or time.time() - ended
-                if arrived == len(acked) + len(warm_acked):
+                if arrived == len(acked) + len(warm_acked) + len(abuse_acked):
                     break
             time.sleep(0.25)
         health = get_json(port, "/health")
@@ -383,6 +411,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
                      if p in receiver.created]
             warm_e2w = [receiver.warm[p] - t for p, t in warm_acked.items()
                         if p in receiver.warm]
+            abuse_e2w = [receiver.abuse[p] - t for p, t in abuse_acked.items()
+                         if p in receiver.abuse]
         proc.send_signal(signal.SIGTERM)  # the store is the server's until it exits
         proc.wait(120)
         with Project(root) as p:  # the warm leads that reached grade 1 should have alerted
@@ -428,6 +458,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "warm_e2w_p50_s": pct(warm_e2w, 0.5), "warm_e2w_p99_s": pct(warm_e2w, 0.99),
             "warm_e2w_max_s": max(warm_e2w) if warm_e2w else None,
             "urgent_lag_ms": rt.get("urgent_lag_ms", {}),
+            "abusers": len(abuse_acked), "abusers_lost": len(abuse_acked) - len(abuse_e2w),
+            "abuse_e2w_p50_s": pct(abuse_e2w, 0.5), "abuse_e2w_p99_s": pct(abuse_e2w, 0.99),
             "load_before": load0,
             "load_after": load1,
             "server_cpu_s": round(cpu1 - cpu0, 2),  # of the two cores' 2 x --seconds
@@ -468,6 +500,8 @@ def main() -> int:
     ap.add_argument("--probes-per-s", type=float, default=5.0)
     ap.add_argument("--warm-per-s", type=float, default=1.0,
                     help="warm leads (known, just below grade 1) turning hot, per second")
+    ap.add_argument("--abusers-per-s", type=float, default=1.0,
+                    help="new trial users starting a 40-guest class, per second")
     ap.add_argument("--max-batch", type=int, default=20000,
                     help="[triggers] max_batch_people: people per rescoring transaction")
     ap.add_argument("--drain", type=float, default=120.0,
@@ -500,7 +534,8 @@ def main() -> int:
           + ("; --shield" if args.shield else ""))
     print(f"{'mode':<5} {'events/s':>10} {'req p50':>9} {'req p99':>9} {'srv p99':>9} "
           f"{'batches':>8} {'lag p99':>9} {'backlog':>8} {'drain':>7} {'e2w p50':>8} "
-          f"{'e2w p99':>8} {'lost':>5} {'warm p50':>8} {'warm p99':>8} {'hot/lost':>8}  load")
+          f"{'e2w p99':>8} {'lost':>5} {'warm p50':>8} {'warm p99':>8} {'hot/lost':>8} "
+          f"{'abuse p50':>9} {'abuse p99':>9} {'lost':>4}  load")
     for r in results:
         srv = r["server_req_ms"].get("p99") if r["server_req_ms"] else None
         lag = r["rescore_lag_ms"].get("p99") if r["rescore_lag_ms"] else None
@@ -511,7 +546,9 @@ def main() -> int:
               f"{fmt(r['e2w_p50_s'], ' s', 2):>8} {fmt(r['e2w_p99_s'], ' s', 2):>8} "
               f"{r['probes_lost']:>5} {fmt(r['warm_e2w_p50_s'], ' s', 2):>8} "
               f"{fmt(r['warm_e2w_p99_s'], ' s', 2):>8} "
-              f"{r['warm_hot']:>4}/{r['warm_lost']:<3}  "
+              f"{r['warm_hot']:>4}/{r['warm_lost']:<3} "
+              f"{fmt(r['abuse_e2w_p50_s'], ' s', 2):>9} {fmt(r['abuse_e2w_p99_s'], ' s', 2):>9} "
+              f"{r['abusers_lost']:>4}  "
               f"{r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}")
     if len(results) == 2 and results[0]["events_per_s"]:
         off, on = results

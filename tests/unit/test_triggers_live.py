@@ -588,6 +588,71 @@ def test_fast_lane_runs_in_the_loaders_transaction_and_falls_back_to_its_thread(
     assert sorted(ready()) == ["hal", "ivy", "joe", "kim"]
 
 
+def test_an_abuse_rule_one_event_raises_is_announced_with_the_event(proj: Project):
+    """A class launched with 40 guests (10 allowed) needs no rescore: the fast lane evaluates
+    the rule's own compiled matcher on the micro-batch and the alert commits with the event.
+    The rescore that follows finds the episode open; without a fast lane, it announces."""
+    import pyarrow as pa
+
+    from leadrefinery.act.live_abuse import LiveRules
+    from leadrefinery.ingest.loader import EventLoader
+    from leadrefinery.model.load import parse_model
+
+    ingest(proj, [identify(u, T0 - timedelta(days=1)) for u in ("eve", "fay")])
+    clock = ManualClock(T0 - timedelta(hours=1))
+    sc = scorer_for(proj, clock)
+    sc.sweep(kind="startup")
+    clock.set(T0)
+    rt = Realtime(sc, settings=proj.settings)
+    rt._ready.set()  # (the startup sweep is done)
+    assert list(sc.live_rules.rules) == ["too_many_guests"]  # not the session rule
+    loader = EventLoader(proj.engine, proj.settings)
+
+    def load(*events: dict) -> None:
+        loader.load_lines(pa.table({"line_no": list(range(1, len(events) + 1)),
+                                    "line": [json.dumps(e) for e in events]}),
+                          "t", after=rt.act_in_load)
+
+    def abuse(pid: str) -> list[dict]:
+        return [a for a in alerts(proj) if a["trigger_id"] == "abuse" and a["person_id"] == pid]
+
+    launch = track("eve", "Environment Launched", T0 - timedelta(seconds=2),
+                   environment_id="env-9", guests=40, template="windows-lab", class_id="c-1")
+    load(track("eve", "Logged In", T0 - timedelta(seconds=5)), launch,
+         track("eve", "Environment Launched", T0, environment_id="env-8", guests=4))
+    got = abuse("eve")
+    assert {a["recipient"] for a in got} == {"sales", "trust@example.com"}
+    a = got[0]
+    assert a["severity"] == "critical" and "more than 10 guests" in a["title"]
+    ev = a["payload"]["evidence"][0]
+    assert ev["rule"] == "too_many_guests" and ev["count"] == 1 and ev["max"] == 40
+    assert ev["message_id"] == launch["messageId"] and ev["event"] == "Environment Launched"
+    assert ev["properties"] == {"environment_id": "env-9", "guests": 40,
+                                "template": "windows-lab", "class_id": "c-1"}
+    # nothing was rescored: the alert did not wait for it
+    def flags() -> str:
+        return proj.engine.scalar("SELECT flags FROM person_state WHERE person_id = 'eve'")
+
+    assert flags() == "[]"
+    # the rescore raises the flag, finds the episode open and stays quiet; so does a second
+    # oversized class while it is open
+    sc.process(["eve"], T0 + timedelta(minutes=1))
+    assert flags() == '["too_many_guests"]'
+    load(track("eve", "Environment Launched", T0 + timedelta(minutes=2), guests=30))
+    sc.process(["eve"], T0 + timedelta(minutes=3))
+    assert len(abuse("eve")) == 2  # (one per recipient)
+    # without a fast lane (`leadrefinery sweep`, a rescore by hand) the rescore announces
+    ingest(proj, [track("fay", "Environment Launched", T0, guests=25)])
+    sc.process(["fay"], T0 + timedelta(minutes=1), actions=True)
+    assert abuse("fay")[0]["payload"]["evidence"][0]["max"] == 25
+    assert rt.stats.errors == 0, rt.stats.last_error
+    # a rule reading more than the event, or needing several, waits for the rescore
+    for change in ("when: properties.guests > 10 AND title IS NOT NULL",
+                   "when: properties.guests > 10\n    min_count: 2"):
+        model = parse_model(MODEL.replace("when: properties.guests > 10", change))
+        assert not LiveRules(model, ["too_many_guests"])
+
+
 def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: Path):
     """Through the HTTP API: while the loader is held inside a micro-batch, a new lead's
     identify and contact-sales request is announced (to the owner its identify names, with

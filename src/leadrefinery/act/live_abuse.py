@@ -1,8 +1,14 @@
-"""Abuse while it happens, beyond the declared rules: the unusual-usage trigger.
+"""Abuse while it happens: declared rules one event raises, and the unusual-usage trigger.
 
 The declared abuse rules of the model run on the live path like everything else (act/realtime.py
 rescoring each micro-batch with the compiled model, and the abuse sweep re-checking people who
 may have a session open past its limit — the model counts an open session up to the as-of time).
+
+A rescore runs seconds behind under load, though, and a rule that one event raises (a class
+launched with 40 guests) needs none: `LiveRules` evaluates those rules' own matchers (compiled
+by model/compile.py `event_abuse_query`, the SQL the scoring query uses for them) on the events a
+micro-batch stores, so the fast lane announces the abuse with the event, while it happens. The
+rescore then finds the episode open and only ends it, once the flag is gone.
 
 What nobody wrote a rule for is found here: an isolation forest (`act/unusual.py`) fitted on
 the population's per-person usage features flags the few whose usage looks like nobody else's,
@@ -23,11 +29,18 @@ An unusual_usage trigger is a condition: an episode opens when the detector flag
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pandas as pd
+from sqlglot import exp
 
+from ..model import spec as S
+from ..model.compile import CHECK_AS_OF, event_abuse_query, ts_literal
+from ..model.dialects import render
+from ..model.expr import text_literal
 from ..model.load import Model
 from ..model.scoring import scoring_sql
 from ..store.engine import Engine
@@ -36,6 +49,52 @@ from .unusual import UnusualUsageDetector
 
 if TYPE_CHECKING:
     from .realtime import Scorer, SweepResult
+
+
+class LiveRules:
+    """The event abuse rules in `watched` that one event raises, for the fast lane."""
+
+    def __init__(self, model: Model, watched: Iterable[str]) -> None:
+        self.model = model
+        ids = set(watched)
+        self.rules = {a.id: a for a in model.spec.abuse if a.id in ids
+                      and isinstance(a, S.EventAbuse)
+                      and event_abuse_query(model, a, "events", CHECK_AS_OF) is not None}
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def raised(self, engine: Engine, now: datetime, since: datetime, source: str = "events",
+               only: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """person -> rule -> evidence, for the events of `source` between `since` and `now`
+        that raise a rule (`only`: a condition on `e.person_id`, e.g. the batch's ids)."""
+        parts = []
+        for rid, a in self.rules.items():
+            q = event_abuse_query(self.model, a, source, now)
+            assert q is not None
+            ts = exp.column("ts", "e")
+            q = q.select(exp.alias_(text_literal(rid), "rule")).where(
+                exp.and_(exp.GTE(this=ts, expression=ts_literal(since)),
+                         exp.LTE(this=ts.copy(), expression=ts_literal(now))))
+            parts.append(q.where(exp.condition(only)) if only else q)
+        if not parts:
+            return {}
+        union = parts[0]
+        for q in parts[1:]:
+            union = exp.union(union, q, distinct=False)
+        rows = engine.query(render(union, engine.dialect, pretty=False))
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for pid, mid, t, event, props, measure, rid in sorted(rows, key=lambda r: r[2]):
+            ev = out.setdefault(pid, {}).setdefault(rid, {"count": 0, "first": str(t)})
+            ev["count"] += 1
+            ev["last"] = str(t)
+            if measure is not None:
+                ev["max"] = max(float(measure), ev.get("max", float("-inf")))
+            # the latest event's own fields: which class, environment, template ...
+            props = orjson.loads(props) if isinstance(props, str | bytes) else props or {}
+            ev.update(event=event, message_id=mid, properties={
+                k: v for k, v in props.items() if not isinstance(v, dict | list)})
+        return out
 
 
 def feature_columns(model: Model, names: list[str] | None) -> dict[str, str]:

@@ -121,6 +121,7 @@ from ..model.load import Model
 from ..model.scoring import ScoreRun, score, scoring_sql
 from ..store.engine import Engine
 from .clock import Clock, SystemClock
+from .live_abuse import LiveRules
 from .live_scores import RUN_TABLE, LiveRun, keep_history, score_live
 from .outbox import AlertIn, enqueue, resolve_recipient
 from .received import Received, Recent, profile_of
@@ -342,6 +343,10 @@ class Scorer:
         self._predictions_checked = 0.0
         self._predictions: Any = None
         self.session_rules = [a for a in model.spec.abuse if a.kind == "session"]
+        # abuse rules an abuse trigger watches that one event raises: the fast lane's
+        self.live_rules = LiveRules(model, {
+            r for t in (triggers.of_kind("abuse") if triggers else ())
+            for r in (t.rules or [a.id for a in model.spec.abuse])})
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -355,6 +360,15 @@ class Scorer:
 
     def _in_ids(self, column: str = "person_id") -> str:
         return f"{column} IN (SELECT person_id FROM {IDS_TABLE})"
+
+    @property
+    def fast_triggers(self) -> frozenset[str]:
+        """What the fast lane evaluates, without a rescore: the buy-readiness triggers, and
+        the abuse triggers when one event can raise a rule they watch."""
+        if self.triggers is None:
+            return frozenset()
+        kinds = ("action", "abuse") if self.live_rules else ("action",)
+        return frozenset(t.id for t in self.triggers.of_kind(*kinds))
 
     def warm(self) -> None:
         """Render the restricted scoring SQL now (a good part of a second of Python, once),
@@ -543,24 +557,34 @@ class Scorer:
                 [m, opened.isoformat(timespec="microseconds")] for m in ids)
         return out
 
+    def _raised(self, now: datetime, source: str | None = None
+                ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Abuse rules one recent event raised (act/live_abuse.py), of the people being
+        processed; or of anyone in `source`, a table shaped like `events`."""
+        if not self.live_rules:
+            return {}
+        since = now - timedelta(hours=self.cfg.action_recent_hours)
+        if source is not None:
+            return self.live_rules.raised(self.engine, now, since, source)
+        return self.live_rules.raised(self.engine, now, since, only=self._in_ids("e.person_id"))
+
     def act_on_actions(self, person_ids: Iterable[str], now: datetime | None = None, *,
                        through: datetime | None = None) -> BatchResult:
         """The fast lane: buy-readiness triggers for `person_ids`, without rescoring — their
-        condition is the event itself. Alerts carry the last stored score and its reasons;
-        fast-tracked leads are routed at once. Episodes, alerts, routing and the lane's
-        watermark `through` in one transaction (nothing here writes `person_state`, which the
-        rescoring lane owns)."""
+        condition is the event itself — and abuse rules one event raises. Alerts carry the
+        last stored score and its reasons; fast-tracked leads are routed at once. Episodes,
+        alerts, routing and the lane's watermark `through` in one transaction (nothing here
+        writes `person_state`, which the rescoring lane owns)."""
         began = time.perf_counter()
         res = BatchResult()
-        ts = self.triggers
         ids = sorted({p for p in person_ids if p})
-        if ts is None or not ids or not ts.of_kind("action"):
+        if not ids or not self.fast_triggers:
             return res
         now = now or self.clock.now()
         with self.engine.transaction():
             self.advance("actions", through)
             self._ids_table(ids)
-            self._act(self._actions(now), now, res)
+            self._act(self._actions(now), now, res, raised=self._raised(now))
         res.seconds = time.perf_counter() - began
         return res
 
@@ -574,8 +598,7 @@ class Scorer:
         to stand aside (nothing done: -> None)."""
         began = time.perf_counter()
         res = BatchResult()
-        ts = self.triggers
-        if ts is None or not ts.of_kind("action"):
+        if not self.fast_triggers:
             return res
         now = now or self.clock.now()
         with self.engine.transaction():  # (joins the loader's)
@@ -585,7 +608,7 @@ class Scorer:
                 if acts is None:
                     return None
             self.advance("actions", self.engine.scalar(f"SELECT max(received_at) FROM {source}"))
-            self._act(acts, now, res)
+            self._act(acts, now, res, raised=self._raised(now, source))
         res.seconds = time.perf_counter() - began
         return res
 
@@ -629,16 +652,19 @@ class Scorer:
         return res
 
     def _act(self, acts: dict[str, list[Action]], now: datetime, res: BatchResult,
-             given: dict[str, dict[str, Any]] | None = None) -> None:
-        """Evaluate the buy-readiness triggers of `acts` (person -> events); write episodes,
-        alerts and fast-tracks (in the caller's transaction). `given`: person -> profile
-        fields newer than the store's (see `act_on_received`)."""
-        if not acts:
+             given: dict[str, dict[str, Any]] | None = None,
+             raised: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
+        """Evaluate the buy-readiness triggers of `acts` (person -> events) and the abuse
+        rules one event `raised` (person -> rule -> evidence); write episodes, alerts and
+        fast-tracks (in the caller's transaction). `given`: person -> profile fields newer
+        than the store's (see `act_on_received`)."""
+        raised = raised or {}
+        if not acts and not raised:
             return
         ts = self.triggers
         assert ts is not None
-        only = frozenset(t.id for t in ts.of_kind("action"))
-        ids = sorted(acts)  # a few people: a list parameter, not the ids table
+        only = self.fast_triggers
+        ids = sorted(set(acts) | set(raised))  # a few people: a list parameter
         olds = self._old_states(ids=ids)
         open_eps, last_fired = self._episodes(now, ids=ids)
         amemo = self._action_memo(now, ids=ids)
@@ -646,20 +672,21 @@ class Scorer:
         fired: list[tuple[str, dict[str, Any], LeadState, LeadState | None, Firing]] = []
         fast: list[str] = []
         recent = timedelta(hours=self.cfg.action_recent_hours)
-        for pid, evs in acts.items():
+        for pid in ids:
             old = olds.get(pid, (None, {}, None))[0]
             state = old or LeadState()
             out = evaluate(ts, pid, old, state, memo=amemo.get(pid, {}),
                            open_episodes=open_eps.get(pid, {}),
-                           last_fired=last_fired.get(pid, {}), now=now, actions=evs,
-                           recent=recent, only=only)
+                           last_fired=last_fired.get(pid, {}), now=now,
+                           actions=acts.get(pid, ()), recent=recent, only=only,
+                           raised=raised.get(pid, {}))
             opened += [{**o, "person_id": pid} for o in out.opened]
             fired += [(pid, {}, state, old, f) for f in out.firings]
             res.suppressed += out.suppressed
             if out.fast_track:
                 fast.append(pid)
         self._write_episodes(opened, [])
-        res.people, res.firings = len(acts), len(fired)
+        res.people, res.firings = len(ids), len(fired)
         res.alerts = self.enqueue_with_stored_reasons(fired, now, given)
         if fast:
             res.fast_tracked = self._fast_track(fast, now, given)
@@ -757,6 +784,8 @@ class Scorer:
         amemo = self._action_memo(now, restricted) if acts else {}
         only = None if actions else frozenset(
             t.id for t in ts.triggers if t.kind != "action")
+        # the fast lane announces abuse rules one event raises: a rescore only ends them
+        live = frozenset() if actions else frozenset(self.live_rules.rules)
         buckets = self._buckets(restricted)
         recent = timedelta(hours=self.cfg.action_recent_hours)
         written = SystemClock().now()  # wall clock, like events.received_at (see unprocessed)
@@ -779,7 +808,8 @@ class Scorer:
             out = evaluate(ts, pid, old, new, memo={**memo, **amemo.get(pid, {})},
                            open_episodes=open_eps.get(pid, {}),
                            last_fired=last_fired.get(pid, {}), now=now,
-                           actions=acts.get(pid, ()), silent=silent, recent=recent, only=only)
+                           actions=acts.get(pid, ()), silent=silent, recent=recent, only=only,
+                           live_rules=live)
             for o in out.opened:
                 opened.append({**o, "person_id": pid})
             closed += out.closed
@@ -1217,7 +1247,7 @@ class Realtime:
         self._pending_since: float | None = None
         self._pending_through: datetime | None = None  # newest event received among them
         # the fast lane: buy-readiness triggers need no rescoring, so they do not wait for it
-        self.fast_lane = bool(scorer and scorer.triggers and scorer.triggers.of_kind("action"))
+        self.fast_lane = bool(scorer and scorer.fast_triggers)
         if scorer is not None and self.fast_lane:
             scorer.actions_in_batches = False
         self._fast: set[str] = set()

@@ -593,6 +593,8 @@ def evaluate(
     recent: timedelta = timedelta(hours=48),
     only: frozenset[str] | None = None,
     unusual: Mapping[str, tuple[float, list[dict[str, Any]]]] | None = None,
+    raised: Mapping[str, Mapping[str, Any]] | None = None,
+    live_rules: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Compare `new` with `old` for every trigger (or those in `only`) of one person.
 
@@ -601,6 +603,10 @@ def evaluate(
     record their episodes and memory without alerting (a first run). `unusual_usage` triggers
     are evaluated only when `unusual` is given (trigger id -> (anomaly score, reasons) of the
     triggers that flag this person; see act/live_abuse.py): an episode lasts while flagged.
+
+    Abuse rules one event raises are announced by the fast lane as their event is stored:
+    there `raised` (rule -> evidence) holds them, and abuse triggers look at those alone; a
+    rescore then only ends their episodes (`live_rules`), so the two never open one twice.
     """
     out = Outcome(memo=dict(memo or {}))
     model = ts.model.name
@@ -610,9 +616,9 @@ def evaluate(
         return last is not None and now - last < ts.cooldown(t)
 
     def level(t: Any, key: str, holds: bool, fire_enter: bool, fire_leave: bool,
-              enter: Firing | None, leave: Firing | None) -> None:
+              enter: Firing | None, leave: Firing | None, *, may_open: bool = True) -> None:
         ep = open_episodes.get((t.id, key))
-        if ep is None and holds:
+        if ep is None and holds and may_open:
             eid = episode_id(model, t.id, person_id, key, now)
             outcome, fired = "baseline" if t.id in silent else "open", None
             if t.id not in silent and fire_enter and enter is not None:
@@ -712,15 +718,19 @@ def evaluate(
             rules = t.rules or [a.id for a in ts.model.spec.abuse]
             descriptions = {a.id: a.description for a in ts.model.spec.abuse}
             for r in rules:
-                holds = r in new.flags
-                ev = dict(new.flags.get(r) or {})
+                if raised is not None and r not in raised:
+                    continue
+                flags = new.flags if raised is None else raised
+                holds = r in flags
+                ev = dict(flags.get(r) or {})
                 evidence = [{"rule": r, "detail": descriptions.get(r) or r, **ev}]
                 running = " (still running)" if ev.get("still_running") else ""
                 level(t, r, holds, True, False,
                       Firing(t, r, "enter", f"{{who}}: abuse — {descriptions.get(r) or r}"
                                             f"{running}",
                              {"field": "abuse", "to": r, "score": new.score,
-                              "grade": new.grade}, evidence), None)
+                              "grade": new.grade}, evidence), None,
+                      may_open=raised is not None or r not in live_rules)
         elif k == "unusual_usage":
             if unusual is None:
                 continue

@@ -42,6 +42,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from ..errors import ModelError
 from ..ingest.webmail import WEBMAIL_DOMAINS
 from . import spec as S
 from .dialects import call, render
@@ -2402,6 +2403,45 @@ def build_plan(
     volume_cutoffs: dict[str, float] | None = None,
 ) -> Plan:
     return Builder(model, as_of or datetime.now(UTC), restrict, volume_cutoffs).build()
+
+
+def event_abuse_query(model: Model, rule: S.EventAbuse, source: str,
+                      as_of: datetime) -> exp.Select | None:
+    """The events of `source` (a table shaped like `events`, aliased `e`) that raise the event
+    abuse rule `rule` on their own, as of `as_of`: person_id, message_id, ts, event, properties
+    and the rule's `measure` — the rule's own matcher, compiled as in the scoring query. None
+    when one event cannot tell (`min_count` > 1) or the test reads more than the event (the
+    person, the account, facts): only a rescore can tell then."""
+    if rule.min_count > 1:
+        return None
+    b = Builder(model, as_of)
+    loc = ("abuse", [a.id for a in model.spec.abuse].index(rule.id))
+    try:
+        cond = b.matchers[b.match(rule, loc, "m", window=rule.window)]
+        measure: exp.Expression = exp.null()
+        if rule.measure:
+            measure = coerce(b.compile_value(rule.measure, b.event_scope(rule.id), loc),
+                             NUM, "the measure")
+    except (ExprError, ModelError):
+        return None  # (the model's check reported it at load)
+    n = b.needs
+    if n.person or n.traits or n.account or n.account_traits or n.facts:
+        return None
+    # the matcher reads lr_ev0's columns: put back the expressions on `e` they stand for
+    columns = {name: node for name, node, _ in n.ev_cols.values()}
+    columns |= {"age_d": b._age_days(col("ts", "e")), "ts": col("ts", "e")}
+
+    def on_event(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and not node.table and node.name in columns:
+            return columns[node.name].copy()
+        return node
+
+    cond, measure = (x.transform(on_event) for x in (cond, measure))
+    if any(c.table != "e" for x in (cond, measure) for c in x.find_all(exp.Column)):
+        return None  # something only the scoring query has
+    return (select(*(col(c, "e") for c in ("person_id", "message_id", "ts", "event",
+                                          "properties")), alias(measure, "measure"))
+            .from_(exp.to_table(source).as_("e")).where(cond))
 
 
 CHECK_AS_OF = datetime(2024, 1, 1)

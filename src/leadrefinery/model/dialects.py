@@ -171,8 +171,10 @@ def _replace(node: exp.Expression, d: Dialect) -> exp.Expression:
 def lower(tree: exp.Expression, engine: str) -> exp.Expression:
     """The AST with every placeholder replaced by `engine`'s spelling."""
     d = DIALECTS[engine]
-    # children first, so placeholders nested in placeholders are replaced too
     out = tree.copy().transform(lambda n: _replace(n, d), copy=False)
+    # a replacement is not visited again: again while placeholders nested in one remain
+    while any(str(n.this).startswith("LR_") for n in out.find_all(exp.Anonymous)):
+        out = out.transform(lambda n: _replace(n, d), copy=False)
     if not d.materialized_ctes:
         for cte in out.find_all(exp.CTE):
             cte.set("materialized", None)
