@@ -657,7 +657,8 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
     """Through the HTTP API: while the loader is held inside a micro-batch, a new lead's
     identify and contact-sales request is announced (to the owner its identify names, with
     its name and company) and fast-tracked by the hot lane; once the loader stores the events,
-    the in-load pass does not announce or route it again."""
+    the in-load pass does not announce or route it again. A class of 40 guests is announced
+    the same way, and a rescore that cannot see it yet does not end its episode."""
     import contextlib
     import threading
     import warnings
@@ -670,7 +671,8 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
 
     p = make_project(tmp_path / "proj", settings=ROUTED)
     now = datetime.utcnow()
-    ingest(p, [identify("amy", now - timedelta(days=1))])
+    ingest(p, [identify("amy", now - timedelta(days=1)),
+               *[track("amy", "Logged In", now - timedelta(hours=h)) for h in (1, 2, 3)]])
     inside, go = threading.Event(), threading.Event()
 
     def hold(engine) -> None:  # the loader's micro-batch stays open until `go`
@@ -679,6 +681,13 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
 
     def ready(pid: str) -> list[dict]:
         return [a for a in alerts(p) if a["trigger_id"] == "ready" and a["person_id"] == pid]
+
+    def abuse(pid: str) -> list[dict]:
+        return [a for a in alerts(p) if a["trigger_id"] == "abuse" and a["person_id"] == pid]
+
+    def open_abuse() -> list[tuple]:
+        return p.engine.query("SELECT key FROM trigger_episodes WHERE person_id = 'amy' AND "
+                              "trigger_id = 'abuse' AND status = 'open'")
 
     def wait(cond, what: str) -> None:
         deadline = time.monotonic() + 60
@@ -709,6 +718,16 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
             # routed to the owner the identify named (not yet a stored trait)
             assert p.engine.query("SELECT rep FROM assignments WHERE person_id = 'zed'") == [
                 ("olga@example.com",)]
+            # amy starts a class of 40 guests: announced before it is stored, too
+            launch = track("amy", "Environment Launched", now, guests=40, environment_id="e1")
+            assert c.post("/v1/batch", auth=("k", ""), json={"batch": [launch]}
+                          ).status_code == 200
+            wait(lambda: len(abuse("amy")) == 2, "the hot lane's abuse alerts")
+            assert abuse("amy")[0]["payload"]["evidence"][0]["message_id"] == launch["messageId"]
+            # a rescore that cannot see the launch yet finds no flag (and a week's decay, so
+            # her state moved): the episode stays open
+            rt.scorer.process(["amy"], now + timedelta(days=7))
+            assert open_abuse() == [("too_many_guests",)]
             loader.in_transaction.remove(hold)
             go.set()
             wait(lambda: p.engine.scalar(
@@ -716,8 +735,12 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
             assert rt.wait_idle(60)
             health = c.get("/v1/realtime").json()
             assert health["hot_lag_ms"] and health["errors"] == 0, health["last_error"]
+            rt.scorer.process(["amy"])  # now it sees the flag: the same episode
         assert len(ready("zed")) == 1
         assert p.engine.scalar("SELECT count(*) FROM assignments WHERE person_id = 'zed'") == 1
+        assert len(abuse("amy")) == 2 and open_abuse() == [("too_many_guests",)]
+        assert p.engine.scalar("SELECT flags FROM person_state WHERE person_id = 'amy'"
+                               ) == '["too_many_guests"]'
     finally:
         go.set()
         p.close()
@@ -802,9 +825,11 @@ def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
     """The in-load pass leaves the hot lane's messages to it (standing aside, to the thread,
     while one is not committed: its watermark would pass it), stands aside for people the hot
     lane committed work for after the micro-batch began (its snapshot cannot see that work),
-    and holds the hot lane off its own people until the micro-batch ends."""
+    and holds the hot lane off its own people until the micro-batch ends — for buy-readiness
+    events and abuse hits alike."""
     import threading
 
+    from leadrefinery.act.live_abuse import Hit
     from leadrefinery.act.received import Received
     from leadrefinery.act.triggers import Action
 
@@ -815,23 +840,27 @@ def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
     def act(mid: str) -> Action:
         return Action(mid, t, "track", "Contact Sales Requested", None)
 
+    def hit(mid: str) -> Hit:
+        return Hit("too_many_guests", mid, t, "Environment Launched", {"guests": 40}, 40.0)
+
     rt.on_received([Received("m1", t, "track", "Contact Sales Requested", None, "hal", None,
                              None)])
     rt.load_began = lambda: 100.0
     # not committed by the hot lane yet: the lane's watermark must not pass it
-    assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}) is None
+    assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}, {}) is None
     assert not rt._loading
     rt._hot_ids["m1"] = True  # committed
     # the hot lane's message is its own; hal has nothing else: not evaluated here
-    assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}) == {"ivy": [act("m2")]}
-    assert rt._loading == {"ivy"} and not rt._hot_ids
+    assert rt._claim_for_load({"hal": [act("m1")], "ivy": [act("m2")]}, {"joe": [hit("m5")]}
+                              ) == ({"ivy": [act("m2")]}, {"joe": [hit("m5")]})
+    assert rt._loading == {"ivy", "joe"} and not rt._hot_ids
     rt.load_ended(True)
     # the hot lane committed for ivy after this micro-batch began: all of it to the thread
     rt._hot_people["ivy"] = 101.0
-    assert rt._claim_for_load({"ivy": [act("m3")]}) is None
+    assert rt._claim_for_load({}, {"ivy": [hit("m3")]}) is None
     # ... but work committed before the micro-batch began is in its snapshot
     rt._hot_people["ivy"] = 99.0
-    assert rt._claim_for_load({"ivy": [act("m3")]}) == {"ivy": [act("m3")]}
+    assert rt._claim_for_load({"ivy": [act("m3")]}, {}) == ({"ivy": [act("m3")]}, {})
     assert "ivy" not in rt._hot_people
     # while ivy is in the micro-batch, the hot lane waits for its end
     done = threading.Event()

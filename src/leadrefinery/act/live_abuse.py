@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,18 @@ if TYPE_CHECKING:
     from .realtime import Scorer, SweepResult
 
 
+@dataclass(frozen=True)
+class Hit:
+    """One event that raises an abuse rule on its own."""
+
+    rule: str
+    message_id: str
+    ts: datetime
+    event: str | None
+    properties: dict[str, Any]
+    measure: float | None
+
+
 class LiveRules:
     """The event abuse rules in `watched` that one event raises, for the fast lane."""
 
@@ -60,14 +73,17 @@ class LiveRules:
         self.rules = {a.id: a for a in model.spec.abuse if a.id in ids
                       and isinstance(a, S.EventAbuse)
                       and event_abuse_query(model, a, "events", CHECK_AS_OF) is not None}
+        # what the hot lane picks from requests: the tracks these rules name (not globs)
+        self.tracks = frozenset(n for a in self.rules.values() if a.on == "track"
+                                for n in a.event or () if not any(c in n for c in "*?"))
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def raised(self, engine: Engine, now: datetime, since: datetime, source: str = "events",
-               only: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-        """person -> rule -> evidence, for the events of `source` between `since` and `now`
-        that raise a rule (`only`: a condition on `e.person_id`, e.g. the batch's ids)."""
+    def hits(self, engine: Engine, now: datetime, since: datetime, source: str = "events",
+             only: str | None = None) -> dict[str, list[Hit]]:
+        """person -> the events of `source` between `since` and `now` that raise a rule,
+        oldest first (`only`: a condition on `e.person_id`, e.g. the batch's ids)."""
         parts = []
         for rid, a in self.rules.items():
             q = event_abuse_query(self.model, a, source, now)
@@ -82,18 +98,27 @@ class LiveRules:
         union = parts[0]
         for q in parts[1:]:
             union = exp.union(union, q, distinct=False)
-        rows = engine.query(render(union, engine.dialect, pretty=False))
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for pid, mid, t, event, props, measure, rid in sorted(rows, key=lambda r: r[2]):
-            ev = out.setdefault(pid, {}).setdefault(rid, {"count": 0, "first": str(t)})
-            ev["count"] += 1
-            ev["last"] = str(t)
-            if measure is not None:
-                ev["max"] = max(float(measure), ev.get("max", float("-inf")))
-            # the latest event's own fields: which class, environment, template ...
+        out: dict[str, list[Hit]] = {}
+        for pid, mid, t, event, props, measure, rid in sorted(
+                engine.query(render(union, engine.dialect, pretty=False)), key=lambda r: r[2]):
             props = orjson.loads(props) if isinstance(props, str | bytes) else props or {}
-            ev.update(event=event, message_id=mid, properties={
-                k: v for k, v in props.items() if not isinstance(v, dict | list)})
+            out.setdefault(pid, []).append(Hit(rid, mid, t, event, props, (
+                None if measure is None else float(measure))))
+        return out
+
+    @staticmethod
+    def evidence(hits: Iterable[Hit]) -> dict[str, dict[str, Any]]:
+        """rule -> evidence: as the scoring query's (count, first, last, max), with the
+        latest event's message id and its own fields (which class, environment, template)."""
+        out: dict[str, dict[str, Any]] = {}
+        for h in sorted(hits, key=lambda h: h.ts):
+            ev = out.setdefault(h.rule, {"count": 0, "first": str(h.ts)})
+            ev["count"] += 1
+            ev["last"] = str(h.ts)
+            if h.measure is not None:
+                ev["max"] = max(h.measure, ev.get("max", h.measure))
+            ev.update(event=h.event, message_id=h.message_id, properties={
+                k: v for k, v in h.properties.items() if not isinstance(v, dict | list)})
         return out
 
 

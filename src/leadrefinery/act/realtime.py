@@ -121,7 +121,7 @@ from ..model.load import Model
 from ..model.scoring import ScoreRun, score, scoring_sql
 from ..store.engine import Engine
 from .clock import Clock, SystemClock
-from .live_abuse import LiveRules
+from .live_abuse import Hit, LiveRules
 from .live_scores import RUN_TABLE, LiveRun, keep_history, score_live
 from .outbox import AlertIn, enqueue, resolve_recipient
 from .received import Received, Recent, profile_of
@@ -142,6 +142,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("leadrefinery.realtime")
 
 IDS_TABLE = "lr_rt_ids"  # a temp table (per connection) of the people being processed
+RECEIVED_TABLE = "lr_rt_received"  # (temp) received messages an abuse rule may read
 CHUNK = 20_000  # people per transaction in a sweep
 STATE_COLUMNS = ("model", "person_id", "as_of", "run_id", "score", "grade", "stage",
                  "stage_rank", "segments", "flags", "bucket", "categories", "memo", "updated_at")
@@ -557,16 +558,36 @@ class Scorer:
                 [m, opened.isoformat(timespec="microseconds")] for m in ids)
         return out
 
-    def _raised(self, now: datetime, source: str | None = None
-                ) -> dict[str, dict[str, dict[str, Any]]]:
-        """Abuse rules one recent event raised (act/live_abuse.py), of the people being
-        processed; or of anyone in `source`, a table shaped like `events`."""
+    def _hits(self, now: datetime, source: str | None = None) -> dict[str, list[Hit]]:
+        """Recent events that raise an abuse rule on their own (act/live_abuse.py), of the
+        people being processed; or of anyone in `source`, a table shaped like `events`."""
         if not self.live_rules:
             return {}
         since = now - timedelta(hours=self.cfg.action_recent_hours)
         if source is not None:
-            return self.live_rules.raised(self.engine, now, since, source)
-        return self.live_rules.raised(self.engine, now, since, only=self._in_ids("e.person_id"))
+            return self.live_rules.hits(self.engine, now, since, source)
+        return self.live_rules.hits(self.engine, now, since, only=self._in_ids("e.person_id"))
+
+    def _received_hits(self, items: Sequence[Received], people: dict[str, str],
+                       now: datetime) -> dict[str, list[Hit]]:
+        """`_hits` of received messages the loader has not stored: the rules' compiled
+        matchers read them from a small table shaped like `events`."""
+        mine = [it for it in items if it.type == "track" and it.event in self.live_rules.tracks]
+        if not mine:
+            return {}
+        e = self.engine
+        e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {RECEIVED_TABLE} AS SELECT person_id, "
+                  "message_id, ts, type, event, properties, context, traits FROM events "
+                  "WHERE false")
+        e.execute(f"DELETE FROM {RECEIVED_TABLE}")
+        e.append(RECEIVED_TABLE, pa.table({
+            "person_id": [people[it.message_id] for it in mine],
+            "message_id": [it.message_id for it in mine],
+            "ts": pa.array([it.ts for it in mine], _TS),
+            "type": [it.type for it in mine], "event": [it.event for it in mine],
+            "properties": [_json(it.properties or {}) for it in mine]}))
+        return self.live_rules.hits(e, now, now - timedelta(hours=self.cfg.action_recent_hours),
+                                    RECEIVED_TABLE)
 
     def act_on_actions(self, person_ids: Iterable[str], now: datetime | None = None, *,
                        through: datetime | None = None) -> BatchResult:
@@ -584,31 +605,34 @@ class Scorer:
         with self.engine.transaction():
             self.advance("actions", through)
             self._ids_table(ids)
-            self._act(self._actions(now), now, res, raised=self._raised(now))
+            self._act(self._actions(now), now, res, hits=self._hits(now))
         res.seconds = time.perf_counter() - began
         return res
 
     def act_on_stored(self, source: str, now: datetime | None = None, *,
-                      claim: Callable[[dict[str, list[Action]]], dict | None] | None = None
+                      claim: Callable[[dict[str, list[Action]], dict[str, list[Hit]]],
+                                      tuple[dict, dict] | None] | None = None
                       ) -> BatchResult | None:
-        """The fast lane inside the loader's transaction: buy-readiness triggers of the events
-        in `source` (the micro-batch just stored), as `act_on_actions` — and the lane's
-        watermark moved to the micro-batch's newest event, in the same transaction. `claim`
-        takes the events found (person -> actions) and returns those to evaluate here, or None
-        to stand aside (nothing done: -> None)."""
+        """The fast lane inside the loader's transaction: buy-readiness triggers and abuse
+        rules one event raises, of the events in `source` (the micro-batch just stored), as
+        `act_on_actions` — and the lane's watermark moved to the micro-batch's newest event, in
+        the same transaction. `claim` takes the events found (person -> actions, person ->
+        abuse hits) and returns those to evaluate here, or None to stand aside (nothing done:
+        -> None)."""
         began = time.perf_counter()
         res = BatchResult()
         if not self.fast_triggers:
             return res
         now = now or self.clock.now()
         with self.engine.transaction():  # (joins the loader's)
-            acts = self._actions(now, source)
+            acts, hits = self._actions(now, source), self._hits(now, source)
             if claim is not None:
-                acts = claim(acts)
-                if acts is None:
+                mine = claim(acts, hits)
+                if mine is None:
                     return None
+                acts, hits = mine
             self.advance("actions", self.engine.scalar(f"SELECT max(received_at) FROM {source}"))
-            self._act(acts, now, res, raised=self._raised(now, source))
+            self._act(acts, now, res, hits=hits)
         res.seconds = time.perf_counter() - began
         return res
 
@@ -629,10 +653,11 @@ class Scorer:
 
     def act_on_received(self, items: Sequence[Received], people: dict[str, str],
                         now: datetime | None = None) -> BatchResult:
-        """The hot lane: buy-readiness triggers of messages just received (`people`: see
-        `people_of`), before the loader stores them — as `act_on_actions`, with what their
-        request says of the sender (identify traits) over the stored profile. Episodes, alerts
-        and fast-tracks in one transaction; no watermark (the loader's lane moves it)."""
+        """The hot lane: buy-readiness triggers and abuse rules one event raises, of messages
+        just received (`people`: see `people_of`), before the loader stores them — as
+        `act_on_actions`, with what their request says of the sender (identify traits) over
+        the stored profile. Episodes, alerts and fast-tracks in one transaction; no watermark
+        (the loader's lane moves it)."""
         began = time.perf_counter()
         res = BatchResult()
         if self.triggers is None or not items:
@@ -647,18 +672,18 @@ class Scorer:
             if it.traits:
                 given.setdefault(pid, {}).update(profile_of(it.traits))
         with self.engine.transaction():
-            self._act(acts, now, res, given)
+            self._act(acts, now, res, given, self._received_hits(items, people, now))
         res.seconds = time.perf_counter() - began
         return res
 
     def _act(self, acts: dict[str, list[Action]], now: datetime, res: BatchResult,
              given: dict[str, dict[str, Any]] | None = None,
-             raised: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
+             hits: dict[str, list[Hit]] | None = None) -> None:
         """Evaluate the buy-readiness triggers of `acts` (person -> events) and the abuse
-        rules one event `raised` (person -> rule -> evidence); write episodes, alerts and
-        fast-tracks (in the caller's transaction). `given`: person -> profile fields newer
+        rules events raise on their own (`hits`: person -> events); write episodes, alerts
+        and fast-tracks (in the caller's transaction). `given`: person -> profile fields newer
         than the store's (see `act_on_received`)."""
-        raised = raised or {}
+        raised = {pid: LiveRules.evidence(h) for pid, h in (hits or {}).items() if h}
         if not acts and not raised:
             return
         ts = self.triggers
@@ -836,7 +861,7 @@ class Scorer:
                             pa.int64() if c == "stage_rank" else
                             pa.float64() if c == "score" else pa.string())
                 for c, v in states.items()}))
-        self._write_episodes(opened, closed)
+        self._write_episodes(opened, self._keep_unstored(closed, live))
         comps = dict(e.query(
             f"SELECT r.person_id, r.components FROM {source[0]} WHERE r.person_id = ANY(?)",
             [*source[1], sorted({f[0] for f in fired})])) if fired else {}
@@ -848,6 +873,24 @@ class Scorer:
         if fast:
             res.fast_tracked += self._fast_track(fast, now)
         return states["person_id"]
+
+    def _keep_unstored(self, closed: list[tuple[Episode, dict[str, Any]]],
+                       live: frozenset[str]) -> list[tuple[Episode, dict[str, Any]]]:
+        """An abuse episode the hot lane opened for a message the loader has not stored yet
+        looks over to a rescore that cannot see the message: it stays open."""
+        assert self.triggers is not None
+        abuse = {t.id for t in self.triggers.of_kind("abuse")}
+        mine = [ep.episode_id for ep, _ in closed if ep.trigger_id in abuse and ep.key in live]
+        if not mine:
+            return closed
+        opened_by = {eid: (_loads(d) or {}).get("message_id") for eid, d in self.engine.query(
+            "SELECT episode_id, detail FROM trigger_episodes WHERE episode_id = ANY(?)",
+            [mine])}
+        mids = sorted({m for m in opened_by.values() if m})
+        stored = {r[0] for r in self.engine.query(
+            "SELECT message_id FROM events WHERE message_id = ANY(?)", [mids])} if mids else set()
+        return [(ep, c) for ep, c in closed
+                if opened_by.get(ep.episode_id) in (None, *stored)]
 
     def _moved(self, source: tuple[str, list[Any]]) -> list[str]:
         """The rescored people whose state *may* differ from the stored one in a way
@@ -1355,27 +1398,30 @@ class Realtime:
             self._in_load = BatchResult()
         self._in_load += res
 
-    def _claim_for_load(self, acts: dict[str, list[Action]]) -> dict[str, list[Action]] | None:
-        """What of a micro-batch's buy-readiness events the in-load pass evaluates: not the
-        messages the hot lane claimed. None (stand aside: the thread takes the micro-batch's
-        people, after the hot lane) if the hot lane has not committed one of its messages yet —
-        the lane's watermark would pass it — or is evaluating, or committed work for, one of
-        the other people since the micro-batch began."""
+    def _claim_for_load(self, acts: dict[str, list[Action]], hits: dict[str, list[Hit]]
+                        ) -> tuple[dict[str, list[Action]], dict[str, list[Hit]]] | None:
+        """What of a micro-batch's buy-readiness events and abuse hits the in-load pass
+        evaluates: not the messages the hot lane claimed. None (stand aside: the thread takes
+        the micro-batch's people, after the hot lane) if the hot lane has not committed one of
+        its messages yet — the lane's watermark would pass it — or is evaluating, or committed
+        work for, one of the other people since the micro-batch began."""
         began = self.load_began()
         with self._lock:
-            ids = [a.message_id for evs in acts.values() for a in evs]
+            ids = [x.message_id for d in (acts, hits) for xs in d.values() for x in xs]
             if any(self._hot_ids.get(m) is False for m in ids):
                 return None
             for pid in [p for p, t in self._hot_people.items() if t < began]:
                 del self._hot_people[pid]  # done before this micro-batch's snapshot
-            mine = {pid: left for pid, evs in acts.items()
-                    if (left := [a for a in evs if a.message_id not in self._hot_ids])}
-            if any(p in self._hot_people for p in mine):
+            mine_acts, mine_hits = ({pid: left for pid, xs in d.items() if (
+                left := [x for x in xs if x.message_id not in self._hot_ids])}
+                for d in (acts, hits))
+            people = set(mine_acts) | set(mine_hits)
+            if people & set(self._hot_people):
                 return None
             for m in ids:  # seen stored: the episodes' memory has them from now on
                 self._hot_ids.pop(m, None)
-            self._loading |= set(mine)
-        return mine
+            self._loading |= people
+        return mine_acts, mine_hits
 
     def load_ended(self, committed: bool) -> None:
         """The loader's micro-batch committed or rolled back: the hot lane may go on with the

@@ -1,7 +1,8 @@
-"""Buy-readiness messages as the server receives them: the input of the hot lane.
+"""Buy-readiness (and abuse) messages as the server receives them: the input of the hot lane.
 
 The HTTP handler shows every message it logs to a `Picker` (a few dict lookups each). The
-messages that may fire an action trigger (`ActionWatch`) become `Received` items, carrying what
+messages that may fire an action trigger or raise an abuse rule on their own (`ActionWatch`)
+become `Received` items, carrying what
 requests the loader has not stored yet said about their sender (`Recent`: identify traits, an
 anonymous id linked to a user id), and `Realtime` evaluates them once the request is durable —
 before the loader has stored them (see act/realtime.py, "The hot lane"). What the store knows
@@ -33,6 +34,7 @@ class Received:
     anonymous_id: str | None
     linked_user: str | None  # the user id a request not yet stored links `anonymous_id` to
     traits: dict[str, Any] = field(default_factory=dict)  # identify traits not yet stored
+    properties: dict[str, Any] | None = None  # (what an abuse rule reads)
     at: float = field(default_factory=time.monotonic)  # received (for the lag)
 
 
@@ -90,9 +92,11 @@ def profile_of(traits: dict[str, Any]) -> dict[str, str]:
 
 class ActionWatch:
     """Which messages can fire one of `triggers` (action triggers): a track or page/screen
-    named in their `events`, or a page whose path matches their `pages`."""
+    named in their `events`, or a page whose path matches their `pages`; and the tracks named
+    in `abuse` (those an abuse rule one event raises reads: act/live_abuse.py)."""
 
-    def __init__(self, triggers: Sequence[Any]) -> None:
+    def __init__(self, triggers: Sequence[Any], abuse: frozenset[str] = frozenset()) -> None:
+        self.tracks = frozenset(n for t in triggers for n in t.events) | abuse
         self.events = frozenset(n for t in triggers for n in t.events)
         pages = sorted({p for t in triggers for p in t.pages})
         # one regex for all globs, as `glob_match` reads them: this runs for every page view
@@ -101,7 +105,7 @@ class ActionWatch:
     def wants(self, m: dict[str, Any]) -> bool:
         kind = m.get("type")
         if kind == "track":
-            return m.get("event") in self.events
+            return m.get("event") in self.tracks
         if kind in ("page", "screen"):
             if m.get("name") in self.events:
                 return True
@@ -195,5 +199,7 @@ class Picker:
                 message_id=str(m["messageId"]), ts=event_time(m), type=m["type"],
                 event=m.get("event") if m["type"] == "track" else m.get("name"),
                 path=page_path(m), user_id=uid, anonymous_id=aid, linked_user=linked,
-                traits=self.recent.traits_of(aid, uid or linked)))
+                traits=self.recent.traits_of(aid, uid or linked),
+                properties=m.get("properties") if isinstance(m.get("properties"), dict)
+                else None))
         return out

@@ -176,7 +176,8 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     if realtime.fast_lane and project.settings.triggers.hot_lane:  # see act/realtime.py
         from .received import ActionWatch, Picker
 
-        watch = ActionWatch(realtime.triggers.of_kind("action"))
+        watch = ActionWatch(realtime.triggers.of_kind("action"),
+                            realtime.scorer.live_rules.tracks)
         ingest_service.picker = lambda: Picker(watch, realtime.recent)
         ingest_service.received = realtime.on_received
     app.state.realtime = realtime

@@ -725,11 +725,12 @@ def evaluate(
                 ev = dict(flags.get(r) or {})
                 evidence = [{"rule": r, "detail": descriptions.get(r) or r, **ev}]
                 running = " (still running)" if ev.get("still_running") else ""
+                change = {"field": "abuse", "to": r, "score": new.score, "grade": new.grade}
+                if raised is not None:  # (kept with the episode: see Scorer._keep_unstored)
+                    change["message_id"] = ev.get("message_id")
                 level(t, r, holds, True, False,
                       Firing(t, r, "enter", f"{{who}}: abuse — {descriptions.get(r) or r}"
-                                            f"{running}",
-                             {"field": "abuse", "to": r, "score": new.score,
-                              "grade": new.grade}, evidence), None,
+                                            f"{running}", change, evidence), None,
                       may_open=raised is not None or r not in live_rules)
         elif k == "unusual_usage":
             if unusual is None:
