@@ -864,7 +864,7 @@ def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
     assert "ivy" not in rt._hot_people
     # while ivy is in the micro-batch, the hot lane waits for its end
     done = threading.Event()
-    sc.act_on_received = lambda items, people, now=None: (done.set(), realtime_mod.BatchResult())[1]
+    sc.act_on_received = lambda items, people, hits=None: (done.set(), realtime_mod.BatchResult())[1]
     item = Received("m4", t, "track", "Contact Sales Requested", None, "ivy", None, None)
     th = threading.Thread(target=rt._act_on_received, args=([item],))
     th.start()

@@ -39,7 +39,7 @@ import pandas as pd
 from sqlglot import exp
 
 from ..model import spec as S
-from ..model.compile import CHECK_AS_OF, event_abuse_query, ts_literal
+from ..model.compile import CHECK_AS_OF, event_abuse_query
 from ..model.dialects import render
 from ..model.expr import text_literal
 from ..model.load import Model
@@ -76,31 +76,44 @@ class LiveRules:
         # what the hot lane picks from requests: the tracks these rules name (not globs)
         self.tracks = frozenset(n for a in self.rules.values() if a.on == "track"
                                 for n in a.event or () if not any(c in n for c in "*?"))
+        # compiled once unless a test reads the time (a `window:`, days_since(...)): the hot
+        # lane runs this for every few requests
+        self._static = all(
+            _render(event_abuse_query(model, a, "t", CHECK_AS_OF), "duckdb")
+            == _render(event_abuse_query(model, a, "t", CHECK_AS_OF + timedelta(days=1)),
+                       "duckdb") for a in self.rules.values())
+        self._sql: dict[tuple[str, str, str | None], str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
+
+    def _query(self, dialect: str, now: datetime, source: str, only: str | None) -> str:
+        key = (dialect, source, only)
+        if key in self._sql:
+            return self._sql[key]
+        parts = []
+        for rid, a in self.rules.items():
+            q = event_abuse_query(self.model, a, source, now)
+            assert q is not None
+            q = q.select(exp.alias_(text_literal(rid), "rule"))
+            parts.append(q.where(exp.condition(only)) if only else q)
+        union = parts[0]
+        for q in parts[1:]:
+            union = exp.union(union, q, distinct=False)
+        sql = f"SELECT * FROM ({_render(union, dialect)}) h WHERE h.ts >= ? AND h.ts <= ?"
+        if self._static:
+            self._sql[key] = sql
+        return sql
 
     def hits(self, engine: Engine, now: datetime, since: datetime, source: str = "events",
              only: str | None = None) -> dict[str, list[Hit]]:
         """person -> the events of `source` between `since` and `now` that raise a rule,
         oldest first (`only`: a condition on `e.person_id`, e.g. the batch's ids)."""
-        parts = []
-        for rid, a in self.rules.items():
-            q = event_abuse_query(self.model, a, source, now)
-            assert q is not None
-            ts = exp.column("ts", "e")
-            q = q.select(exp.alias_(text_literal(rid), "rule")).where(
-                exp.and_(exp.GTE(this=ts, expression=ts_literal(since)),
-                         exp.LTE(this=ts.copy(), expression=ts_literal(now))))
-            parts.append(q.where(exp.condition(only)) if only else q)
-        if not parts:
+        if not self.rules:
             return {}
-        union = parts[0]
-        for q in parts[1:]:
-            union = exp.union(union, q, distinct=False)
         out: dict[str, list[Hit]] = {}
-        for pid, mid, t, event, props, measure, rid in sorted(
-                engine.query(render(union, engine.dialect, pretty=False)), key=lambda r: r[2]):
+        rows = engine.query(self._query(engine.dialect, now, source, only), [since, now])
+        for pid, mid, t, event, props, measure, rid in sorted(rows, key=lambda r: r[2]):
             props = orjson.loads(props) if isinstance(props, str | bytes) else props or {}
             out.setdefault(pid, []).append(Hit(rid, mid, t, event, props, (
                 None if measure is None else float(measure))))
@@ -120,6 +133,11 @@ class LiveRules:
             ev.update(event=h.event, message_id=h.message_id, properties={
                 k: v for k, v in h.properties.items() if not isinstance(v, dict | list)})
         return out
+
+
+def _render(q: exp.Expression | None, dialect: str) -> str:
+    assert q is not None
+    return render(q, dialect, pretty=False)
 
 
 def feature_columns(model: Model, names: list[str] | None) -> dict[str, str]:

@@ -568,20 +568,22 @@ class Scorer:
             return self.live_rules.hits(self.engine, now, since, source)
         return self.live_rules.hits(self.engine, now, since, only=self._in_ids("e.person_id"))
 
-    def _received_hits(self, items: Sequence[Received], people: dict[str, str],
-                       now: datetime) -> dict[str, list[Hit]]:
-        """`_hits` of received messages the loader has not stored: the rules' compiled
-        matchers read them from a small table shaped like `events`."""
+    def received_hits(self, items: Sequence[Received], now: datetime | None = None
+                      ) -> dict[str, list[Hit]]:
+        """`_hits` of received messages the loader has not stored, by message id (their
+        people are not resolved yet): the rules' compiled matchers read them from a small
+        table shaped like `events`."""
         mine = [it for it in items if it.type == "track" and it.event in self.live_rules.tracks]
         if not mine:
             return {}
+        now = now or self.clock.now()
         e = self.engine
         e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {RECEIVED_TABLE} AS SELECT person_id, "
                   "message_id, ts, type, event, properties, context, traits FROM events "
                   "WHERE false")
         e.execute(f"DELETE FROM {RECEIVED_TABLE}")
         e.append(RECEIVED_TABLE, pa.table({
-            "person_id": [people[it.message_id] for it in mine],
+            "person_id": [it.message_id for it in mine],
             "message_id": [it.message_id for it in mine],
             "ts": pa.array([it.ts for it in mine], _TS),
             "type": [it.type for it in mine], "event": [it.event for it in mine],
@@ -652,9 +654,11 @@ class Scorer:
         return out
 
     def act_on_received(self, items: Sequence[Received], people: dict[str, str],
+                        hits: dict[str, list[Hit]] | None = None,
                         now: datetime | None = None) -> BatchResult:
-        """The hot lane: buy-readiness triggers and abuse rules one event raises, of messages
-        just received (`people`: see `people_of`), before the loader stores them — as
+        """The hot lane: buy-readiness triggers and abuse rules one event raises (`hits`: see
+        `received_hits`), of messages just received (`people`: see `people_of`), before the
+        loader stores them — as
         `act_on_actions`, with what their request says of the sender (identify traits) over
         the stored profile. Episodes, alerts and fast-tracks in one transaction; no watermark
         (the loader's lane moves it)."""
@@ -665,14 +669,17 @@ class Scorer:
         now = now or self.clock.now()
         acts: dict[str, list[Action]] = {}
         given: dict[str, dict[str, Any]] = {}
+        mine: dict[str, list[Hit]] = {}
         for it in sorted(items, key=lambda i: i.ts):
             pid = people[it.message_id]
-            acts.setdefault(pid, []).append(Action(it.message_id, it.ts, it.type, it.event,
-                                                   it.path))
+            if it.action:
+                acts.setdefault(pid, []).append(Action(it.message_id, it.ts, it.type, it.event,
+                                                       it.path))
+            mine.setdefault(pid, []).extend((hits or {}).get(it.message_id, ()))
             if it.traits:
                 given.setdefault(pid, {}).update(profile_of(it.traits))
         with self.engine.transaction():
-            self._act(acts, now, res, given, self._received_hits(items, people, now))
+            self._act(acts, now, res, given, mine)
         res.seconds = time.perf_counter() - began
         return res
 
@@ -1734,6 +1741,16 @@ class Realtime:
     def _act_on_received(self, items: list[Received]) -> None:
         scorer = self.scorer
         assert scorer is not None
+        # most launches are not abuse: those no rule holds for are the in-load pass's again
+        hits = scorer.received_hits(items)
+        idle = [it for it in items if not it.action and it.message_id not in hits]
+        if idle:
+            with self._lock:
+                for it in idle:
+                    self._hot_ids.pop(it.message_id, None)
+            items = [it for it in items if it.action or it.message_id in hits]
+            if not items:
+                return
         people = scorer.people_of(items)
         persons = set(people.values())
         with self._claims:  # not beside an in-load pass over the same people
@@ -1742,7 +1759,7 @@ class Realtime:
             for p in persons:
                 self._hot_people[p] = math.inf
         try:
-            res = scorer.act_on_received(items, people)
+            res = scorer.act_on_received(items, people, hits)
         finally:
             with self._claims:
                 done = time.monotonic()

@@ -35,6 +35,7 @@ class Received:
     linked_user: str | None  # the user id a request not yet stored links `anonymous_id` to
     traits: dict[str, Any] = field(default_factory=dict)  # identify traits not yet stored
     properties: dict[str, Any] | None = None  # (what an abuse rule reads)
+    action: bool = True  # may fire an action trigger (else only an abuse rule may hold)
     at: float = field(default_factory=time.monotonic)  # received (for the lag)
 
 
@@ -96,16 +97,19 @@ class ActionWatch:
     in `abuse` (those an abuse rule one event raises reads: act/live_abuse.py)."""
 
     def __init__(self, triggers: Sequence[Any], abuse: frozenset[str] = frozenset()) -> None:
-        self.tracks = frozenset(n for t in triggers for n in t.events) | abuse
+        self.abuse = abuse
         self.events = frozenset(n for t in triggers for n in t.events)
         pages = sorted({p for t in triggers for p in t.pages})
         # one regex for all globs, as `glob_match` reads them: this runs for every page view
         self.pages = re.compile("|".join(fnmatch.translate(p) for p in pages)) if pages else None
 
     def wants(self, m: dict[str, Any]) -> bool:
+        return self.action(m) or (m.get("type") == "track" and m.get("event") in self.abuse)
+
+    def action(self, m: dict[str, Any]) -> bool:
         kind = m.get("type")
         if kind == "track":
-            return m.get("event") in self.tracks
+            return m.get("event") in self.events
         if kind in ("page", "screen"):
             if m.get("name") in self.events:
                 return True
@@ -201,5 +205,5 @@ class Picker:
                 path=page_path(m), user_id=uid, anonymous_id=aid, linked_user=linked,
                 traits=self.recent.traits_of(aid, uid or linked),
                 properties=m.get("properties") if isinstance(m.get("properties"), dict)
-                else None))
+                else None, action=self.watch.action(m)))
         return out
