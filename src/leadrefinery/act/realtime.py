@@ -32,7 +32,10 @@ query and its plan dominate), so when events arrive faster than that, batches gr
 `[triggers] max_batch_people`) and score-based alerts wait for the next batch. Buy-readiness
 triggers need no rescoring — the event is the condition — so a **fast lane** evaluates them
 for every loaded micro-batch at once, with the last stored score in the alert, and fast-tracks
-the lead; the rescoring lane then leaves them alone. The fast lane runs *inside the loader's
+the lead; the rescoring lane then leaves them alone. Abuse rules that one event raises (a class
+of 40 guests: act/live_abuse.py `LiveRules`, the rule's own compiled matcher) go the same way:
+the fast lane opens their episodes and alerts, a rescore only ends them (`live_rules` in
+act/triggers.py `evaluate`). The fast lane runs *inside the loader's
 micro-batch transaction* (`act_in_load` -> `Scorer.act_on_stored`, reading only the events the
 micro-batch stored): no hand-over, no second transaction, and the alert commits with its event.
 When that is not possible (before the startup sweep; the loader's retry of a failed micro-batch
@@ -43,7 +46,8 @@ The hot lane
 ------------
 Waiting for the loader costs up to two micro-batches (the one under way, then its own): under
 load, more than a second. So the HTTP handler picks the messages that can fire an action
-trigger (act/received.py) and, once their request is durable, hands them to the fast lane's
+trigger or raise such an abuse rule (act/received.py) and, once their request is durable,
+hands them to the fast lane's
 thread, which evaluates them at once (`Scorer.act_on_received`) in a small transaction of its
 own: the person resolved as the loader will (`people_of`), the stored profile overlaid with
 what not-yet-stored requests said (identify traits, anonymous-id links), episodes, alerts and
@@ -53,7 +57,9 @@ could announce one lead twice: the in-load pass skips the messages the hot lane 
 aside (to the thread) for people the hot lane committed work for after the micro-batch began,
 and the hot lane waits for a micro-batch to end before evaluating people its in-load pass has.
 A `kill -9` between the hot lane's commit and the load loses nothing: the replayed micro-batch
-finds the message in the episodes' memory and does not announce it again.
+finds the message in the episodes' memory (an abuse episode: open) and does not announce it
+again. Until the load, a rescore cannot see the message and would end the abuse episode the
+hot lane opened for it: it leaves open an episode whose message is not stored yet.
 The lanes never write the same rows: buy-readiness memory lives in `trigger_episodes`, not in
 `person_state`. In `serve` the rescoring thread runs nicer than the loader (`[triggers]
 rescore_nice`) and starts a batch once the loader has caught up (at most `yield_seconds` later):
