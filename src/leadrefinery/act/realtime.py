@@ -664,10 +664,9 @@ class Scorer:
                         now: datetime | None = None) -> BatchResult:
         """The hot lane: buy-readiness triggers and abuse rules one event raises (`hits`: see
         `received_hits`), of messages just received (`people`: see `people_of`), before the
-        loader stores them — as
-        `act_on_actions`, with what their request says of the sender (identify traits) over
-        the stored profile. Episodes, alerts and fast-tracks in one transaction; no watermark
-        (the loader's lane moves it)."""
+        loader stores them — as `act_on_actions`, with what their request says of the sender
+        (identify traits) over the stored profile. Episodes, alerts and fast-tracks in one
+        transaction; no watermark (the loader's lane moves it)."""
         began = time.perf_counter()
         res = BatchResult()
         if self.triggers is None or not items:
