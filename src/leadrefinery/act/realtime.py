@@ -170,7 +170,7 @@ KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated a
 # meta key (+ lane:model): every event received up to this time was handed to the lane and its
 # work committed — written in the same transaction as that work (see `unprocessed`)
 THROUGH_KEY = "realtime.through:"
-HOT_QUEUE = 10_000  # received buy-readiness messages waiting for the hot lane, at most
+HOT_QUEUE = 10_000  # received messages waiting for the hot lane, at most
 RECEIVE_SKEW = timedelta(minutes=1)  # requests received together reach the log in any order
 _TS = pa.timestamp("us")
 
@@ -1444,11 +1444,11 @@ class Realtime:
                 self._claims.notify_all()
 
     def on_received(self, items: list[Received]) -> None:
-        """Buy-readiness messages of a request now durable (api/ingest.py): to the hot lane.
-        On the event loop, so no lock (one a background thread holds while descheduled would
-        stall requests): dict and deque operations are atomic. A claim registered late only
-        means the in-load pass may evaluate the message first; the hot lane then waits for
-        that micro-batch and finds it announced."""
+        """Buy-readiness and abuse messages of a request now durable (api/ingest.py): to the
+        hot lane. On the event loop, so no lock (one a background thread holds while
+        descheduled would stall requests): dict and deque operations are atomic. A claim
+        registered late only means the in-load pass may evaluate the message first; the hot
+        lane then waits for that micro-batch and finds it announced."""
         if not items or self.scorer is None or not self.fast_lane:
             return
         if len(self._hot) >= HOT_QUEUE:  # far behind: the loader's lane takes them

@@ -97,14 +97,14 @@ class ActionWatch:
     in `abuse` (those an abuse rule one event raises reads: act/live_abuse.py)."""
 
     def __init__(self, triggers: Sequence[Any], abuse: frozenset[str] = frozenset()) -> None:
-        self.abuse = abuse
+        self.abuse_tracks = abuse
         self.events = frozenset(n for t in triggers for n in t.events)
         pages = sorted({p for t in triggers for p in t.pages})
         # one regex for all globs, as `glob_match` reads them: this runs for every page view
         self.pages = re.compile("|".join(fnmatch.translate(p) for p in pages)) if pages else None
 
-    def wants(self, m: dict[str, Any]) -> bool:
-        return self.action(m) or (m.get("type") == "track" and m.get("event") in self.abuse)
+    def abuse(self, m: dict[str, Any]) -> bool:
+        return m.get("type") == "track" and m.get("event") in self.abuse_tracks
 
     def action(self, m: dict[str, Any]) -> bool:
         kind = m.get("type")
@@ -184,18 +184,20 @@ class Picker:
     def __init__(self, watch: ActionWatch, recent: Recent) -> None:
         self.watch = watch
         self.recent = recent
-        self.hits: list[dict[str, Any]] = []
+        self.hits: list[tuple[dict[str, Any], bool]] = []  # message, may fire an action
 
     def __call__(self, m: dict[str, Any]) -> None:  # on the event loop, for every message
         kind = m.get("type")
         if kind == "identify" or (m.get("anonymousId") and m.get("userId")):
             self.recent.note(m)
-        if kind != "identify" and self.watch.wants(m):
-            self.hits.append(m)
+        if kind != "identify":
+            action = self.watch.action(m)
+            if action or self.watch.abuse(m):
+                self.hits.append((m, action))
 
     def items(self) -> list[Received]:
         out = []
-        for m in self.hits:
+        for m, action in self.hits:
             uid = str(m["userId"]) if m.get("userId") else None
             aid = str(m["anonymousId"]) if m.get("anonymousId") else None
             linked = self.recent.linked(aid) if aid and not uid else None
@@ -205,5 +207,5 @@ class Picker:
                 path=page_path(m), user_id=uid, anonymous_id=aid, linked_user=linked,
                 traits=self.recent.traits_of(aid, uid or linked),
                 properties=m.get("properties") if isinstance(m.get("properties"), dict)
-                else None, action=self.watch.action(m)))
+                else None, action=action))
         return out

@@ -150,7 +150,8 @@ def _replace(node: exp.Expression, d: Dialect) -> exp.Expression:
     name = str(node.this)
     if not name.startswith("LR_"):
         return node
-    args = list(node.expressions)
+    # its arguments first: `transform` does not visit what a replacement returns
+    args = [a.transform(lambda n: _replace(n, d), copy=False) for a in node.expressions]
     if name == "LR_JSON_TEXT":
         return d.json_text(args[0], _parts(args[1:]))
     if name == "LR_JSON_SCALAR":
@@ -172,9 +173,6 @@ def lower(tree: exp.Expression, engine: str) -> exp.Expression:
     """The AST with every placeholder replaced by `engine`'s spelling."""
     d = DIALECTS[engine]
     out = tree.copy().transform(lambda n: _replace(n, d), copy=False)
-    # a replacement is not visited again: again while placeholders nested in one remain
-    while any(str(n.this).startswith("LR_") for n in out.find_all(exp.Anonymous)):
-        out = out.transform(lambda n: _replace(n, d), copy=False)
     if not d.materialized_ctes:
         for cte in out.find_all(exp.CTE):
             cte.set("materialized", None)
