@@ -724,9 +724,9 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
                           ).status_code == 200
             wait(lambda: len(abuse("amy")) == 2, "the hot lane's abuse alerts")
             assert abuse("amy")[0]["payload"]["evidence"][0]["message_id"] == launch["messageId"]
-            # a rescore that cannot see the launch yet finds no flag (and a week's decay, so
-            # her state moved): the episode stays open
-            rt.scorer.process(["amy"], now + timedelta(days=7))
+            # a rescore that cannot see the launch yet finds no flag (and 18 hours' decay,
+            # so her state moved): the episode stays open
+            rt.scorer.process(["amy"], now + timedelta(hours=18))
             assert open_abuse() == [("too_many_guests",)]
             loader.in_transaction.remove(hold)
             go.set()

@@ -132,6 +132,7 @@ from .live_scores import RUN_TABLE, LiveRun, keep_history, score_live
 from .outbox import AlertIn, enqueue, resolve_recipient
 from .received import Received, Recent, profile_of
 from .threads import join_all, spawn
+from .warm_lane import EVENTS_VIEW, near_senders, pending_events
 from .triggers import (
     Action,
     Episode,
@@ -170,8 +171,13 @@ KNOWN_KEY = "triggers.evaluated:"  # meta key (+ model): trigger ids evaluated a
 # meta key (+ lane:model): every event received up to this time was handed to the lane and its
 # work committed — written in the same transaction as that work (see `unprocessed`)
 THROUGH_KEY = "realtime.through:"
-HOT_QUEUE = 10_000  # received messages waiting for the hot lane, at most
-RECEIVE_SKEW = timedelta(minutes=1)  # requests received together reach the log in any order
+HOT_QUEUE = 10_000  # received messages waiting for the hot (or warm) lane, at most
+NEAR_SECONDS = 1.0  # how often the senders near a line are looked up again (the warm lane)
+WARM_KEEP = 120.0  # seconds the warm lane keeps a message for its sender's next messages
+RECEIVE_SKEW = timedelta(minutes=1)
+# an episode opened for messages not stored yet stays open for a rescore that cannot see them
+# (`_keep_unstored`) — unless they are not stored within this (rejected by the loader, say)
+UNSTORED_KEEP = timedelta(days=1)  # requests received together reach the log in any order
 _TS = pa.timestamp("us")
 
 
@@ -197,6 +203,14 @@ def _num(v: Any) -> float | None:
 def _present(fields: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     """The fields that have a value."""
     return {k: v for k, v in zip(fields, values, strict=True) if v is not None}
+
+
+def _named_messages(detail: Any) -> set[str]:
+    """The messages an episode was opened for (the hot lane's `message_id`, the warm lane's
+    `message_ids`)."""
+    if not isinstance(detail, dict):
+        return set()
+    return {str(m) for m in [detail.get("message_id"), *(detail.get("message_ids") or [])] if m}
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -688,6 +702,59 @@ class Scorer:
         res.seconds = time.perf_counter() - began
         return res
 
+    def rising_triggers(self) -> frozenset[str]:
+        """The triggers a rising score opens an episode of (grade and score, entering)."""
+        ts = self.triggers
+        return frozenset() if ts is None else frozenset(
+            t.id for t in ts.of_kind("grade", "score")
+            if (t.fire if t.kind == "grade" else t.direction) not in ("leave", "down"))
+
+    def score_received(self, items: Sequence[Received], people: dict[str, str],
+                       now: datetime | None = None) -> BatchResult:
+        """The warm lane: rescore the people of `items` (messages with `raw`, received, some
+        not stored yet; `people`: see `people_of`) with the compiled model over the stored
+        events and those messages (act/warm_lane.py), and open the grade and score episodes
+        that rise, with their alerts — in one transaction. Nothing else: no `person_state`
+        (the rescoring lane's, once the loader has stored the events), no leaving, no other
+        trigger. The episodes name the messages not stored yet (see `_keep_unstored`)."""
+        began = time.perf_counter()
+        res = BatchResult()
+        only = self.rising_triggers()
+        ids = sorted({people[it.message_id] for it in items})
+        if not ids or not only:
+            return res
+        now = now or self.clock.now()
+        e = self.engine
+        with e.transaction():
+            pending = pending_events(e, items, people, now,
+                                     max_bytes=self.settings.server.max_message_bytes)
+            self._ids_table(ids)
+            rows = e.query_arrow(scoring_sql(e, self.model, as_of=now, restrict=IDS_TABLE,
+                                             events=EVENTS_VIEW)).to_pylist()
+            olds = self._old_states(ids=ids)
+            open_eps, last_fired = self._episodes(now, ids=ids)
+            opened: list[dict[str, Any]] = []
+            fired: list[tuple[str, dict, LeadState, LeadState | None, Firing]] = []
+            for row in rows:
+                pid = row["person_id"]
+                new = self.state_of(row, None, now)
+                old = olds.get(pid, (None, {}, None))[0]
+                out = evaluate(self.triggers, pid, old, new, memo={},
+                               open_episodes=open_eps.get(pid, {}),
+                               last_fired=last_fired.get(pid, {}), now=now, only=only)
+                mids = pending.get(pid, [])
+                opened += [{**o, "person_id": pid, "detail": {**o["detail"], "message_ids": mids}}
+                           for o in out.opened]
+                fired += [(pid, row, new, old, f) for f in out.firings if f.direction == "enter"]
+                res.suppressed += out.suppressed
+            self._write_episodes(opened, [])
+            alerts = self._alerts(fired, now, {r["person_id"]: r["components"] for r in rows})
+            if alerts:
+                enqueue(e, alerts, now=now)
+        res.people, res.firings, res.alerts = len(rows), len(fired), len(alerts)
+        res.seconds = time.perf_counter() - began
+        return res
+
     def _act(self, acts: dict[str, list[Action]], now: datetime, res: BatchResult,
              given: dict[str, dict[str, Any]] | None = None,
              hits: dict[str, list[Hit]] | None = None) -> None:
@@ -873,7 +940,8 @@ class Scorer:
                             pa.int64() if c == "stage_rank" else
                             pa.float64() if c == "score" else pa.string())
                 for c, v in states.items()}))
-        self._write_episodes(opened, self._keep_unstored(closed, live))
+        closed, fired = self._keep_unstored(closed, fired, now)
+        self._write_episodes(opened, closed)
         comps = dict(e.query(
             f"SELECT r.person_id, r.components FROM {source[0]} WHERE r.person_id = ANY(?)",
             [*source[1], sorted({f[0] for f in fired})])) if fired else {}
@@ -887,22 +955,25 @@ class Scorer:
         return states["person_id"]
 
     def _keep_unstored(self, closed: list[tuple[Episode, dict[str, Any]]],
-                       live: frozenset[str]) -> list[tuple[Episode, dict[str, Any]]]:
-        """An abuse episode the hot lane opened for a message the loader has not stored yet
-        looks over to a rescore that cannot see the message: it stays open."""
-        assert self.triggers is not None
-        abuse = {t.id for t in self.triggers.of_kind("abuse")}
-        mine = [ep.episode_id for ep, _ in closed if ep.trigger_id in abuse and ep.key in live]
+                       fired: list[tuple[str, dict, LeadState, LeadState | None, Firing]],
+                       now: datetime) -> tuple[list, list]:
+        """An episode the hot or warm lane opened for messages the loader has not stored yet
+        looks over to a rescore that cannot see them: it stays open, unannounced (unless the
+        messages never arrive: `UNSTORED_KEEP`). -> the episodes to close, the firings."""
+        mine = [ep.episode_id for ep, _ in closed if ep.opened_at >= now - UNSTORED_KEEP]
         if not mine:
-            return closed
-        opened_by = {eid: (_loads(d) or {}).get("message_id") for eid, d in self.engine.query(
-            "SELECT episode_id, detail FROM trigger_episodes WHERE episode_id = ANY(?)",
-            [mine])}
-        mids = sorted({m for m in opened_by.values() if m})
+            return closed, fired
+        named = {eid: m for eid, d in self.engine.query(
+            "SELECT episode_id, detail FROM trigger_episodes WHERE episode_id = ANY(?)", [mine])
+            if (m := _named_messages(_loads(d)))}
+        if not named:
+            return closed, fired
         stored = {r[0] for r in self.engine.query(
-            "SELECT message_id FROM events WHERE message_id = ANY(?)", [mids])} if mids else set()
-        return [(ep, c) for ep, c in closed
-                if opened_by.get(ep.episode_id) in (None, *stored)]
+            "SELECT message_id FROM events WHERE message_id = ANY(?)",
+            [sorted({m for ms in named.values() for m in ms})])}
+        kept = {eid for eid, ms in named.items() if not ms <= stored}
+        return ([(ep, c) for ep, c in closed if ep.episode_id not in kept],
+                [f for f in fired if f[4].direction != "leave" or f[4].episode_id not in kept])
 
     def _moved(self, source: tuple[str, list[Any]]) -> list[str]:
         """The rescored people whose state *may* differ from the stored one in a way
@@ -1329,6 +1400,17 @@ class Realtime:
         self._urgent: dict[str, float] = {}  # person -> when handed over
         self._yield_until: float | None = None  # the ordinary batch's wait (_others_first)
         self.urgent_lag_seconds: deque[float] = deque(maxlen=4096)  # hook -> committed
+        # the warm lane (a thread of its own): the messages of senders near a line (`near`,
+        # refreshed by the rescoring thread), scored before the loader stores them; who it
+        # evaluates now and who a rescoring batch does (None: a sweep, everyone) — never both
+        self.warm_lane = bool(lines) and self.cfg.urgent_points > 0 and self.cfg.hot_lane
+        self.near: frozenset[str] = frozenset()
+        self._warm: deque[Received] = deque()  # (appended on the event loop: no lock)
+        self._warm_wake = threading.Event()
+        self._warm_thread: threading.Thread | None = None
+        self._warming: set[str] = set()
+        self._rescoring: set[str] | None = set()
+        self.warm_lag_seconds: deque[float] = deque(maxlen=4096)  # received -> committed
         # how far ingestion has loaded (e.g. the loader's line count), set by whoever wires
         # the hook in: `caught_up` in health() says every loaded micro-batch was handed over
         self.progress: Any = None
@@ -1445,11 +1527,19 @@ class Realtime:
 
     def on_received(self, items: list[Received]) -> None:
         """Buy-readiness and abuse messages of a request now durable (api/ingest.py): to the
-        hot lane. On the event loop, so no lock (one a background thread holds while
-        descheduled would stall requests): dict and deque operations are atomic. A claim
-        registered late only means the in-load pass may evaluate the message first; the hot
-        lane then waits for that micro-batch and finds it announced."""
-        if not items or self.scorer is None or not self.fast_lane:
+        hot lane; those of senders near a line: to the warm lane. On the event loop, so no
+        lock (one a background thread holds while descheduled would stall requests): dict
+        and deque operations are atomic. A claim registered late only means the in-load pass
+        may evaluate the message first; the hot lane then waits for that micro-batch and
+        finds it announced."""
+        if self.scorer is None:
+            return
+        warm = [it for it in items if it.raw is not None] if self.warm_lane else []
+        if warm and len(self._warm) < HOT_QUEUE:  # (far behind: the urgent lane has them)
+            self._warm.extend(warm)
+            self._warm_wake.set()
+        items = [it for it in items if it.action or it.abuse]
+        if not items or not self.fast_lane:
             return
         if len(self._hot) >= HOT_QUEUE:  # far behind: the loader's lane takes them
             self.hot_dropped += len(items)
@@ -1507,16 +1597,20 @@ class Realtime:
         self._thread = spawn(self._run, "realtime-triggers")
         if self.fast_lane:
             self._fast_thread = spawn(self._run_fast, "realtime-actions")
+        if self.warm_lane:
+            self._warm_thread = spawn(self._run_warm, "realtime-warm")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Process what is pending (up to `timeout`), stop the threads, then the deliverer."""
         self._stop.set()
         self._wake.set()
         self._fast_wake.set()
-        if not join_all((self._fast_thread, self._thread, self._jobs_thread), timeout):
+        self._warm_wake.set()
+        if not join_all((self._fast_thread, self._warm_thread, self._thread, self._jobs_thread),
+                        timeout):
             log.warning("real-time rescoring did not finish within %.0fs; the next start's "
                         "sweep catches up", timeout)
-        self._thread = self._fast_thread = self._jobs_thread = None
+        self._thread = self._fast_thread = self._warm_thread = self._jobs_thread = None
         if self.deliverer is not None and self.deliverer.running:
             self.deliverer.stop()
 
@@ -1551,6 +1645,8 @@ class Realtime:
             "urgent_lag_ms": _ms(list(self.urgent_lag_seconds)),
             "hot_pending": hot, "hot_dropped": self.hot_dropped,
             "hot_lag_ms": _ms(list(self.hot_lag_seconds)),
+            "warm_lane": self.warm_lane, "near": len(self.near),
+            "warm_lag_ms": _ms(list(self.warm_lag_seconds)),
             "fast_batch_ms": _ms(list(self.fast_seconds)),
         }
         if self.deliverer is not None:
@@ -1590,6 +1686,9 @@ class Realtime:
                     if self._due(kind, every):
                         self._schedule(kind, every)
                         self._guard(kind, lambda job=job, kind=kind: self._sweep(kind, job))
+            if self.warm_lane and self._due("near", NEAR_SECONDS):
+                self._schedule("near", NEAR_SECONDS)
+                self._guard("near", lambda: self._refresh_near())
             if self._lines and self._urgent_batch():
                 continue
             if self._pending and not self._others_first():
@@ -1783,6 +1882,74 @@ class Realtime:
             if self.deliverer is not None:
                 self.deliverer.wake()
 
+    def _refresh_near(self) -> None:
+        scorer = self.scorer
+        assert scorer is not None
+        self.near = near_senders(scorer.engine, scorer.model.name, self._lines,
+                                 self.cfg.urgent_points)
+
+    @contextlib.contextmanager
+    def _rescoring_claim(self, ids: set[str] | None) -> Any:
+        """While the rescoring thread evaluates `ids` (None: everyone), the warm lane leaves
+        them alone; it first waits for the warm lane to be done with any of them."""
+        with self._claims:
+            while (self._warming if ids is None else ids & self._warming) and (
+                    not self._stop.is_set()):
+                self._claims.wait(0.5)
+            self._rescoring = ids
+        try:
+            yield
+        finally:
+            with self._claims:
+                self._rescoring = set()
+
+    def _run_warm(self) -> None:
+        """The warm lane: people near a line scored from their messages once their request is
+        durable, before the loader stores them. Each sender's messages are kept for a while
+        (`WARM_KEEP`): the store may still lack earlier ones when the next one comes."""
+        _lower_priority(self.nice)
+        while not self._ready.wait(0.5):
+            if self._stop.is_set():
+                return
+        kept: dict[str, Received] = {}  # message id -> message
+        while not self._stop.is_set():
+            new = [self._warm.popleft() for _ in range(len(self._warm))]
+            if not new:
+                self._warm_wake.wait(1.0)
+                self._warm_wake.clear()
+                continue
+            old = time.monotonic() - WARM_KEEP
+            kept = {m: it for m, it in kept.items() if it.at >= old}
+            kept.update((it.message_id, it) for it in new)
+            self._guard("warm", lambda new=new, kept=kept: self._warm_round(new, kept))
+
+    def _warm_round(self, new: list[Received], kept: dict[str, Received]) -> None:
+        scorer = self.scorer
+        assert scorer is not None
+        senders = {i for it in new for i in (it.user_id, it.anonymous_id) if i}
+        items = [it for it in kept.values() if it.user_id in senders
+                 or it.anonymous_id in senders]
+        people = scorer.people_of(items)
+        with self._claims:  # a rescoring batch has them: its next one sees the events
+            persons = {people[it.message_id] for it in new} - (
+                self._rescoring if self._rescoring is not None else set(people.values()))
+            self._warming = persons
+        try:
+            res = scorer.score_received([it for it in items if people[it.message_id] in persons],
+                                        people)
+        finally:
+            with self._claims:
+                self._warming = set()
+                self._claims.notify_all()
+        done = time.monotonic()
+        for it in new:
+            if people[it.message_id] in persons:
+                self.warm_lag_seconds.append(done - it.at)
+        if res.alerts:
+            self._count_fast(res)
+            if self.deliverer is not None:
+                self.deliverer.wake()
+
     def _run_jobs(self) -> None:
         """Nurture ticks and SLA checks, each every `job.every` seconds, on a thread of their
         own: sending nurture mail must not hold up rescoring. The first run is one interval
@@ -1826,7 +1993,8 @@ class Realtime:
                lags: deque[float] | None = None) -> None:
         scorer = self.scorer
         assert scorer is not None
-        res = scorer.process(ids, through=through)
+        with self._rescoring_claim(set(ids)):
+            res = scorer.process(ids, through=through)
         self._count(res)
         if since is not None:
             (self.lag_seconds if lags is None else lags).append(time.monotonic() - since)
@@ -1863,7 +2031,8 @@ class Realtime:
             self._ready.set()
 
     def _sweep(self, kind: str, job: Any) -> None:
-        res = job()
+        with self._rescoring_claim(None):
+            res = job()
         if res is not None:
             self._after_sweep(res)
 

@@ -1,23 +1,28 @@
-"""Buy-readiness (and abuse) messages as the server receives them: the input of the hot lane.
+"""Messages as the server receives them: the input of the hot and warm lanes.
 
 The HTTP handler shows every message it logs to a `Picker` (a few dict lookups each). The
 messages that may fire an action trigger or raise an abuse rule on their own (`ActionWatch`)
 become `Received` items, carrying what
 requests the loader has not stored yet said about their sender (`Recent`: identify traits, an
 anonymous id linked to a user id), and `Realtime` evaluates them once the request is durable —
-before the loader has stored them (see act/realtime.py, "The hot lane"). What the store knows
-about the person is read there; this module only reads messages.
+before the loader has stored them (see act/realtime.py, "The hot lane"). So do the messages of
+senders a few points below an alert's line (`near`: "The warm lane"), with the message itself,
+to be scored as the loader will store it. What the store knows about the person is read there;
+this module only reads messages.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Collection
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from ..ingest.identity import PROFILE_FIELDS
 from ..ingest.segment import parse_time
@@ -35,7 +40,9 @@ class Received:
     linked_user: str | None  # the user id a request not yet stored links `anonymous_id` to
     traits: dict[str, Any] = field(default_factory=dict)  # identify traits not yet stored
     properties: dict[str, Any] | None = None  # (what an abuse rule reads)
-    action: bool = True  # may fire an action trigger (else only an abuse rule may hold)
+    action: bool = True  # may fire an action trigger
+    abuse: bool = False  # an abuse rule one event raises may hold
+    raw: bytes | None = None  # the message, when its sender is near a line (the warm lane's)
     at: float = field(default_factory=time.monotonic)  # received (for the lag)
 
 
@@ -179,25 +186,33 @@ class Recent:
 
 class Picker:
     """Shown one request's messages: notes profile changes in `recent`, keeps the messages
-    `watch` wants; `items()` then gives them with their sender's ids and traits."""
+    `watch` wants and those of the senders in `near`; `items()` then gives them with their
+    sender's ids and traits."""
 
-    def __init__(self, watch: ActionWatch, recent: Recent) -> None:
+    def __init__(self, watch: ActionWatch, recent: Recent,
+                 near: Collection[str] = frozenset()) -> None:
         self.watch = watch
         self.recent = recent
-        self.hits: list[tuple[dict[str, Any], bool]] = []  # message, may fire an action
+        self.near = near
+        # message, may fire an action, may raise an abuse rule, its sender is near a line
+        self.hits: list[tuple[dict[str, Any], bool, bool, bool]] = []
 
     def __call__(self, m: dict[str, Any]) -> None:  # on the event loop, for every message
         kind = m.get("type")
         if kind == "identify" or (m.get("anonymousId") and m.get("userId")):
             self.recent.note(m)
+        action = abuse = False
         if kind != "identify":
             action = self.watch.action(m)
-            if action or self.watch.abuse(m):
-                self.hits.append((m, action))
+            abuse = not action and self.watch.abuse(m)
+        near = bool(self.near) and (m.get("userId") in self.near
+                                    or m.get("anonymousId") in self.near)
+        if action or abuse or near:
+            self.hits.append((m, action, abuse, near))
 
     def items(self) -> list[Received]:
         out = []
-        for m, action in self.hits:
+        for m, action, abuse, near in self.hits:
             uid = str(m["userId"]) if m.get("userId") else None
             aid = str(m["anonymousId"]) if m.get("anonymousId") else None
             linked = self.recent.linked(aid) if aid and not uid else None
@@ -207,5 +222,5 @@ class Picker:
                 path=page_path(m), user_id=uid, anonymous_id=aid, linked_user=linked,
                 traits=self.recent.traits_of(aid, uid or linked),
                 properties=m.get("properties") if isinstance(m.get("properties"), dict)
-                else None, action=action))
+                else None, action=action, abuse=abuse, raw=orjson.dumps(m) if near else None))
         return out

@@ -173,12 +173,13 @@ def install(app: Any, project: Any, ingest_service: Any) -> Any:
     realtime.acted_in_load = lambda: loader.in_transaction_ran
     loader.after_transaction.append(realtime.load_ended)
     realtime.load_began = lambda: loader.transaction_began
-    if realtime.fast_lane and project.settings.triggers.hot_lane:  # see act/realtime.py
+    hot = realtime.fast_lane and project.settings.triggers.hot_lane  # see act/realtime.py
+    if hot or realtime.warm_lane:
         from .received import ActionWatch, Picker
 
-        watch = ActionWatch(realtime.triggers.of_kind("action"),
-                            realtime.scorer.live_rules.tracks)
-        ingest_service.picker = lambda: Picker(watch, realtime.recent)
+        watch = ActionWatch(realtime.triggers.of_kind("action") if hot else [],
+                            realtime.scorer.live_rules.tracks if hot else frozenset())
+        ingest_service.picker = lambda: Picker(watch, realtime.recent, realtime.near)
         ingest_service.received = realtime.on_received
     app.state.realtime = realtime
     app.include_router(router)

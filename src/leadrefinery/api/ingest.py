@@ -247,7 +247,7 @@ async def handle(request: Request, kind: str) -> Response:
         lines, n = prepare_lines(obj, kind, **args)
     if n:
         await service.append(lines, n)
-        if picker is not None and picker.hits:  # durable now: buy-readiness goes ahead
+        if picker is not None and picker.hits:  # durable now: the hot and warm lanes go ahead
             service.received(picker.items())
     service.request_seconds.append(time.perf_counter() - began)
     return Response(SUCCESS, media_type="application/json")

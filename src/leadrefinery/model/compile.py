@@ -311,8 +311,10 @@ class Builder:
         as_of: datetime,
         restrict: str | list[str] | None = None,
         volume_cutoffs: dict[str, float] | None = None,
+        events: str = "events",
     ) -> None:
         self.model = model
+        self.events = events
         self.spec = model.spec
         self.as_of = naive_utc(as_of)
         self.as_of_lit = ts_literal(self.as_of)
@@ -1366,7 +1368,7 @@ class Builder:
             pre = exp.false()
         q = (
             select(*cols)
-            .from_(exp.to_table("events").as_("e"), copy=False)
+            .from_(exp.to_table(self.events).as_("e"), copy=False)
             .join(
                 exp.to_table("lr_pop").as_("kp"),
                 on=on_key("person_id", "kp", "e"),
@@ -2401,8 +2403,11 @@ def build_plan(
     as_of: datetime | None = None,
     restrict: str | list[str] | None = None,
     volume_cutoffs: dict[str, float] | None = None,
+    events: str = "events",
 ) -> Plan:
-    return Builder(model, as_of or datetime.now(UTC), restrict, volume_cutoffs).build()
+    """The model's scoring plan; `events` names the table (or view) of events it reads (the
+    real-time warm lane's: the stored events and those received, not yet stored)."""
+    return Builder(model, as_of or datetime.now(UTC), restrict, volume_cutoffs, events).build()
 
 
 def event_abuse_query(model: Model, rule: S.EventAbuse, source: str,

@@ -116,9 +116,11 @@ def scoring_sql(
     restrict: str | list[str] | None = None,
     insert_run: str | None = None,
     snapshot: bool = True,
+    events: str = "events",
 ) -> str:
     """The model's SQL as of `as_of`: the per-person query, or with `insert_run` the INSERT of
-    that run's `scores` rows. Rendered once per model/dialect/restriction, then filled in."""
+    that run's `scores` rows; `events`: the table of events read. Rendered once per
+    model/dialect/restriction, then filled in."""
     as_of = naive_utc(as_of)
     cutoffs = None  # a restricted run grades by the newest full run's volume cut-offs
     g = model.spec.grades
@@ -126,7 +128,8 @@ def scoring_sql(
         cutoffs = latest_cutoffs(engine, model) or {}
 
     def render_at(at: datetime, run: str) -> str:
-        plan = build_plan(model, as_of=at, restrict=restrict, volume_cutoffs=cutoffs)
+        plan = build_plan(model, as_of=at, restrict=restrict, volume_cutoffs=cutoffs,
+                          events=events)
         if insert_run is not None:
             return insert_scores_sql(engine, plan, run)
         return plan.sql(engine.dialect, snapshot=snapshot, pretty=False)
@@ -140,6 +143,7 @@ def scoring_sql(
         json.dumps(cutoffs, sort_keys=True),
         insert_run is not None,
         snapshot,
+        events,
     )
     with _TEMPLATES_LOCK:
         if key not in _TEMPLATES:
