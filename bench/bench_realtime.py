@@ -458,6 +458,8 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "warm_e2w_p50_s": pct(warm_e2w, 0.5), "warm_e2w_p99_s": pct(warm_e2w, 0.99),
             "warm_e2w_max_s": max(warm_e2w) if warm_e2w else None,
             "urgent_lag_ms": rt.get("urgent_lag_ms", {}),
+            "warm_lane_lag_ms": rt.get("warm_lag_ms", {}),  # received -> scored, committed
+            "near": rt.get("near"),
             "abusers": len(abuse_acked), "abusers_lost": len(abuse_acked) - len(abuse_e2w),
             "abuse_e2w_p50_s": pct(abuse_e2w, 0.5), "abuse_e2w_p99_s": pct(abuse_e2w, 0.99),
             "load_before": load0,

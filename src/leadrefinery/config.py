@@ -427,6 +427,11 @@ class TriggersSection(Section):
     # at most this many of them per transaction (more than that is a flood, not a few leads
     # about to turn hot: the rest wait their turn in the ordinary batches)
     urgent_batch_people: int = Field(200, ge=1)
+    # in `serve`, score those people as soon as a request of theirs is durable, with its events
+    # not stored yet (act/realtime.py, the warm lane): a lead turning hot is announced before
+    # the loader stores the event, for one restricted scoring query per such request; false:
+    # after the load (the urgent lane). Needs `hot_lane` and `urgent_points` > 0
+    warm_lane: bool = True
 
 
 class Settings(Section):

@@ -653,6 +653,139 @@ def test_an_abuse_rule_one_event_raises_is_announced_with_the_event(proj: Projec
         assert not LiveRules(model, ["too_many_guests"])
 
 
+def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_path: Path):
+    """Through the HTTP API, with the loader held inside a micro-batch: wes, 38 points and
+    grade C (a line at 40), logs in (+5). The warm lane scores him with the compiled model
+    over his stored events and that login, and announces grade B with the score and its
+    reasons before it is stored — the score a batch rescore gives once it is. A rescore that
+    cannot see the login does not end the episode; the one that can announces nothing more.
+    nel, near the line too, sends an event worth nothing: no alert; nor is the score line at
+    50 crossed."""
+    import contextlib
+    import threading
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from leadrefinery.api.app import create_app
+
+    p = make_project(tmp_path / "proj")
+    now = datetime.utcnow().replace(microsecond=0)
+    history = []
+    for uid in ("wes", "nel"):  # 10 (company e-mail) + 4 logins + 2 launches, recent
+        history += [identify(uid, now - timedelta(days=1)),
+                    *[track(uid, "Logged In", now - timedelta(minutes=m))
+                      for m in (10, 20, 30, 40)],
+                    *[track(uid, "Environment Launched", now - timedelta(minutes=m))
+                      for m in (15, 25)]]
+    ingest(p, history)
+    inside, go = threading.Event(), threading.Event()
+
+    def hold(engine) -> None:
+        inside.set()
+        go.wait(60)
+
+    def hot(pid: str) -> list[dict]:  # the grade and score triggers'
+        return [a for a in alerts(p) if a["person_id"] == pid
+                and a["trigger_id"] in ("hot", "cold", "s50")]
+
+    def open_hot() -> list[tuple]:
+        return p.engine.query("SELECT detail FROM trigger_episodes WHERE person_id = 'wes' "
+                              "AND trigger_id = 'hot' AND status = 'open'")
+
+    def wait(cond, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+
+    try:
+        with TestClient(create_app(p)) as c, contextlib.ExitStack() as stack:
+            stack.callback(go.set)
+            rt = c.app.state.realtime
+            loader = c.app.state.ingest.loader
+            assert rt.warm_lane
+            wait(lambda: {"wes", "nel"} <= rt.near, "wes and nel seen near a line")
+            assert p.engine.query("SELECT person_id, grade FROM person_state ORDER BY 1"
+                                  ) == [("nel", "C"), ("wes", "C")]
+            loader.in_transaction.insert(0, hold)
+            assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
+                track("amy", "Logged In", now)]}).status_code == 200
+            wait(inside.is_set, "the loader inside a micro-batch")
+            login = track("wes", "Logged In", now)
+            assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
+                login, track("nel", "Docs Viewed", now)]}).status_code == 200
+            wait(lambda: hot("wes"), "the warm lane's alert")
+            assert p.engine.scalar("SELECT count(*) FROM events WHERE message_id = ?",
+                                   [login["messageId"]]) == 0  # not stored yet
+            (alert,) = hot("wes")
+            assert alert["trigger_id"] == "hot" and alert["trigger_kind"] == "grade_reached"
+            change = alert["payload"]["change"]
+            assert (change["from"], change["to"]) == ("C", "B") and 40 <= change["score"] < 50
+            assert "login" in {r["rule"] for r in alert["payload"]["reasons"]}
+            (detail,) = open_hot()
+            assert json.loads(detail[0])["message_ids"] == [login["messageId"]]
+            # a rescore that cannot see the login (18 hours on: his score moved) keeps it open
+            rt.scorer.process(["wes"], now + timedelta(hours=18))
+            assert len(open_hot()) == 1
+            loader.in_transaction.remove(hold)
+            go.set()
+            wait(lambda: p.engine.scalar("SELECT count(*) FROM events WHERE message_id = ?",
+                                         [login["messageId"]]) == 1, "the login stored")
+            assert rt.wait_idle(60)
+            health = c.get("/v1/realtime").json()
+            assert health["warm_lag_ms"] and health["errors"] == 0, health["last_error"]
+            rt.scorer.process(["wes", "nel"])  # it sees the login now: the same episode
+        assert len(hot("wes")) == 1 and len(open_hot()) == 1 and not hot("nel")
+        assert p.engine.scalar("SELECT grade FROM person_state WHERE person_id = 'wes'") == "B"
+        # the warm lane's score is the batch rescore's at its time, now the login is stored
+        at = datetime.fromisoformat(alert["payload"]["data"]["as_of"])
+        (row,) = compute(p.engine, p.model(), as_of=at, restrict=["wes"]).to_pylist()
+        assert row["score"] == pytest.approx(change["score"], abs=1e-9)
+    finally:
+        go.set()
+
+
+def test_the_warm_lane_reads_received_messages_as_the_loader_stores_them(proj: Project):
+    """The picker keeps the messages of senders near a line (by user or anonymous id);
+    `pending_events` turns them into the rows the loader stores, less those stored already;
+    the view reads both. The loader, given the same messages, stores those very rows."""
+    from leadrefinery.act.received import ActionWatch, Picker, Recent
+    from leadrefinery.act.warm_lane import EVENTS_VIEW, PENDING_TABLE, pending_events
+
+    stored = track("wes", "Logged In", T0 - timedelta(minutes=5))
+    ingest(proj, [identify("wes", T0 - timedelta(days=1)), stored])
+    pick = Picker(ActionWatch([]), Recent(), frozenset({"wes", "a-9"}))
+    fresh = [track("wes", "Environment Launched", T0, guests=3),
+             {**page("x", "/docs", T0), "userId": None, "anonymousId": "a-9"}]
+    for m in [stored, *fresh, track("zoe", "Logged In", T0)]:
+        pick({**m, "receivedAt": iso(T0)})
+    items = pick.items()
+    assert [it.message_id for it in items] == [stored["messageId"], *(m["messageId"]
+                                                                      for m in fresh)]
+    assert all(it.raw is not None and not it.action for it in items)
+    sc = scorer_for(proj)
+    people = sc.people_of(items)
+    assert people[fresh[1]["messageId"]] == "anon:a-9"
+    with proj.engine.transaction():
+        pending = pending_events(proj.engine, items, people, T0, max_bytes=32_768)
+        rows = proj.engine.query(f"SELECT message_id, type, event, person_id, ts, properties "
+                                 f"FROM {PENDING_TABLE} ORDER BY ts, type")
+        seen = proj.engine.scalar(f"SELECT count(*) FROM {EVENTS_VIEW} WHERE person_id = 'wes'")
+    # the stored login is not pending again; the launch is as the loader will store it
+    assert pending == {"wes": [fresh[0]["messageId"]], "anon:a-9": [fresh[1]["messageId"]]}
+    assert rows[0][:5] == (fresh[1]["messageId"], "page", "/docs", "anon:a-9", T0)
+    assert rows[1][:5] == (fresh[0]["messageId"], "track", "Environment Launched", "wes", T0)
+    assert json.loads(rows[1][5]) == {"guests": 3}
+    assert seen == 3  # identify, login (stored) and the launch
+    ingest(proj, fresh)
+    assert proj.engine.query("SELECT message_id, type, event, person_id, ts, properties "
+                             "FROM events WHERE message_id = ANY(?) ORDER BY ts, type",
+                             [[m["messageId"] for m in fresh]]) == rows
+
+
 def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: Path):
     """Through the HTTP API: while the loader is held inside a micro-batch, a new lead's
     identify and contact-sales request is announced (to the owner its identify names, with

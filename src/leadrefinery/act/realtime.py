@@ -76,6 +76,22 @@ each micro-batch's people as they arrive and rescores those first, in batches of
 `urgent_batch_people`, without yielding — same `process`, same compiled SQL. A lead further
 below a line, or graded by volume or matrix, takes the ordinary batches.
 
+The warm lane
+-------------
+The urgent lane still waits for the loader (under load, most of a second) and for a rescoring
+batch under way. So the rescoring thread keeps, every `NEAR_SECONDS`, the ids of the people
+near a line (`near`: person, user and anonymous ids); the HTTP handler picks their messages
+(act/received.py) and, once the request is durable, a thread of its own scores those people
+(`Scorer.score_received`) with the same compiled SQL reading the stored events *and* their
+messages not stored yet, normalised by the loader's own SQL (act/warm_lane.py). It opens the
+grade and score episodes that rise, with their alerts, and writes nothing else: the rescoring
+lane keeps `person_state`, and once the events are stored its rescore finds the episode open
+(the urgent lane leaves people the warm lane just scored to the ordinary batches). Until then a
+rescore cannot see the messages: an episode naming a message not stored yet stays open
+(`_keep_unstored`, as for the hot lane's abuse). Claims keep the warm lane and the rescoring
+thread apart (`_rescoring_claim`): a batch waits for the warm lane to finish with its people,
+and the warm lane leaves a batch's people (or everyone, during a sweep) to the urgent lane.
+
 Time passes without events: scores decay, stages expire, a lab session runs past its limit.
 The **sweeps** catch that, in the server and from `leadrefinery sweep` (cron):
 
@@ -132,7 +148,6 @@ from .live_scores import RUN_TABLE, LiveRun, keep_history, score_live
 from .outbox import AlertIn, enqueue, resolve_recipient
 from .received import Received, Recent, profile_of
 from .threads import join_all, spawn
-from .warm_lane import EVENTS_VIEW, near_senders, pending_events
 from .triggers import (
     Action,
     Episode,
@@ -141,6 +156,7 @@ from .triggers import (
     TriggerSet,
     evaluate,
 )
+from .warm_lane import EVENTS_VIEW, near_senders, pending_events
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -174,6 +190,9 @@ THROUGH_KEY = "realtime.through:"
 HOT_QUEUE = 10_000  # received messages waiting for the hot (or warm) lane, at most
 NEAR_SECONDS = 1.0  # how often the senders near a line are looked up again (the warm lane)
 WARM_KEEP = 120.0  # seconds the warm lane keeps a message for its sender's next messages
+# a person the warm lane scored this many seconds before their micro-batch was loaded takes the
+# ordinary batches, not the urgent lane: it saw their events (the loader is rarely further behind)
+WARMED_COVERS = 10.0
 RECEIVE_SKEW = timedelta(minutes=1)
 # an episode opened for messages not stored yet stays open for a rescore that cannot see them
 # (`_keep_unstored`) — unless they are not stored within this (rejected by the loader, say)
@@ -393,8 +412,13 @@ class Scorer:
 
     def warm(self) -> None:
         """Render the restricted scoring SQL now (a good part of a second of Python, once),
-        not on the first live micro-batch, whose alerts would wait for it."""
-        scoring_sql(self.engine, self.model, as_of=self.clock.now(), restrict=IDS_TABLE)
+        not on the first live micro-batch, whose alerts would wait for it; and the warm
+        lane's, if it may run."""
+        now = self.clock.now()
+        scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE)
+        if self.rising_triggers():
+            scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE,
+                        events=EVENTS_VIEW)
 
     def known_triggers(self) -> set[str]:
         v = self.engine.scalar("SELECT value FROM meta WHERE key = ?",
@@ -1403,12 +1427,13 @@ class Realtime:
         # the warm lane (a thread of its own): the messages of senders near a line (`near`,
         # refreshed by the rescoring thread), scored before the loader stores them; who it
         # evaluates now and who a rescoring batch does (None: a sweep, everyone) — never both
-        self.warm_lane = bool(lines) and self.cfg.urgent_points > 0 and self.cfg.hot_lane
+        self.warm_lane = bool(self._lines) and self.cfg.hot_lane and self.cfg.warm_lane
         self.near: frozenset[str] = frozenset()
         self._warm: deque[Received] = deque()  # (appended on the event loop: no lock)
         self._warm_wake = threading.Event()
         self._warm_thread: threading.Thread | None = None
         self._warming: set[str] = set()
+        self._warmed: dict[str, float] = {}  # person -> when the warm lane last scored them
         self._rescoring: set[str] | None = set()
         self.warm_lag_seconds: deque[float] = deque(maxlen=4096)  # received -> committed
         # how far ingestion has loaded (e.g. the loader's line count), set by whoever wires
@@ -1733,8 +1758,10 @@ class Realtime:
         for ids, t in arrived:
             for p in ids:
                 when.setdefault(p, t)
+        warmed = self._warmed  # the warm lane scored them with those events: no hurry
         for p in scorer.near_lines(list(when), self._lines, self.cfg.urgent_points):
-            self._urgent.setdefault(p, when[p])
+            if warmed.get(p, -math.inf) < when[p] - WARMED_COVERS:
+                self._urgent.setdefault(p, when[p])
         through = None
         with self._lock:  # those an ordinary batch took meanwhile are done
             self._urgent = {p: t for p, t in self._urgent.items() if p in self._pending}
@@ -1773,7 +1800,7 @@ class Realtime:
             self._yield_until = time.monotonic() + self.cfg.yield_seconds
         while time.monotonic() < self._yield_until and not self._stop.is_set():
             with self._lock:
-                fast = bool(self._fast) or self._fast_busy
+                fast = bool(self._fast) or self._fast_busy or bool(self._warm or self._warming)
                 arrived = bool(self._arrived)
             if not fast and not (self.ingest_behind is not None and self.ingest_behind()):
                 return True
@@ -1906,8 +1933,9 @@ class Realtime:
     def _run_warm(self) -> None:
         """The warm lane: people near a line scored from their messages once their request is
         durable, before the loader stores them. Each sender's messages are kept for a while
-        (`WARM_KEEP`): the store may still lack earlier ones when the next one comes."""
-        _lower_priority(self.nice)
+        (`WARM_KEEP`): the store may still lack earlier ones when the next one comes. It runs
+        above the loader (half its niceness): one small query per lead near a line."""
+        _lower_priority(self.nice // 2)
         while not self._ready.wait(0.5):
             if self._stop.is_set():
                 return
@@ -1942,6 +1970,9 @@ class Realtime:
                 self._warming = set()
                 self._claims.notify_all()
         done = time.monotonic()
+        if len(self._warmed) > 10_000:
+            self._warmed = {p: t for p, t in self._warmed.items() if t > done - WARMED_COVERS}
+        self._warmed.update(dict.fromkeys(persons, done))
         for it in new:
             if people[it.message_id] in persons:
                 self.warm_lag_seconds.append(done - it.at)

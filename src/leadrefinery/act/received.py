@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Collection
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
