@@ -1008,6 +1008,60 @@ def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
     assert rt._hot_people["ivy"] > 100.0
 
 
+def test_the_warm_lane_and_a_rescoring_batch_never_evaluate_a_person_side_by_side(
+        proj: Project):
+    """Two transactions side by side would not see each other's episodes: a rescoring batch
+    waits for the warm lane to be done with its people; the warm lane leaves the people of a
+    batch under way — everyone during a sweep — to the urgent lane, and the urgent lane leaves
+    the people the warm lane just scored to the ordinary batches."""
+    import threading
+
+    from leadrefinery.act.received import ActionWatch, Picker, Recent
+
+    ingest(proj, [track(u, "Logged In", T0 - timedelta(hours=1)) for u in ("wes", "nel")])
+    sc = scorer_for(proj)
+    rt = Realtime(sc, settings=proj.settings)
+    assert rt.warm_lane
+    rt._warming = {"wes"}
+    entered = threading.Event()
+
+    def batch() -> None:
+        with rt._rescoring_claim({"wes", "nel"}):
+            entered.set()
+
+    th = threading.Thread(target=batch)
+    th.start()
+    assert not entered.wait(0.5)
+    with rt._claims:
+        rt._warming = set()
+        rt._claims.notify_all()
+    assert entered.wait(10)
+    th.join(10)
+    assert rt._rescoring == set()
+
+    scored: list[list[str]] = []
+    sc.score_received = lambda items, people: (
+        scored.append(sorted({people[i.message_id] for i in items})), realtime_mod.BatchResult()
+    )[1]
+    pick = Picker(ActionWatch([]), Recent(), frozenset({"wes", "nel"}))
+    for u in ("wes", "nel"):
+        pick(track(u, "Logged In", T0))
+    items = pick.items()
+    kept = {it.message_id: it for it in items}
+    rt._rescoring = {"nel"}  # a batch under way has nel
+    rt._warm_round(items, kept)
+    rt._rescoring = None  # a sweep: everyone
+    rt._warm_round(items, kept)
+    assert scored == [["wes"], []] and set(rt._warmed) == {"wes"}
+    # wes's micro-batch loaded: the warm lane saw his events, the urgent lane leaves him be
+    rt._pending = dict.fromkeys(["wes", "nel"])
+    rt._arrived = [(["wes", "nel"], time.monotonic())]
+    sc.near_lines = lambda ids, lines, points: list(ids)
+    sc.process = lambda ids, **kw: realtime_mod.BatchResult()
+    assert rt._urgent_batch()
+    assert list(rt._pending) == ["wes"]  # nel was rescored; wes waits for the ordinary batch
+
+
 def test_http_routes_forms_activities_unsubscribe_realtime(proj: Project, monkeypatch):
     import warnings
 
