@@ -784,6 +784,17 @@ def test_the_warm_lane_reads_received_messages_as_the_loader_stores_them(proj: P
     assert proj.engine.query("SELECT message_id, type, event, person_id, ts, properties "
                              "FROM events WHERE message_id = ANY(?) ORDER BY ts, type",
                              [[m["messageId"] for m in fresh]]) == rows
+    # who is near: by every id a message may carry (user, linked anonymous, bare anonymous)
+    from leadrefinery.act.warm_lane import near_senders
+
+    ingest(proj, [{**track("wes", "Logged In", T0), "anonymousId": "a-1"}])
+    sc.process(["wes", "anon:a-9"], T0)
+    wes, anon = (proj.engine.scalar("SELECT score FROM latest_scores WHERE person_id = ?",
+                                    [pid]) for pid in ("wes", "anon:a-9"))
+    assert wes - anon > 5  # (a company e-mail and two logins; a page view)
+    assert near_senders(proj.engine, sc.model.name, [wes + 1], 2) == {"wes", "a-1"}
+    assert near_senders(proj.engine, sc.model.name, [anon + 1], 2) == {"anon:a-9", "a-9"}
+    assert near_senders(proj.engine, sc.model.name, [wes], 2) == set()  # at it: not below
 
 
 def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: Path):

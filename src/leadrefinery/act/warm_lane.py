@@ -32,13 +32,15 @@ _RAW, _WHO = "_lr_warm_raw", "_lr_warm_who"
 def near_senders(engine: Engine, model: str, lines: Sequence[float], points: float
                  ) -> frozenset[str]:
     """The ids messages may name (person, user and anonymous ids) of the people whose latest
-    score is less than `points` below one of `lines`."""
+    score is less than `points` below one of `lines` (an anonymous visitor's person id is
+    `anon:` and the id: ingest/identity.py)."""
     if not lines or points <= 0:
         return frozenset()
     near = " OR ".join("(score >= ? AND score < ?)" for _ in lines)
     rows = engine.query(
         f"WITH n AS (SELECT person_id FROM latest_scores WHERE model = ? AND ({near})) "
-        "SELECT person_id FROM n UNION SELECT alias_id FROM identities "
+        "SELECT person_id FROM n UNION SELECT substr(person_id, 6) FROM n "
+        "WHERE person_id LIKE 'anon:%' UNION SELECT alias_id FROM identities "
         "WHERE person_id IN (SELECT person_id FROM n)",
         [model, *(x for line in lines for x in (line - points, line))])
     return frozenset(r[0] for r in rows)
