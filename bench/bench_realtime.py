@@ -27,8 +27,11 @@ after the loader has stored it. About `--warm-per-s` times a second a request al
 *warm lead*: a known person of the history whose score is just below grade 1's line (60 to 70)
 reading pricing, security and API pages, launching a class, clicking e-mails — enough points, in
 most cases, to reach grade 1 (the `hot_lead` trigger). That alert needs the lead rescored: it
-takes the urgent lane (people just below a line go first). Reported: warm e2w p50/p99, and
-`warm_lost` — warm leads at grade 1 after the run whose alert never arrived. About
+takes the warm lane (people just below a line are scored as soon as their request is durable,
+over their stored events and those received; `LR_BENCH_SET='triggers.warm_lane=false'`: the
+urgent lane, after the load). Reported: warm e2w p50/p99, the warm lane's lag (received ->
+committed, every message it scored), and `warm_lost` — warm leads at grade 1 after the run
+whose alert never arrived. About
 `--abusers-per-s` times a second a request carries a new trial user starting a class of 40
 guests (10 allowed: the model's `too_many_guests`, an abuse rule one event raises, so the fast
 lane announces it with the event, no rescore). Reported: abuse e2w p50/p99 and abusers lost.

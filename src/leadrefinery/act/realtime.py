@@ -193,10 +193,10 @@ WARM_KEEP = 120.0  # seconds the warm lane keeps a message for its sender's next
 # a person the warm lane scored this many seconds before their micro-batch was loaded takes the
 # ordinary batches, not the urgent lane: it saw their events (the loader is rarely further behind)
 WARMED_COVERS = 10.0
-RECEIVE_SKEW = timedelta(minutes=1)
+RECEIVE_SKEW = timedelta(minutes=1)  # requests received together reach the log in any order
 # an episode opened for messages not stored yet stays open for a rescore that cannot see them
 # (`_keep_unstored`) — unless they are not stored within this (rejected by the loader, say)
-UNSTORED_KEEP = timedelta(days=1)  # requests received together reach the log in any order
+UNSTORED_KEEP = timedelta(days=1)
 _TS = pa.timestamp("us")
 
 
@@ -1441,6 +1441,7 @@ class Realtime:
         self._warmed: dict[str, float] = {}  # person -> when the warm lane last scored them
         self._rescoring: set[str] | None = set()
         self.warm_lag_seconds: deque[float] = deque(maxlen=4096)  # received -> committed
+        self.warm_dropped = 0  # items over `HOT_QUEUE`, left to the urgent lane
         # how far ingestion has loaded (e.g. the loader's line count), set by whoever wires
         # the hook in: `caught_up` in health() says every loaded micro-batch was handed over
         self.progress: Any = None
@@ -1565,7 +1566,9 @@ class Realtime:
         if self.scorer is None:
             return
         warm = [it for it in items if it.raw is not None] if self.warm_lane else []
-        if warm and len(self._warm) < HOT_QUEUE:  # (far behind: the urgent lane has them)
+        if warm and len(self._warm) >= HOT_QUEUE:  # far behind: the urgent lane has them
+            self.warm_dropped += len(warm)
+        elif warm:
             self._warm.extend(warm)
             self._warm_wake.set()
         items = [it for it in items if it.action or it.abuse]
@@ -1676,6 +1679,7 @@ class Realtime:
             "hot_pending": hot, "hot_dropped": self.hot_dropped,
             "hot_lag_ms": _ms(list(self.hot_lag_seconds)),
             "warm_lane": self.warm_lane, "near": len(self.near),
+            "warm_pending": len(self._warm), "warm_dropped": self.warm_dropped,
             "warm_lag_ms": _ms(list(self.warm_lag_seconds)),
             "fast_batch_ms": _ms(list(self.fast_seconds)),
         }
