@@ -6,6 +6,7 @@ session, unusual usage), recovery after a crash, and batch == incremental on a r
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -69,6 +70,24 @@ def make_project(root: Path, *, model: str = MODEL, triggers: str | None = TRIGG
     if triggers is not None:
         (root / "triggers.yaml").write_text(triggers)
     return Project(root)
+
+
+def wait_for(cond, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+class Hold:
+    """A loader hook (`in_transaction`) that keeps its micro-batch open until `go` is set."""
+
+    def __init__(self) -> None:
+        self.inside, self.go = threading.Event(), threading.Event()
+
+    def __call__(self, engine) -> None:
+        self.inside.set()
+        self.go.wait(60)
 
 
 def ingest(p: Project, events: list[dict]) -> None:
@@ -662,7 +681,6 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
     nel, near the line too, sends an event worth nothing: no alert; nor is the score line at
     50 crossed."""
     import contextlib
-    import threading
     import warnings
 
     with warnings.catch_warnings():
@@ -681,11 +699,7 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
                     *[track(uid, "Environment Launched", now - timedelta(minutes=m))
                       for m in (15, 25)]]
     ingest(p, history)
-    inside, go = threading.Event(), threading.Event()
-
-    def hold(engine) -> None:
-        inside.set()
-        go.wait(60)
+    hold = Hold()
 
     def hot(pid: str) -> list[dict]:  # the grade and score triggers'
         return [a for a in alerts(p) if a["person_id"] == pid
@@ -695,29 +709,23 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
         return p.engine.query("SELECT detail FROM trigger_episodes WHERE person_id = 'wes' "
                               "AND trigger_id = 'hot' AND status = 'open'")
 
-    def wait(cond, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not cond():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.02)
-
     try:
         with TestClient(create_app(p)) as c, contextlib.ExitStack() as stack:
-            stack.callback(go.set)
+            stack.callback(hold.go.set)
             rt = c.app.state.realtime
             loader = c.app.state.ingest.loader
             assert rt.warm_lane
-            wait(lambda: {"wes", "nel"} <= rt.near, "wes and nel seen near a line")
+            wait_for(lambda: {"wes", "nel"} <= rt.near, "wes and nel seen near a line")
             assert p.engine.query("SELECT person_id, grade FROM person_state ORDER BY 1"
                                   ) == [("nel", "C"), ("wes", "C")]
             loader.in_transaction.insert(0, hold)
             assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
                 track("amy", "Logged In", now)]}).status_code == 200
-            wait(inside.is_set, "the loader inside a micro-batch")
+            wait_for(hold.inside.is_set, "the loader inside a micro-batch")
             login = track("wes", "Logged In", now)
             assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
                 login, track("nel", "Docs Viewed", now)]}).status_code == 200
-            wait(lambda: hot("wes"), "the warm lane's alert")
+            wait_for(lambda: hot("wes"), "the warm lane's alert")
             assert p.engine.scalar("SELECT count(*) FROM events WHERE message_id = ?",
                                    [login["messageId"]]) == 0  # not stored yet
             (alert,) = hot("wes")
@@ -731,8 +739,8 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
             rt.scorer.process(["wes"], now + timedelta(hours=18))
             assert len(open_hot()) == 1
             loader.in_transaction.remove(hold)
-            go.set()
-            wait(lambda: p.engine.scalar("SELECT count(*) FROM events WHERE message_id = ?",
+            hold.go.set()
+            wait_for(lambda: p.engine.scalar("SELECT count(*) FROM events WHERE message_id = ?",
                                          [login["messageId"]]) == 1, "the login stored")
             assert rt.wait_idle(60)
             health = c.get("/v1/realtime").json()
@@ -745,7 +753,7 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
         (row,) = compute(p.engine, p.model(), as_of=at, restrict=["wes"]).to_pylist()
         assert row["score"] == pytest.approx(change["score"], abs=1e-9)
     finally:
-        go.set()
+        hold.go.set()
 
 
 def test_the_warm_lane_reads_received_messages_as_the_loader_stores_them(proj: Project):
@@ -804,7 +812,6 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
     the in-load pass does not announce or route it again. A class of 40 guests is announced
     the same way, and a rescore that cannot see it yet does not end its episode."""
     import contextlib
-    import threading
     import warnings
 
     with warnings.catch_warnings():
@@ -817,11 +824,7 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
     now = datetime.utcnow()
     ingest(p, [identify("amy", now - timedelta(days=1)),
                *[track("amy", "Logged In", now - timedelta(hours=h)) for h in (1, 2, 3)]])
-    inside, go = threading.Event(), threading.Event()
-
-    def hold(engine) -> None:  # the loader's micro-batch stays open until `go`
-        inside.set()
-        go.wait(60)
+    hold = Hold()  # the loader's micro-batch stays open until `hold.go`
 
     def ready(pid: str) -> list[dict]:
         return [a for a in alerts(p) if a["trigger_id"] == "ready" and a["person_id"] == pid]
@@ -833,26 +836,20 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
         return p.engine.query("SELECT key FROM trigger_episodes WHERE person_id = 'amy' AND "
                               "trigger_id = 'abuse' AND status = 'open'")
 
-    def wait(cond, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not cond():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.02)
-
     try:
         with TestClient(create_app(p)) as c, contextlib.ExitStack() as stack:
-            stack.callback(go.set)  # (a failure must not leave the loader held)
+            stack.callback(hold.go.set)  # (a failure must not leave the loader held)
             rt = c.app.state.realtime
             loader = c.app.state.ingest.loader
-            wait(rt._ready.is_set, "the startup sweep")
+            wait_for(rt._ready.is_set, "the startup sweep")
             loader.in_transaction.insert(0, hold)
             assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
                 track("amy", "Logged In", now)]}).status_code == 200
-            wait(inside.is_set, "the loader inside a micro-batch")
+            wait_for(hold.inside.is_set, "the loader inside a micro-batch")
             zed = [identify("zed", now, name="Zed Zim", owner="olga@example.com"),
                    track("zed", "Contact Sales Requested", now)]
             assert c.post("/v1/batch", auth=("k", ""), json={"batch": zed}).status_code == 200
-            wait(lambda: ready("zed"), "the hot lane's alert")
+            wait_for(lambda: ready("zed"), "the hot lane's alert")
             # announced and routed while the loader has not stored a thing of zed's
             assert p.engine.scalar("SELECT count(*) FROM events WHERE user_id = 'zed'") == 0
             alert = ready("zed")[0]
@@ -866,15 +863,15 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
             launch = track("amy", "Environment Launched", now, guests=40, environment_id="e1")
             assert c.post("/v1/batch", auth=("k", ""), json={"batch": [launch]}
                           ).status_code == 200
-            wait(lambda: len(abuse("amy")) == 2, "the hot lane's abuse alerts")
+            wait_for(lambda: len(abuse("amy")) == 2, "the hot lane's abuse alerts")
             assert abuse("amy")[0]["payload"]["evidence"][0]["message_id"] == launch["messageId"]
             # a rescore that cannot see the launch yet finds no flag (and 18 hours' decay,
             # so her state moved): the episode stays open
             rt.scorer.process(["amy"], now + timedelta(hours=18))
             assert open_abuse() == [("too_many_guests",)]
             loader.in_transaction.remove(hold)
-            go.set()
-            wait(lambda: p.engine.scalar(
+            hold.go.set()
+            wait_for(lambda: p.engine.scalar(
                 "SELECT count(*) FROM events WHERE user_id = 'zed'") == 2, "zed's events stored")
             assert rt.wait_idle(60)
             health = c.get("/v1/realtime").json()
@@ -886,7 +883,7 @@ def test_hot_lane_announces_buy_readiness_before_the_loader_stores_it(tmp_path: 
         assert p.engine.scalar("SELECT flags FROM person_state WHERE person_id = 'amy'"
                                ) == '["too_many_guests"]'
     finally:
-        go.set()
+        hold.go.set()
         p.close()
 
 
@@ -971,8 +968,6 @@ def test_the_in_load_pass_and_the_hot_lane_never_evaluate_a_person_side_by_side(
     lane committed work for after the micro-batch began (its snapshot cannot see that work),
     and holds the hot lane off its own people until the micro-batch ends — for buy-readiness
     events and abuse hits alike."""
-    import threading
-
     from leadrefinery.act.live_abuse import Hit
     from leadrefinery.act.received import Received
     from leadrefinery.act.triggers import Action
@@ -1024,9 +1019,8 @@ def test_the_warm_lane_and_a_rescoring_batch_never_evaluate_a_person_side_by_sid
     """Two transactions side by side would not see each other's episodes: a rescoring batch
     waits for the warm lane to be done with its people; the warm lane leaves the people of a
     batch under way — everyone during a sweep — to the urgent lane, and the urgent lane leaves
-    the people the warm lane just scored to the ordinary batches."""
-    import threading
-
+    the people the warm lane just scored to the ordinary batches (not those whose traits
+    changed: the score reads them once the loader has stored them)."""
     from leadrefinery.act.received import ActionWatch, Picker, Recent
 
     ingest(proj, [track(u, "Logged In", T0 - timedelta(hours=1)) for u in ("wes", "nel")])
@@ -1064,6 +1058,12 @@ def test_the_warm_lane_and_a_rescoring_batch_never_evaluate_a_person_side_by_sid
     rt._rescoring = None  # a sweep: everyone
     rt._warm_round(items, kept)
     assert scored == [["wes"], []] and set(rt._warmed) == {"wes"}
+    # new traits reach the score through the loader: nel's rescore after the load is urgent
+    pick(identify("nel", T0, title="VP Engineering"))
+    items = pick.items()
+    rt._rescoring = set()
+    rt._warm_round(items, {it.message_id: it for it in items})
+    assert scored[-1] == ["nel", "wes"] and set(rt._warmed) == {"wes"}
     # wes's micro-batch loaded: the warm lane saw his events, the urgent lane leaves him be
     rt._pending = dict.fromkeys(["wes", "nel"])
     rt._arrived = [(["wes", "nel"], time.monotonic())]

@@ -86,7 +86,8 @@ near a line (`near`: person, user and anonymous ids); the HTTP handler picks the
 messages not stored yet, normalised by the loader's own SQL (act/warm_lane.py). It opens the
 grade and score episodes that rise, with their alerts, and writes nothing else: the rescoring
 lane keeps `person_state`, and once the events are stored its rescore finds the episode open
-(the urgent lane leaves people the warm lane just scored to the ordinary batches). Until then a
+(the urgent lane leaves people the warm lane just scored to the ordinary batches, unless new
+traits came with their events: the score reads those from `people`, once loaded). Until then a
 rescore cannot see the messages: an episode naming a message not stored yet stays open
 (`_keep_unstored`, as for the hot lane's abuse). Claims keep the warm lane and the rescoring
 thread apart (`_rescoring_claim`): a batch waits for the warm lane to finish with its people,
@@ -1980,7 +1981,10 @@ class Realtime:
         done = time.monotonic()
         if len(self._warmed) > 10_000:
             self._warmed = {p: t for p, t in self._warmed.items() if t > done - WARMED_COVERS}
-        self._warmed.update(dict.fromkeys(persons, done))
+        # traits (identify, group) reach the score through the loader's `people` and `accounts`:
+        # those people's rescore after the load is still urgent
+        traits = {people[it.message_id] for it in items if it.type in ("identify", "group")}
+        self._warmed.update(dict.fromkeys(persons - traits, done))
         for it in new:
             if people[it.message_id] in persons:
                 self.warm_lag_seconds.append(done - it.at)
