@@ -411,15 +411,13 @@ class Scorer:
         kinds = ("action", "abuse") if self.live_rules else ("action",)
         return frozenset(t.id for t in self.triggers.of_kind(*kinds))
 
-    def warm(self) -> None:
+    def warm(self, *, received: bool = False) -> None:
         """Render the restricted scoring SQL now (a good part of a second of Python, once),
-        not on the first live micro-batch, whose alerts would wait for it; and the warm
-        lane's, if it may run."""
+        not on the first live micro-batch, whose alerts would wait for it; with `received`,
+        the warm lane's too."""
         now = self.clock.now()
-        scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE)
-        if self.rising_triggers():
-            scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE,
-                        events=EVENTS_VIEW)
+        for events in ("events", EVENTS_VIEW) if received else ("events",):
+            scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE, events=events)
 
     def known_triggers(self) -> set[str]:
         v = self.engine.scalar("SELECT value FROM meta WHERE key = ?",
@@ -727,13 +725,6 @@ class Scorer:
         res.seconds = time.perf_counter() - began
         return res
 
-    def rising_triggers(self) -> frozenset[str]:
-        """The triggers a rising score opens an episode of (grade and score, entering)."""
-        ts = self.triggers
-        return frozenset() if ts is None else frozenset(
-            t.id for t in ts.of_kind("grade", "score")
-            if (t.fire if t.kind == "grade" else t.direction) not in ("leave", "down"))
-
     def score_received(self, items: Sequence[Received], people: dict[str, str],
                        now: datetime | None = None) -> BatchResult:
         """The warm lane: rescore the people of `items` (messages with `raw`, received, some
@@ -744,7 +735,7 @@ class Scorer:
         trigger. The episodes name the messages not stored yet (see `_keep_unstored`)."""
         began = time.perf_counter()
         res = BatchResult()
-        only = self.rising_triggers()
+        only = frozenset(t.id for t in self.triggers.rising()) if self.triggers else None
         ids = sorted({people[it.message_id] for it in items})
         if not ids or not only:
             return res
@@ -1709,7 +1700,7 @@ class Realtime:
             self._guard("startup", lambda: self._startup())
             self._schedule("decay", self.cfg.sweep_seconds)
             self._schedule("abuse", self.cfg.abuse_sweep_seconds)
-        self._guard("warm-up", scorer.warm)
+        self._guard("warm-up", lambda: scorer.warm(received=self.warm_lane))
         self._ready.set()
         backoff = 0.5
         while True:

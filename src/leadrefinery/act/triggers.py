@@ -280,16 +280,23 @@ class TriggerSet:
         i = self.grade_order.index(str(t.at_least))
         return frozenset(self.grade_order[: i + 1])
 
+    def rising(self) -> list[Any]:
+        """The triggers a rising score fires an alert on: grade triggers that fire on
+        entering, score triggers that fire going up."""
+        return [t for t in self.of_kind("grade", "score")
+                if (t.fire if t.kind == "grade" else t.direction) not in ("leave", "down")]
+
     def rising_lines(self) -> list[float]:
-        """The scores at which a rising score fires an alert: a score trigger's threshold
-        (up), the lowest score of a grade a grade trigger enters (grades by score thresholds;
-        volume and matrix grades have no fixed line)."""
-        lines = {t.threshold for t in self.of_kind("score") if t.direction != "down"}
+        """The scores at which a rising score fires an alert (`rising`): a score trigger's
+        threshold, the lowest score of a grade a grade trigger enters (grades by score
+        thresholds; volume and matrix grades have no fixed line)."""
+        rising = self.rising()
+        lines = {t.threshold for t in rising if t.kind == "score"}
         grades = self.model.spec.grades
         if grades is not None and grades.method == "thresholds" and grades.by == "score":
             mins = {lv.grade: lv.min for lv in grades.levels or [] if lv.min is not None}
-            for t in self.of_kind("grade"):
-                if t.fire != "leave":
+            for t in rising:
+                if t.kind == "grade":
                     lines |= {mins[g] for g in self.grades_of(t) if g in mins}
         return sorted(lines)
 
