@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import multiprocessing
 import os
 import random
 import shutil
@@ -42,7 +41,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from loadgen import cpu_seconds, free_port, get_json, run_clients, shield
+from loadgen import cpu_seconds, fork_clients, free_port, get_json, shield
 
 WRITE_KEY = "bench-key"
 EVENTS = ["Logged In", "Environment Launched", "Guest Invited", "Docs Viewed", "Pricing Viewed",
@@ -105,41 +104,26 @@ def start_server(project: Path, port: int, log: Path) -> subprocess.Popen:
     raise SystemExit("server did not start")
 
 
-def _clients(args, port: int, auth: str, bodies: list[list[bytes]], ids: list[int],
-             t0: float, out) -> None:
-    """Run clients `ids` (threads) of one client process; put (latencies, events, errors)."""
-    r = run_clients(port, auth, ids, clients=args.clients, batch=args.batch, rate=args.rate,
-                    t0=t0, seconds=args.seconds,
-                    body=lambda c, i: bodies[c][i] if i < len(bodies[c]) else None)
-    out.put((r.latencies, r.events, r.errors, r.last))
-
-
 def send(args, port: int, auth: str, bodies: list[list[bytes]]) -> dict:
-    """Run the clients in `--procs` processes (so the clients' own GIL does not add to the
-    latency they measure); return latencies, events acknowledged, errors and lag samples."""
-    ctx = multiprocessing.get_context("fork")  # children share the prepared bodies
-    out = ctx.Queue()
-    t0 = time.perf_counter() + 0.5  # time for the children to start
-    procs = [
-        ctx.Process(target=_clients, args=(args, port, auth, bodies,
-                                           list(range(k, args.clients, args.procs)), t0, out))
-        for k in range(args.procs)
-    ]
-    for p in procs:
-        p.start()
+    """Run the clients in `--procs` processes; return latencies, events acknowledged, errors
+    and lag samples."""
     lag_samples: list[int] = []
-    while time.perf_counter() < t0 + args.seconds:
-        time.sleep(1.0)
-        with contextlib.suppress(OSError):
-            lag_samples.append(get_health(port)["log"]["lag_bytes"])
-    results = [out.get() for _ in procs]
-    for p in procs:
-        p.join()
+
+    def sample_lag(t0: float) -> None:
+        while time.perf_counter() < t0 + args.seconds:
+            time.sleep(1.0)
+            with contextlib.suppress(OSError):
+                lag_samples.append(get_health(port)["log"]["lag_bytes"])
+
+    r = fork_clients(args.procs, port, auth, clients=args.clients, batch=args.batch,
+                     rate=args.rate, seconds=args.seconds,
+                     body=lambda c, i: bodies[c][i] if i < len(bodies[c]) else None,
+                     meanwhile=sample_lag)
     return {
-        "elapsed": max(r[3] for r in results) - t0,  # to the last acknowledgement
-        "events": sum(r[1] for r in results),
-        "latencies": sorted(x for r in results for x in r[0]),
-        "errors": [e for r in results for e in r[2]],
+        "elapsed": r.last - r.t0,  # to the last acknowledgement
+        "events": r.events,
+        "latencies": sorted(r.latencies),
+        "errors": r.errors,
         "lag_samples": lag_samples,
     }
 

@@ -1,7 +1,7 @@
 """Real time under load: `/v1/batch` ingestion with incremental rescoring on vs off (the floor),
 and how long an event takes to become a delivered webhook alert.
 
-    .venv/bin/python bench/bench_realtime.py [--clients 6] [--seconds 20] [--batch 100]
+    .venv/bin/python bench/bench_realtime.py [--clients 6] [--procs 6] [--seconds 20] [--batch 100]
                         [--rate 20000] [--people 200000] [--history 1500] [--probes-per-s 5]
                         [--sessions 0] [--modes off,on] [--shield]
 
@@ -13,7 +13,8 @@ For each mode, on a fresh project with the demo scoring model (`sample/model.yam
   the compiled model, compared with their last state, triggers fire into the outbox, the
   deliverer POSTs them to a webhook receiver in this process.
 
-`--clients` keep-alive connections (threads in one client process) send `/v1/batch` requests of
+`--clients` keep-alive connections (spread over `--procs` client processes, as a deployment's
+clients are other processes) send `/v1/batch` requests of
 `--batch` events for `--seconds`: paced to `--rate` events/s in total (open loop: latency counts
 from when a request was due, so queueing shows), or as fast as answered with `--rate 0`. Every
 body is built before the clock starts. `LR_BENCH_SET='store.threads=1;server.checkpoint_mb=64'`
@@ -67,7 +68,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
-from loadgen import cpu_seconds, free_port, get_json, run_clients, shield
+from loadgen import cpu_seconds, fork_clients, free_port, get_json, shield
 
 WRITE_KEY = "bench-key"
 SAMPLE_MODEL = Path(__file__).parents[1] / "src" / "leadrefinery" / "sample" / "model.yaml"
@@ -241,10 +242,7 @@ max_batch_people = {args.max_batch}
     toml = (root / "refinery.toml").read_text()
     for item in filter(None, os.environ.get("LR_BENCH_SET", "").split(";")):  # experiments
         key, value = item.split("=", 1)
-        section, name = key.rsplit(".", 1)
-        head = f"[{section}]\n"
-        toml = toml.replace(head, f"{head}{name} = {value}\n") if head in toml else (
-            f"{toml}\n{head}{name} = {value}\n")
+        toml = set_setting(toml, *key.rsplit(".", 1), value)
     (root / "refinery.toml").write_text(toml)
     shutil.copy(SAMPLE_MODEL, root / "model.yaml")
     (root / "triggers.yaml").write_text(TRIGGERS)
@@ -271,6 +269,23 @@ max_batch_people = {args.max_batch}
             "SELECT person_id FROM latest_scores WHERE person_id LIKE 'warm-%' "
             "AND score >= 60 AND score < 70 ORDER BY person_id")]
     return root
+
+
+def set_setting(toml: str, section: str, name: str, value: str) -> str:
+    """`toml` with `name = value` in `[section]`: the key's line replaced, else added."""
+    lines, head, at = toml.splitlines(), f"[{section}]", None
+    for i, line in enumerate(lines):
+        if line.strip() == head:
+            at = i
+        elif at is not None and line.startswith("["):
+            break
+        elif at is not None and line.split("=", 1)[0].strip() == name:
+            lines[i] = f"{name} = {value}"
+            return "\n".join(lines) + "\n"
+    if at is None:
+        return f"{toml}\n{head}\n{name} = {value}\n"
+    lines.insert(at + 1, f"{name} = {value}")
+    return "\n".join(lines) + "\n"
 
 
 def write_warm_history(path: Path, n: int) -> Path:
@@ -360,28 +375,14 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
         load0 = os.getloadavg()
         cpu0 = cpu_seconds(proc.pid)
         auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-        began = time.perf_counter()
-        acked: dict[str, float] = {}  # probe -> ack (wall clock)
-        warm_acked: dict[str, float] = {}  # warm lead -> ack
-        abuse_acked: dict[str, float] = {}  # abuser -> ack
-        lock = threading.Lock()
-
-        def body(c: int, i: int) -> bytes | None:
-            return bodies.get((c, i))
-
-        def on_ack(c: int, i: int) -> None:
-            with lock:
-                if (c, i) in probes:
-                    acked[probes[c, i]] = time.time()
-                if (c, i) in warm:
-                    warm_acked[warm[c, i]] = time.time()
-                if (c, i) in abusers:
-                    abuse_acked[abusers[c, i]] = time.time()
-
-        sent = run_clients(port, auth, range(args.clients), clients=args.clients,
-                           batch=args.batch, rate=args.rate, t0=began, seconds=args.seconds,
-                           body=body, acked=on_ack)
-        elapsed = time.perf_counter() - began
+        sent = fork_clients(args.procs, port, auth, clients=args.clients, batch=args.batch,
+                            rate=args.rate, seconds=args.seconds,
+                            body=lambda c, i: bodies.get((c, i)))
+        # probe / warm lead / abuser -> when its request was acknowledged (wall clock)
+        acked = {p: sent.acked_at[k] for k, p in probes.items() if k in sent.acked_at}
+        warm_acked = {p: sent.acked_at[k] for k, p in warm.items() if k in sent.acked_at}
+        abuse_acked = {p: sent.acked_at[k] for k, p in abusers.items() if k in sent.acked_at}
+        elapsed = sent.last - sent.t0
         pl = [v for k, v in sent.latency.items() if k in probes]
         load1 = os.getloadavg()
         cpu1 = cpu_seconds(proc.pid)
@@ -454,6 +455,7 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "fast_batch_ms": rt.get("fast_batch_ms", {}),
             "loader_batch_ms": health["loader"].get("batch_ms", {}),
             "loop_lag_ms": health["log"].get("loop_lag_ms", {}),
+            "commit_ms": health["log"].get("commit_ms", {}),  # the log's write + fsync
             "probes_lost": len(lost),
             "warm": len(warm_acked), "warm_hot": len(hot),
             "warm_alerted": sum(1 for p in warm_acked if p in receiver.warm),
@@ -487,6 +489,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--procs", type=int, default=6,
+                    help="client processes the clients are spread over (1: threads of one "
+                         "process, whose GIL adds its own waits to the latencies measured)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--rate", type=float, default=20_000,
@@ -531,7 +536,8 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     rate = f"paced at {args.rate:,.0f} events/s" if args.rate else "closed loop"
-    print(f"\n{args.clients} clients x /v1/batch of {args.batch}, {rate}, {args.seconds:g} s "
+    print(f"\n{args.clients} clients in {args.procs} processes x /v1/batch of {args.batch}, "
+          f"{rate}, {args.seconds:g} s "
           f"per mode, {os.cpu_count()} cores; "
           + (f"store {args.store} ({len(args.known):,} known people in the load)" if args.store
              else f"history {args.history} users, {args.people:,} users in the load")

@@ -4,12 +4,14 @@ sent as fast as answered (closed loop, `rate=0`).
 
     sent = run_clients(port, auth, range(clients), clients=6, batch=100, rate=20_000,
                        t0=time.perf_counter(), seconds=20, body=lambda c, i: make(c, i))
+    sent = fork_clients(3, port, auth, clients=6, ...)   # the same, in 3 client processes
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import os
 import socket
 import threading
@@ -50,8 +52,10 @@ def shield(pid: int, delta: int = -10) -> bool:
 class Sent:
     latencies: list[float] = field(default_factory=list)  # seconds, of accepted requests
     latency: dict[tuple[int, int], float] = field(default_factory=dict)  # (client, i) -> it
+    acked_at: dict[tuple[int, int], float] = field(default_factory=dict)  # (c, i) -> wall clock
     events: int = 0  # acknowledged
     errors: list[str] = field(default_factory=list)  # statuses other than 200
+    t0: float = 0.0  # perf_counter when the clients started
     last: float = 0.0  # perf_counter of the last acknowledgement
 
 
@@ -66,13 +70,12 @@ def cpu_seconds(pid: int) -> float:
 
 def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch: int,
                 rate: float, t0: float, seconds: float,
-                body: Callable[[int, int], bytes | None],
-                acked: Callable[[int, int], None] | None = None) -> Sent:
+                body: Callable[[int, int], bytes | None]) -> Sent:
     """Clients `ids` (threads, of `clients` in all) send request `i` = `body(c, i)` (None:
-    this client is done) until `seconds` after `t0`; `acked(c, i)` runs on each 200."""
+    this client is done) until `seconds` after `t0` (a `time.perf_counter()`)."""
     stop_at = t0 + seconds
     interval = batch * clients / rate if rate else 0.0
-    out = Sent(last=t0)
+    out = Sent(t0=t0, last=t0)
     lock = threading.Lock()
 
     def client(c: int) -> None:
@@ -100,10 +103,9 @@ def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch
                 else:
                     out.latencies.append(done - scheduled)
                     out.latency[c, i] = done - scheduled
+                    out.acked_at[c, i] = time.time()
                     out.events += batch
                     out.last = max(out.last, done)
-            if resp.status == 200 and acked is not None:
-                acked(c, i)
             i += 1
         conn.close()
 
@@ -113,3 +115,37 @@ def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch
     for t in threads:
         t.join()
     return out
+
+
+def fork_clients(procs: int, port: int, auth: str, *, clients: int, batch: int, rate: float,
+                 seconds: float, body: Callable[[int, int], bytes | None],
+                 meanwhile: Callable[[float], None] | None = None) -> Sent:
+    """`run_clients` for all `clients`, spread over `procs` forked processes (clients k,
+    k + procs, ...; they share the bodies `body` returns): a real deployment's clients are
+    other processes, and one client process's GIL would add its own waits to the latencies
+    measured. `meanwhile(t0)` runs here while they send (t0: when they start)."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    t0 = time.perf_counter() + 0.5  # time for the children to start
+
+    def child(ids: list[int]) -> None:
+        out.put(run_clients(port, auth, ids, clients=clients, batch=batch, rate=rate, t0=t0,
+                            seconds=seconds, body=body))
+
+    ps = [ctx.Process(target=child, args=(list(range(k, clients, procs)),))
+          for k in range(max(1, min(procs, clients)))]
+    for p in ps:
+        p.start()
+    if meanwhile is not None:
+        meanwhile(t0)
+    parts = [out.get() for _ in ps]
+    for p in ps:
+        p.join()
+    sent = Sent(t0=t0, last=max(r.last for r in parts))
+    for r in parts:
+        sent.latencies += r.latencies
+        sent.latency |= r.latency
+        sent.acked_at |= r.acked_at
+        sent.events += r.events
+        sent.errors += r.errors
+    return sent

@@ -718,6 +718,8 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
             wait_for(lambda: {"wes", "nel"} <= rt.near, "wes and nel seen near a line")
             assert p.engine.query("SELECT person_id, grade FROM person_state ORDER BY 1"
                                   ) == [("nel", "C"), ("wes", "C")]
+            # as a published predictive model would have it (the warm lane does not score it)
+            p.engine.execute("UPDATE person_state SET bucket = 'high' WHERE person_id = 'wes'")
             loader.in_transaction.insert(0, hold)
             assert c.post("/v1/batch", auth=("k", ""), json={"batch": [
                 track("amy", "Logged In", now)]}).status_code == 200
@@ -733,6 +735,7 @@ def test_warm_lane_announces_a_lead_turning_hot_before_the_loader_stores_it(tmp_
             change = alert["payload"]["change"]
             assert (change["from"], change["to"]) == ("C", "B") and 40 <= change["score"] < 50
             assert "login" in {r["rule"] for r in alert["payload"]["reasons"]}
+            assert alert["payload"]["data"]["state"]["bucket"] == "high"
             (detail,) = open_hot()
             assert json.loads(detail[0])["message_ids"] == [login["messageId"]]
             # a rescore that cannot see the login (18 hours on: his score moved) keeps it open

@@ -758,8 +758,9 @@ class Scorer:
             fired: list[tuple[str, dict, LeadState, LeadState | None, Firing]] = []
             for row in rows:
                 pid = row["person_id"]
-                new = self.state_of(row, None, now)
                 old = olds.get(pid, (None, {}, None))[0]
+                # (the predictive bucket is not scored here: the last one stands)
+                new = self.state_of(row, old.bucket if old else None, now)
                 out = evaluate(self.triggers, pid, old, new, memo={},
                                open_episodes=open_eps.get(pid, {}),
                                last_fired=last_fired.get(pid, {}), now=now, only=only)

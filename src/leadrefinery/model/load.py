@@ -9,6 +9,7 @@ names a category nobody declares) come from compiling the model once at load.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import types
@@ -39,9 +40,10 @@ class Model:
     def name(self) -> str:
         return self.spec.name or Path(self.file).stem
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
-        """Content hash of the validated model (formatting and comments do not change it)."""
+        """Content hash of the validated model (formatting and comments do not change it).
+        Computed once: the live lanes read it on every rescore (about 1 ms each)."""
         canon = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
 
