@@ -211,6 +211,12 @@ class Receiver:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def reset(self) -> None:
+        """Forget an earlier run's alerts (a later run reuses the names)."""
+        with self.lock:
+            for d in (self.arrived, self.created, self.warm, self.abuse):
+                d.clear()
+
 
 def pct(xs: list[float], q: float) -> float | None:
     if not xs:
@@ -223,6 +229,7 @@ def prepare(work: Path, mode: str, args, receiver: Receiver) -> Path:
     from leadrefinery import Project
 
     root = work / f"proj-{mode}"
+    shutil.rmtree(root, ignore_errors=True)  # an earlier round's (--repeat)
     Project.init(root, name=f"bench-rt-{mode}", write_key=WRITE_KEY).close()
     with (root / "refinery.toml").open("a") as f:
         f.write(f"""
@@ -315,6 +322,7 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
     from leadrefinery import Project
 
     root = prepare(work, mode, args, receiver)
+    receiver.reset()
     port = free_port()
     exe = Path(sys.executable).with_name("leadrefinery")
     log = work / f"server-{mode}.log"
@@ -455,7 +463,10 @@ def run_mode(work: Path, mode: str, args, receiver: Receiver) -> dict:
             "fast_batch_ms": rt.get("fast_batch_ms", {}),
             "loader_batch_ms": health["loader"].get("batch_ms", {}),
             "loop_lag_ms": health["log"].get("loop_lag_ms", {}),
-            "commit_ms": health["log"].get("commit_ms", {}),  # the log's write + fsync
+            "commit_ms": health["log"].get("commit_ms", {}),
+            # the log's write + fsync, and a request's wait for it (fsyncs queue behind one
+            # another and behind the store's own writes on the same disk)
+            "durable_ms": health["log"].get("durable_ms", {}),
             "probes_lost": len(lost),
             "warm": len(warm_acked), "warm_hot": len(hot),
             "warm_alerted": sum(1 for p in warm_acked if p in receiver.warm),
@@ -483,6 +494,46 @@ def fmt(v, unit="", nd=1) -> str:
     if v is None:
         return "—"
     return f"{v:,.{nd}f}{unit}"
+
+
+def row(r: dict, label: str | None = None) -> str:
+    """One line of the table."""
+    srv = r["server_req_ms"].get("p99") if r["server_req_ms"] else None
+    lag = r["rescore_lag_ms"].get("p99") if r["rescore_lag_ms"] else None
+    return (f"{label or r['mode']:<5} {fmt(r['events_per_s'], nd=0):>10} "
+            f"{fmt(r['req_p50_ms'], ' ms'):>9} {fmt(r['req_p99_ms'], ' ms'):>9} "
+            f"{fmt(srv, ' ms'):>9} {r['rescore_batches']:>8} {fmt(lag, ' ms', 0):>9} "
+            f"{r['rescore_backlog_people']:>8} {fmt(r['drain_s'], ' s'):>7} "
+            f"{fmt(r['e2w_p50_s'], ' s', 2):>8} {fmt(r['e2w_p99_s'], ' s', 2):>8} "
+            f"{r['probes_lost']:>5} {fmt(r['warm_e2w_p50_s'], ' s', 2):>8} "
+            f"{fmt(r['warm_e2w_p99_s'], ' s', 2):>8} "
+            f"{r['warm_hot']:>4}/{r['warm_lost']:<3} "
+            f"{fmt(r['abuse_e2w_p50_s'], ' s', 2):>9} {fmt(r['abuse_e2w_p99_s'], ' s', 2):>9} "
+            f"{r['abusers_lost']:>4}  "
+            f"{r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}")
+
+
+SUMMED = ("probes_lost", "warm_lost", "warm_hot", "abusers_lost")  # counts over all runs
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The fields of `row` over `runs`: the median of each (of the runs that have it), the
+    sum of SUMMED; the load average before the first run and after the last."""
+    def med(get) -> float | None:
+        xs = sorted(v for v in map(get, runs) if v is not None)
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else None
+
+    out: dict = {k: med(lambda r, k=k: r[k]) for k in (
+        "events_per_s", "req_p50_ms", "req_p99_ms", "rescore_batches", "rescore_backlog_people",
+        "drain_s", "e2w_p50_s", "e2w_p99_s", "warm_e2w_p50_s", "warm_e2w_p99_s",
+        "abuse_e2w_p50_s", "abuse_e2w_p99_s")}
+    out |= {k: sum(r[k] for r in runs) for k in SUMMED}
+    for k in ("server_req_ms", "rescore_lag_ms"):
+        out[k] = {"p99": v} if (v := med(lambda r, k=k: r[k].get("p99"))) is not None else {}
+    out["rescore_batches"] = round(out["rescore_batches"] or 0)
+    out["rescore_backlog_people"] = round(out["rescore_backlog_people"] or 0)
+    out["load_before"], out["load_after"] = runs[0]["load_before"], runs[-1]["load_after"]
+    return out
 
 
 def main() -> int:
@@ -517,6 +568,9 @@ def main() -> int:
     ap.add_argument("--drain", type=float, default=120.0,
                     help="seconds to wait for the store and the alerts to catch up")
     ap.add_argument("--modes", default="off,on")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the modes this many times, interleaved, and add each mode's "
+                         "median (lost: the sum) — single runs vary a lot on a shared machine")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--shield", action="store_true",
                     help="on a shared machine (root only), run the server and the clients 10 "
@@ -527,10 +581,11 @@ def main() -> int:
     receiver = Receiver()
     results = []
     try:
-        for mode in args.modes.split(","):
-            r = run_mode(work, mode.strip(), args, receiver)
-            results.append(r)
-            print(json.dumps(r, default=str), flush=True)
+        for _ in range(args.repeat):  # interleaved: the machine's mood shifts over minutes
+            for mode in args.modes.split(","):
+                r = run_mode(work, mode.strip(), args, receiver)
+                results.append(r)
+                print(json.dumps(r, default=str), flush=True)
     finally:
         receiver.server.shutdown()
         if not args.keep:
@@ -547,22 +602,16 @@ def main() -> int:
           f"{'batches':>8} {'lag p99':>9} {'backlog':>8} {'drain':>7} {'e2w p50':>8} "
           f"{'e2w p99':>8} {'lost':>5} {'warm p50':>8} {'warm p99':>8} {'hot/lost':>8} "
           f"{'abuse p50':>9} {'abuse p99':>9} {'lost':>4}  load")
+    modes = list(dict.fromkeys(r["mode"] for r in results))
     for r in results:
-        srv = r["server_req_ms"].get("p99") if r["server_req_ms"] else None
-        lag = r["rescore_lag_ms"].get("p99") if r["rescore_lag_ms"] else None
-        print(f"{r['mode']:<5} {fmt(r['events_per_s'], nd=0):>10} "
-              f"{fmt(r['req_p50_ms'], ' ms'):>9} {fmt(r['req_p99_ms'], ' ms'):>9} "
-              f"{fmt(srv, ' ms'):>9} {r['rescore_batches']:>8} {fmt(lag, ' ms', 0):>9} "
-              f"{r['rescore_backlog_people']:>8} {fmt(r['drain_s'], ' s'):>7} "
-              f"{fmt(r['e2w_p50_s'], ' s', 2):>8} {fmt(r['e2w_p99_s'], ' s', 2):>8} "
-              f"{r['probes_lost']:>5} {fmt(r['warm_e2w_p50_s'], ' s', 2):>8} "
-              f"{fmt(r['warm_e2w_p99_s'], ' s', 2):>8} "
-              f"{r['warm_hot']:>4}/{r['warm_lost']:<3} "
-              f"{fmt(r['abuse_e2w_p50_s'], ' s', 2):>9} {fmt(r['abuse_e2w_p99_s'], ' s', 2):>9} "
-              f"{r['abusers_lost']:>4}  "
-              f"{r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}")
-    if len(results) == 2 and results[0]["events_per_s"]:
-        off, on = results
+        print(row(r))
+    medians = {m: median_of([r for r in results if r["mode"] == m]) for m in modes}
+    if args.repeat > 1:
+        for m in modes:
+            print(row(medians[m], f"{m}~"))
+        print(f"~: the median of {args.repeat} runs (lost, hot: the sum)")
+    if modes == ["off", "on"] and medians["off"]["events_per_s"]:
+        off, on = medians["off"], medians["on"]
         print(f"rescoring on / off: {on['events_per_s'] / off['events_per_s']:.2f}x events/s, "
               f"p99 request {on['req_p99_ms'] / off['req_p99_ms']:.2f}x")
     return 0

@@ -195,6 +195,9 @@ def test_duplicates_enrichment_and_batch_context(server: Server):
                                   "context": {"ip": "10.1.2.3", "library": {"name": "batch"}}})
     assert r.status_code == 200
     server.wait_loaded()
+    log = server.health()["log"]  # each request's wait for its fsync is part of its time
+    assert log["acknowledged_requests"] == 5
+    assert 0 < log["durable_ms"]["max"] <= log["request_ms"]["max"]
     with server.store() as p:
         e = p.engine
         assert ids_in_store(p)[dup["messageId"]] == 1

@@ -63,6 +63,7 @@ class IngestService:
         self.messages = 0  # messages acknowledged by this process
         self.loop_lag: deque[float] = deque(maxlen=4096)
         self.request_seconds: deque[float] = deque(maxlen=4096)  # accepted requests, in server
+        self.durable_seconds: deque[float] = deque(maxlen=4096)  # of which: waiting for fsync
 
     def _durable(self) -> None:
         self.loader.wake()
@@ -102,7 +103,9 @@ class IngestService:
 
     async def append(self, line: bytes, messages: int) -> None:
         """Durably log one request; returns once it is fsync'd (then it may be acknowledged)."""
+        began = time.perf_counter()
         await self.log.append_async(line)
+        self.durable_seconds.append(time.perf_counter() - began)
         self.messages += messages
 
     def health(self, *, counts: bool = True) -> dict[str, Any]:
@@ -134,6 +137,7 @@ class IngestService:
                 "commit_ms": _percentiles(self.log.commit_seconds),
                 "loop_lag_ms": _percentiles(self.loop_lag),
                 "request_ms": _percentiles(self.request_seconds),
+                "durable_ms": _percentiles(self.durable_seconds),
             },
             "loader": {
                 "micro_batches": st.batches,
