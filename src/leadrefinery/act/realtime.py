@@ -127,7 +127,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +157,7 @@ from .triggers import (
     TriggerSet,
     evaluate,
 )
-from .warm_lane import EVENTS_VIEW, near_senders, pending_events
+from .warm_lane import EVENTS_VIEW, near_senders, pending_events, score_model
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -376,6 +376,7 @@ class Scorer:
         self.settings = settings
         self.cfg = settings.triggers
         self.model = model
+        self.warm_model = score_model(model)  # what the warm lane scores
         self.triggers = triggers
         self.clock = clock or SystemClock()
         self._last_abuse_sweep: datetime | None = None
@@ -416,8 +417,10 @@ class Scorer:
         not on the first live micro-batch, whose alerts would wait for it; with `received`,
         the warm lane's too."""
         now = self.clock.now()
-        for events in ("events", EVENTS_VIEW) if received else ("events",):
-            scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE, events=events)
+        scoring_sql(self.engine, self.model, as_of=now, restrict=IDS_TABLE)
+        if received:
+            scoring_sql(self.engine, self.warm_model, as_of=now, restrict=IDS_TABLE,
+                        events=EVENTS_VIEW)
 
     def known_triggers(self) -> set[str]:
         v = self.engine.scalar("SELECT value FROM meta WHERE key = ?",
@@ -732,7 +735,9 @@ class Scorer:
         events and those messages (act/warm_lane.py), and open the grade and score episodes
         that rise, with their alerts — in one transaction. Nothing else: no `person_state`
         (the rescoring lane's, once the loader has stored the events), no leaving, no other
-        trigger. The episodes name the messages not stored yet (see `_keep_unstored`)."""
+        trigger. The episodes name the messages not stored yet (see `_keep_unstored`). The
+        model is `score_model`'s part: the alerts' segments, flags and bucket are the last
+        stored ones."""
         began = time.perf_counter()
         res = BatchResult()
         only = frozenset(t.id for t in self.triggers.rising()) if self.triggers else None
@@ -748,8 +753,9 @@ class Scorer:
             # (not `query_arrow`: DuckDB's relation API spends some 80 ms of Python, holding
             # the GIL the request loop needs, on each query this size)
             cols = ("person_id", "account_id", "score", "grade", "stage", "stage_rank",
-                    "categories", "segments", "abuse", "components")
-            sql = scoring_sql(e, self.model, as_of=now, restrict=IDS_TABLE, events=EVENTS_VIEW)
+                    "categories", "components")
+            sql = scoring_sql(e, self.warm_model, as_of=now, restrict=IDS_TABLE,
+                              events=EVENTS_VIEW)
             rows = [dict(zip(cols, r, strict=True))
                     for r in e.query(f"SELECT {', '.join(cols)} FROM ({sql}) q")]
             olds = self._old_states(ids=ids)
@@ -759,8 +765,9 @@ class Scorer:
             for row in rows:
                 pid = row["person_id"]
                 old = olds.get(pid, (None, {}, None))[0]
-                # (the predictive bucket is not scored here: the last one stands)
-                new = self.state_of(row, old.bucket if old else None, now)
+                new = self.state_of(row, None, now)
+                if old is not None:  # what the score model does not compute: as last stored
+                    new = replace(new, segments=old.segments, flags=old.flags, bucket=old.bucket)
                 out = evaluate(self.triggers, pid, old, new, memo={},
                                open_episodes=open_eps.get(pid, {}),
                                last_fired=last_fired.get(pid, {}), now=now, only=only)

@@ -2,18 +2,20 @@
 
     near = near_senders(engine, model, lines, points)    # sender ids the HTTP handler watches
     pending = pending_events(engine, items, people, now) # person -> message ids not stored
-    scoring_sql(..., events=EVENTS_VIEW)                 # the stored events and those
+    scoring_sql(engine, score_model(model), ..., events=EVENTS_VIEW)   # stored and received
 
 A lead a few points below an alert's line turns hot with the event that carries it over; on
 the rescoring lanes that alert waits for the loader (under load, more than a second) and then
 for a rescoring batch. `Realtime` (act/realtime.py, "The warm lane") instead scores such a
 person as soon as the request is durable, with the model's own compiled SQL reading
 `EVENTS_VIEW`: the stored events and the received messages the store lacks, normalised by the
-loader's own SQL (ingest/normalize.py), so the rows are the ones the loader will store.
+loader's own SQL (ingest/normalize.py), so the rows are the ones the loader will store —
+and only the part of the model a score and grade read (`score_model`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -21,12 +23,24 @@ import pyarrow as pa
 
 from ..ingest.loader import EVENT_COLUMNS
 from ..ingest.normalize import normalize_sql
+from ..model.load import Model
 from ..store.engine import Engine
 from .received import Received
 
 PENDING_TABLE = "lr_rt_pending"  # (temp) received messages the store has not got yet
 EVENTS_VIEW = "lr_rt_events"  # (temp) `events` and PENDING_TABLE
 _RAW, _WHO = "_lr_warm_raw", "_lr_warm_who"
+
+
+def score_model(model: Model) -> Model:
+    """`model` less what no score or grade reads: its segments and the abuse rules worth no
+    points (their session, concurrency and regularity windows). A round of the warm lane is
+    mostly DuckDB planning its query (parse, bind, optimise: 0.12 s of 0.17 s for the demo
+    model), and this query plans in about a quarter less time. Same rules, same SQL for them:
+    the score, grade, categories, reasons and stage are the full model's."""
+    spec = model.spec.model_copy(update={
+        "segments": {}, "abuse": [a for a in model.spec.abuse if a.points]})
+    return dataclasses.replace(model, spec=spec)
 
 
 def near_senders(engine: Engine, model: str, lines: Sequence[float], points: float
