@@ -1,9 +1,9 @@
 """Real time under load: `/v1/batch` ingestion with incremental rescoring on vs off (the floor),
 and how long an event takes to become a delivered webhook alert.
 
-    .venv/bin/python bench/bench_realtime.py [--clients 6] [--procs 6] [--seconds 20] [--batch 100]
+    .venv/bin/python bench/bench_realtime.py [--clients 6] [--procs 1] [--seconds 20] [--batch 100]
                         [--rate 20000] [--people 200000] [--history 1500] [--probes-per-s 5]
-                        [--sessions 0] [--modes off,on] [--shield]
+                        [--sessions 0] [--modes off,on] [--repeat 1] [--shield]
 
 For each mode, on a fresh project with the demo scoring model (`sample/model.yaml`) and
 `--history` generated trial users already ingested:
@@ -13,12 +13,11 @@ For each mode, on a fresh project with the demo scoring model (`sample/model.yam
   the compiled model, compared with their last state, triggers fire into the outbox, the
   deliverer POSTs them to a webhook receiver in this process.
 
-`--clients` keep-alive connections (spread over `--procs` client processes, as a deployment's
-clients are other processes) send `/v1/batch` requests of
-`--batch` events for `--seconds`: paced to `--rate` events/s in total (open loop: latency counts
-from when a request was due, so queueing shows), or as fast as answered with `--rate 0`. Every
-body is built before the clock starts. `LR_BENCH_SET='store.threads=1;server.checkpoint_mb=64'`
-sets project settings for an experiment.
+`--clients` keep-alive connections (threads of `--procs` client processes) send `/v1/batch`
+requests of `--batch` events for `--seconds`: paced to `--rate` events/s in total (open loop:
+latency counts from when a request was due, so queueing shows), or as fast as answered with
+`--rate 0`. Every body is built before the clock starts.
+`LR_BENCH_SET='store.threads=1;server.checkpoint_mb=64'` sets project settings for an experiment.
 About `--probes-per-s` times a second a client
 puts a *probe* in its batch: a new trial user who asks to talk to sales (`Contact Sales
 Requested`, a buy-readiness trigger that fires once per person). Event -> webhook latency is
@@ -41,8 +40,11 @@ Reports per mode: events/s acknowledged, client p50/p99 request latency, the ser
 p99 (handler to acknowledgement), rescoring batches and their lag (hook to commit, p99), the
 rescoring backlog (people waiting) when sending stopped and how long until everything was loaded
 and rescored (`drain`; in `off` mode: loaded — the ingestion floor), event -> webhook
-p50/p99/max and probes lost, and the load average. `--shield` (root) runs the server and the
-clients 10 nice levels above other work on a shared machine. The request loop is
+p50/p99/max and probes lost, and the load average; the JSON lines add the server's split of a
+request (`durable_ms`: waiting for the log's fsync, `commit_ms`: the fsync itself) and more.
+`--repeat N` runs the modes N times, interleaved, and adds each mode's median: single runs vary
+a lot on a shared machine. `--shield` (root) runs the server and the clients 10 nice levels
+above other work on a shared machine. The request loop is
 bench/loadgen.py, shared with bench_http_ingest.py. Targets (DESIGN.md, issue 5): >= 20k
 events/s with rescoring on, p99 request <= 50 ms, event -> webhook p99 <= 1 s, on 2 cores. The
 clients and the receiver share the machine with the server: figures are a lower bound.
@@ -540,9 +542,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--clients", type=int, default=6)
-    ap.add_argument("--procs", type=int, default=6,
-                    help="client processes the clients are spread over (1: threads of one "
-                         "process, whose GIL adds its own waits to the latencies measured)")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="client processes the clients are spread over (on 2 cores more of "
+                         "them take CPU from the server: 6 measured worse than 1)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--rate", type=float, default=20_000,
