@@ -146,3 +146,29 @@ def test_postgres_threads_have_their_own_transactions(postgres_engine) -> None:
         t.join()
     assert not errors
     assert postgres_engine.query("SELECT key FROM meta WHERE key IN ('good', 'bad')") == [("good",)]
+
+
+@pytest.mark.postgres
+def test_loading_events_into_postgres_is_refused_before_anything_is_acknowledged(
+        postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader's SQL is DuckDB's: `ingest` and `serve` on a PostgreSQL store say so at
+    once, `serve` before it opens its log (both failed on a SQL syntax error)."""
+    from leadrefinery import Project
+    from leadrefinery.api.service import IngestService
+    from leadrefinery.errors import StoreError
+
+    root = tmp_path / "pg"
+    Project.init(root, name="pg").close()
+    toml = root / "refinery.toml"
+    toml.write_text(toml.read_text().replace('engine = "duckdb"', 'engine = "postgres"', 1))
+    monkeypatch.setenv("LEADREFINERY_PG_DSN", postgres_dsn)
+    (root / "events.jsonl").write_text(
+        '{"type": "track", "userId": "u", "event": "Logged In", "messageId": "m1"}\n')
+    with Project(root) as p:
+        assert p.engine.name == "postgres"
+        with pytest.raises(StoreError, match="cannot be loaded into a postgres store yet"):
+            p.ingest([root / "events.jsonl"])
+        service = IngestService(p)
+        with pytest.raises(StoreError, match=r'engine = "duckdb"'):
+            service.start()
+        assert service.started_at is None and not (root / "log").exists()

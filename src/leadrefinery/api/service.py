@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..ingest.loader import check_ingests
 from .loader_thread import LogLoader, OnLoaded
 from .wal import DEFAULT_SEGMENT_BYTES, IngestLog
 
@@ -72,6 +73,7 @@ class IngestService:
         """Open the log (replaying what an earlier run left unloaded) and start loading."""
         if self.started_at is not None:
             return
+        check_ingests(self.project.engine)  # before a request is acknowledged
         self.loader.read_offsets()
         self.log.open(first_free=max(self.loader.offsets, default=0) + 1)
         try:

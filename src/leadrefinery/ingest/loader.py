@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from ..config import Settings
+from ..errors import StoreError
 from ..store.engine import Engine
 from . import identity
 from .lines import LineChunk
@@ -84,10 +85,22 @@ def quarantine_rows(engine: Engine, select_sql: str, params: list | None = None)
     )
 
 
+def check_ingests(engine: Engine) -> None:
+    """A clear error, before anything is read or acknowledged, when `engine` cannot load
+    events (see `Engine.ingests`)."""
+    if not engine.ingests:
+        raise StoreError(
+            f"events cannot be loaded into a {engine.name} store yet (the loader's identity and "
+            "profile SQL is DuckDB's): ingest and `serve` with the embedded DuckDB store "
+            f"([store] engine = \"duckdb\"); a {engine.name} store can score, report and "
+            "deliver alerts from tables copied into it (leadrefinery.store.copy.copy_tables)")
+
+
 class EventLoader:
     """Loads chunks of raw Segment JSON lines into the store."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
+        check_ingests(engine)
         self.engine = engine
         self.settings = settings
         domains = sorted(webmail_domains(settings.ingest.webmail_domains_extra))

@@ -18,6 +18,7 @@ from .engine import Engine
 class DuckDBEngine(Engine):
     name = "duckdb"
     dialect = "duckdb"
+    ingests = True
     type_names = {
         "text": "VARCHAR",
         "double": "DOUBLE",

@@ -23,6 +23,8 @@ class Engine(ABC):
     type_names: dict[str, str]  # logical type -> engine type
     # capabilities
     transactional: bool = True  # transaction() rolls back on error (False: a no-op block)
+    # events can be loaded (files, `serve`): the loader's identity and profile SQL is DuckDB's
+    ingests: bool = False
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...
