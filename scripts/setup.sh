@@ -55,7 +55,9 @@ if [[ ! -x $VENV/bin/python ]]; then
     log "created $VENV ($("$VENV/bin/python" --version))"
 fi
 
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# no wheel cache: CI installs once on a fresh machine, and the cache (~0.4 GB) is what ran one
+# CI machine out of disk
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-cache-dir)
 # the pinned pip first (a new venv has the one bundled with Python), then the project
 "${PIP[@]}" install -q -c constraints.txt pip
 "${PIP[@]}" install -q -c constraints.txt -e ".[$EXTRAS]"

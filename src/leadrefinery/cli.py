@@ -787,11 +787,18 @@ def explain(
 def _with_predictions(p: Project, rows: list[dict]) -> list[dict]:
     """Rows plus their predictive bucket, probability, holdout, surge and top factors; factors
     the `predict` run did not cache are computed for these rows only."""
+    from .predict.errors import ModelFileError
     from .predict.training import explain_people
     from .report.leads import with_predictions
 
-    return with_predictions(p.engine, rows,
-                            explain_missing=lambda ids: explain_people(p.engine, p.root, ids))
+    def explain(ids: list[str]) -> dict:
+        try:
+            return explain_people(p.engine, p.root, ids)
+        except ModelFileError as exc:  # the list is still worth showing: say what is missing
+            err.print(f"[yellow]predictive factors of {len(ids)} lead(s) not shown: {exc}")
+            return {}
+
+    return with_predictions(p.engine, rows, explain_missing=explain)
 
 
 def _predictive_marks(r: dict) -> str:

@@ -3,10 +3,17 @@ cached at predict time for the top of the list and computed for other rows only 
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from leadrefinery.predict.training import explain_people
+import leadrefinery
+from leadrefinery.cli import app
+from leadrefinery.predict.training import MODELS_DIR, explain_people
 from leadrefinery.report.leads import with_predictions
 
 
@@ -73,3 +80,29 @@ def test_unscored_people_get_empty_predictive_fields(scored):
                             lambda ids: pytest.fail("nothing to explain"))
     assert rows == [{"person_id": "nobody", "probability": None, "bucket": None,
                      "holdout": None, "surge": None, "factors": None}]
+
+
+def test_leads_lists_with_a_note_when_the_models_files_are_gone(scored, tmp_path):
+    """`leadrefinery leads` after the published model's directory was deleted: the ranked list
+    with each row's bucket and probability, the factors `predict` cached, and a note on
+    stderr saying which are not shown and why (it crashed on the missing file). Last in this
+    module: it closes the shared project."""
+    project, out = scored
+    root = project.root
+    shutil.copy(Path(leadrefinery.__file__).parent / "sample" / "model.yaml", root / "model.yaml")
+    project.score()
+    project.close()
+    models = root / MODELS_DIR
+    gone = models.rename(tmp_path / "gone")
+    try:
+        r = CliRunner().invoke(app, ["leads", "--project", str(root), "--format", "json",
+                                     "--top", "500"])
+    finally:
+        gone.rename(models)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    want = dict(zip(out["person_id"], out["bucket"], strict=True))
+    assert len(rows) > 6 and all(x["bucket"] == want[x["person_id"]] for x in rows
+                                 if x["person_id"] in want)
+    assert sum(1 for x in rows if x["factors"]) == 3  # the 3 `predict` explained
+    assert "predictive factors of" in r.stderr and "are missing" in r.stderr

@@ -18,10 +18,8 @@ began, `time.monotonic()`). Fully loaded segments that are no longer written are
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -33,6 +31,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from ..act.threads import lower_priority
 from ..config import Settings
 from ..ingest.loader import EventLoader, IngestReport
 from ..store.engine import Engine
@@ -185,7 +184,7 @@ class LogLoader:
 
     def _run(self) -> None:
         if self.nice > 0:
-            lower_priority(self.nice, threading.get_native_id())
+            lower_priority(self.nice)
         try:
             # temp tables are per DuckDB connection, and each thread has its own cursor:
             # the EventLoader must be built on this thread
@@ -383,29 +382,6 @@ class LogLoader:
                 self.engine.execute("DELETE FROM ingest_log_offsets WHERE log = ?", [seg.name])
             self.offsets.pop(seg.number, None)
             self._lines.pop(seg.number, None)
-
-
-def lower_priority(nice: int, *tids: int) -> None:
-    """Raise the nice value of threads of this process (Linux: niceness is per thread).
-
-    The server runs the loader, and DuckDB's own worker threads, below the event loop and the
-    log writer: acknowledging requests stays fast while a micro-batch loads (the loader then
-    takes longer, which `/health` shows as lag).
-    """
-    for tid in tids:
-        # not Linux, or not allowed: only slower, not wrong
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-
-
-def other_threads() -> list[int]:
-    """Native ids of this process's threads except the calling one (Linux; else empty)."""
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        return []
-    me = threading.get_native_id()
-    return [t for t in tids if t != me]
 
 
 def _count_lines(path, upto: int) -> int:

@@ -16,12 +16,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..act.threads import lower_priority, other_threads
 from ..project import SERVE_LOCK
 from .app import create_app
-from .loader_thread import lower_priority, other_threads
 
 LOADER_NICE = 10  # the loader and DuckDB's threads run this much nicer than the event loop
-SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits (default 5 ms)
+# Seconds a thread may hold the GIL while another waits (default 5 ms). bench_realtime, rescoring
+# on, 3 interleaved pairs: request p99 41-56 ms at 1 ms against 43-87 ms at 0.5 ms (each hand-off
+# costs the lanes' threads too); 2 and 5 ms were worse in earlier runs.
+SWITCH_INTERVAL = 0.001
 # A garbage collection holds the GIL throughout, and the live lanes allocate hundreds of
 # thousands of objects per batch: at the default thresholds (700, 10, 10) the collections they
 # set off pause the request loop again and again. (Reading 20 k people's stored states: the

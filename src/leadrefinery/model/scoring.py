@@ -25,6 +25,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -122,6 +123,38 @@ def scoring_sql(
     that run's `scores` rows; `events`: the table of events read. Rendered once per
     model/dialect/restriction, then filled in."""
     as_of = naive_utc(as_of)
+    template, render_at = _template(engine, model, restrict, insert_run, snapshot, events)
+    if template is None:
+        return render_at(as_of, insert_run or "")
+    return _fill(template, _STAND_INS[0], as_of, insert_run or "")
+
+
+def scoring_sql_at(
+    engine: Engine, model: Model, *, restrict: str, events: str = "events"
+) -> str | None:
+    """`scoring_sql` with its time left as parameters (`as_of_params`): one text for every
+    time, for a statement parsed once and run again and again (`Engine.parse`). None if the
+    model's SQL spells the stand-in time itself."""
+    template, _ = _template(engine, model, restrict, None, True, events)
+    if template is None:
+        return None
+    at = _STAND_INS[0][0]
+    text = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    sql = (template.replace(f"CAST('{text}' AS TIMESTAMP)", "CAST($1 AS TIMESTAMP)")
+           .replace(str(epoch_us(at)), "CAST($2 AS BIGINT)"))
+    return None if text in sql else sql  # (every time literal must have become a parameter)
+
+
+def _template(
+    engine: Engine,
+    model: Model,
+    restrict: str | list[str] | None,
+    insert_run: str | None,
+    snapshot: bool,
+    events: str,
+) -> tuple[str | None, Callable[[datetime, str], str]]:
+    """The SQL rendered at the first stand-in time and run id (None: not worth keeping, or
+    the stand-ins are not the only difference), and how to render it at another."""
     cutoffs = None  # a restricted run grades by the newest full run's volume cut-offs
     g = model.spec.grades
     if restrict is not None and g is not None and g.method == "volume":
@@ -135,7 +168,7 @@ def scoring_sql(
         return plan.sql(engine.dialect, snapshot=snapshot, pretty=False)
 
     if isinstance(restrict, list):  # ids inlined: one person's explain, not worth keeping
-        return render_at(as_of, insert_run or "")
+        return None, render_at
     key = (
         model.hash,
         engine.dialect,
@@ -155,10 +188,13 @@ def scoring_sql(
             _TEMPLATES[key] = sql_a if same else None
             while len(_TEMPLATES) > _MAX_TEMPLATES:
                 del _TEMPLATES[next(iter(_TEMPLATES))]
-        template = _TEMPLATES[key]
-    if template is None:
-        return render_at(as_of, insert_run or "")
-    return _fill(template, _STAND_INS[0], as_of, insert_run or "")
+        return _TEMPLATES[key], render_at
+
+
+def as_of_params(as_of: datetime) -> list:
+    """The parameters of `scoring_sql_at`'s text as of `as_of`."""
+    as_of = naive_utc(as_of)
+    return [as_of, epoch_us(as_of)]
 
 
 def _lit(value: object) -> exp.Expression:

@@ -236,6 +236,9 @@ def published_version(root: Path) -> str:
 def load_version(root: Path, version: str | None = None) -> tuple[str, LeadModel, FeatureSpec]:
     version = version or published_version(root)
     path = root / MODELS_DIR / version
+    if not (path / "manifest.json").is_file() or not (path / "features.json").is_file():
+        raise ModelFileError(f"the files of predictive model version {version!r} are missing; "
+                             "`leadrefinery train --publish` makes a new one", path=str(path))
     meta = json.loads((path / "features.json").read_text(encoding="utf-8"))
     spec = FeatureSpec.from_dict(meta["spec"])
     model = LeadModel.load(path)

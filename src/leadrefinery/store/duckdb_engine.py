@@ -73,7 +73,12 @@ class DuckDBEngine(Engine):
         try:
             return self.cur.execute(sql, params) if params is not None else self.cur.execute(sql)
         except duckdb.Error as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}\n-- while running:\n{sql[:2000]}") from exc
+            raise _failed(exc, sql) from exc
+
+    def parse(self, sql: str) -> duckdb.Statement:
+        # parsing the scoring query's 50 KB takes DuckDB some 30 ms of the 130 it runs in
+        (stmt,) = duckdb.extract_statements(sql)
+        return stmt
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         self._run(sql, params)
@@ -86,7 +91,7 @@ class DuckDBEngine(Engine):
         try:
             return self.cur.sql(sql, params=params).to_arrow_table()
         except duckdb.Error as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}\n-- while running:\n{sql[:2000]}") from exc
+            raise _failed(exc, sql) from exc
 
     def query_df(self, sql: str, params: Sequence[Any] | None = None):  # -> pandas.DataFrame
         return self._run(sql, params).df()
@@ -131,3 +136,8 @@ class DuckDBEngine(Engine):
 
     def close(self) -> None:
         self.con.close()
+
+
+def _failed(exc: duckdb.Error, sql: str | duckdb.Statement) -> StoreError:
+    text = getattr(sql, "query", sql)  # (a parsed statement: its text)
+    return StoreError(f"{type(exc).__name__}: {exc}\n-- while running:\n{text[:2000]}")

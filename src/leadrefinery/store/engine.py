@@ -51,6 +51,11 @@ class Engine(ABC):
 
     # -- shared behaviour -------------------------------------------------------------------
 
+    def parse(self, sql: str) -> Any:
+        """`sql` parsed once, for `query` and `execute` to run many times (with parameters);
+        an engine that cannot keep a parsed statement gives the text back."""
+        return sql
+
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
