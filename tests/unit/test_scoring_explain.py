@@ -232,7 +232,7 @@ def test_commands(project: Project, tmp_path: Path) -> None:
     r = run(app, ["validate", "--model", str(bad)])
     assert (
         r.exit_code == 2
-        and f"{bad}:13 (rule 'pricing'): unknown key 'half_lif'" in r.output.replace("\n", "")
+        and f"{bad}:13 (rule 'pricing'): unknown key 'half_lif'" in r.flat
     )
     r = run(app, ["score", "--project", root, "--as-of", "2024-06-01T12:00:00Z", "--json"])
     assert r.exit_code == 0, r.output
