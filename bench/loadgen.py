@@ -50,13 +50,17 @@ def shield(pid: int, delta: int = -10) -> bool:
 
 @dataclass
 class Sent:
-    latencies: list[float] = field(default_factory=list)  # seconds, of accepted requests
-    latency: dict[tuple[int, int], float] = field(default_factory=dict)  # (client, i) -> it
+    latency: dict[tuple[int, int], float] = field(default_factory=dict)  # (client, i) -> seconds
     acked_at: dict[tuple[int, int], float] = field(default_factory=dict)  # (c, i) -> wall clock
     events: int = 0  # acknowledged
     errors: list[str] = field(default_factory=list)  # statuses other than 200
     t0: float = 0.0  # perf_counter when the clients started
     last: float = 0.0  # perf_counter of the last acknowledgement
+
+    @property
+    def latencies(self) -> list[float]:
+        """Seconds, of accepted requests."""
+        return list(self.latency.values())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -101,7 +105,6 @@ def run_clients(port: int, auth: str, ids: Iterable[int], *, clients: int, batch
                 if resp.status != 200:
                     out.errors.append(str(resp.status))
                 else:
-                    out.latencies.append(done - scheduled)
                     out.latency[c, i] = done - scheduled
                     out.acked_at[c, i] = time.time()
                     out.events += batch
@@ -143,7 +146,6 @@ def fork_clients(procs: int, port: int, auth: str, *, clients: int, batch: int, 
         p.join()
     sent = Sent(t0=t0, last=max(r.last for r in parts))
     for r in parts:
-        sent.latencies += r.latencies
         sent.latency |= r.latency
         sent.acked_at |= r.acked_at
         sent.events += r.events

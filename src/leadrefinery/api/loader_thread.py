@@ -183,8 +183,7 @@ class LogLoader:
     # -- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        if self.nice > 0:
-            lower_priority(self.nice)
+        lower_priority(self.nice)
         try:
             # temp tables are per DuckDB connection, and each thread has its own cursor:
             # the EventLoader must be built on this thread
