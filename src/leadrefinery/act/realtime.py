@@ -137,6 +137,7 @@ from sqlglot import exp
 from ..config import Settings
 from ..errors import LeadRefineryError
 from ..ingest.loader import STORED
+from ..model.compile import ts_literal
 from ..model.dialects import DIALECTS, render
 from ..model.explain import reason as reason_text
 from ..model.load import Model
@@ -572,15 +573,11 @@ class Scorer:
                 expression=exp.Like(this=path.copy(), expression=exp.Literal.string(like))))
         since = now - timedelta(hours=self.cfg.action_recent_hours)
 
-        def ts_lit(t: datetime) -> exp.Expression:
-            return exp.cast(exp.Literal.string(t.strftime("%Y-%m-%d %H:%M:%S.%f")),
-                            exp.DataType.build("TIMESTAMP"))
-
         q = (exp.select("person_id", "message_id", "ts", "type", "event",
                         exp.alias_(path, "path"))
              .from_(source or "events")
-             .where(exp.GTE(this=exp.column("ts"), expression=ts_lit(since)))
-             .where(exp.LTE(this=exp.column("ts"), expression=ts_lit(now)))
+             .where(exp.GTE(this=exp.column("ts"), expression=ts_literal(since)))
+             .where(exp.LTE(this=exp.column("ts"), expression=ts_literal(now)))
              .where(exp.or_(*conds)))
         if source is None:
             q = q.where(exp.condition(self._in_ids()))

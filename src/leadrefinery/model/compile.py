@@ -234,10 +234,13 @@ def glob_regex(pattern: str) -> str:
     return "".join(out)
 
 
+def time_text(t: datetime) -> str:
+    """How the compiled SQL spells a time (`ts_literal`'s string)."""
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def ts_literal(t: datetime) -> exp.Expression:
-    return exp.cast(
-        exp.Literal.string(t.strftime("%Y-%m-%d %H:%M:%S.%f")), exp.DataType.build("TIMESTAMP")
-    )
+    return exp.cast(exp.Literal.string(time_text(t)), exp.DataType.build("TIMESTAMP"))
 
 
 def naive_utc(t: datetime) -> datetime:

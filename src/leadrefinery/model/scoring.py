@@ -40,6 +40,8 @@ from .compile import (
     epoch_us,
     naive_utc,
     snapshot_query,
+    time_text,
+    ts_literal,
 )
 from .dialects import render
 from .load import Model
@@ -103,7 +105,7 @@ _TEMPLATES_LOCK = threading.Lock()  # the real-time lanes score from two threads
 def _fill(sql: str, stand_in: tuple[datetime, str], as_of: datetime, run_id: str) -> str:
     at, run = stand_in
     return (
-        sql.replace(at.strftime("%Y-%m-%d %H:%M:%S.%f"), as_of.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        sql.replace(time_text(at), time_text(as_of))
         .replace(str(epoch_us(at)), str(epoch_us(as_of)))
         .replace(run, run_id)
     )
@@ -139,7 +141,7 @@ def scoring_sql_at(
     if template is None:
         return None
     at = _STAND_INS[0][0]
-    text = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    text = time_text(at)
     sql = (template.replace(f"CAST('{text}' AS TIMESTAMP)", "CAST($1 AS TIMESTAMP)")
            .replace(str(epoch_us(at)), "CAST($2 AS BIGINT)"))
     return None if text in sql else sql  # (every time literal must have become a parameter)
@@ -203,10 +205,7 @@ def _lit(value: object) -> exp.Expression:
     if isinstance(value, bool):
         return exp.true() if value else exp.false()
     if isinstance(value, datetime):
-        return exp.cast(
-            exp.Literal.string(value.strftime("%Y-%m-%d %H:%M:%S.%f")),
-            exp.DataType.build("TIMESTAMP"),
-        )
+        return ts_literal(value)
     return exp.Literal.string(str(value))
 
 
